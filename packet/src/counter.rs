@@ -1,0 +1,332 @@
+//! Counters: packets and bytes per protocol, TCP flag counts, and a fixed-capacity flow table.
+//!
+//! Protocol classes count at two levels. Every frame counts once at the network level: `arp`,
+//! `ipv4`, `ipv6`, `other` (any other ether type) or `malformed`. IP packets count a second time
+//! at the transport level when it is TCP, UDP, ICMP or ICMPv6. So `ipv4 + ipv6 >= tcp + udp +
+//! icmp + icmpv6`, and the difference is fragments and other IP protocols.
+//!
+//! Each poll loop owns its counters (no sharing, no atomics on the fast path); the statistics
+//! thread merges copies of them.
+
+pub use crate::abi::Counter;
+use crate::parse::{Headers, Malformed, Net, Transport, tcp_flags};
+
+/// Per-protocol counters. See the module docs for how classes add up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolCounters {
+    pub arp: Counter,
+    pub ipv4: Counter,
+    pub ipv6: Counter,
+    pub tcp: Counter,
+    pub udp: Counter,
+    pub icmp: Counter,
+    pub icmpv6: Counter,
+    pub other: Counter,
+    pub malformed: Counter,
+    pub tcp_syn: u64,
+    pub tcp_fin: u64,
+    pub tcp_rst: u64,
+}
+
+impl ProtocolCounters {
+    /// Counts one frame of `len` bytes with the result of parsing it.
+    #[inline]
+    pub fn count(&mut self, parsed: Result<&Headers, &Malformed>, len: usize) {
+        let bytes = len as u64;
+        let h = match parsed {
+            Ok(h) => h,
+            Err(_) => {
+                self.malformed.add(bytes);
+                return;
+            }
+        };
+        match h.net {
+            Net::Arp => self.arp.add(bytes),
+            Net::Ipv4 => self.ipv4.add(bytes),
+            Net::Ipv6 { .. } => self.ipv6.add(bytes),
+            Net::Other { .. } => self.other.add(bytes),
+        }
+        match h.transport {
+            Transport::Tcp { flags } => {
+                self.tcp.add(bytes);
+                self.tcp_syn += u64::from(flags & tcp_flags::SYN != 0);
+                self.tcp_fin += u64::from(flags & tcp_flags::FIN != 0);
+                self.tcp_rst += u64::from(flags & tcp_flags::RST != 0);
+            }
+            Transport::Udp => self.udp.add(bytes),
+            Transport::Icmpv4 { .. } => self.icmp.add(bytes),
+            Transport::Icmpv6 { .. } => self.icmpv6.add(bytes),
+            Transport::None | Transport::Fragment | Transport::Other { .. } => {}
+        }
+    }
+
+    /// Adds another set of counters (another queue's, another lcore's).
+    pub fn merge(&mut self, o: &ProtocolCounters) {
+        for (mine, theirs) in self.classes_mut().into_iter().zip(o.classes()) {
+            mine.1.merge(theirs.1);
+        }
+        self.tcp_syn += o.tcp_syn;
+        self.tcp_fin += o.tcp_fin;
+        self.tcp_rst += o.tcp_rst;
+    }
+
+    /// The classes with their names, in report order.
+    pub fn classes(&self) -> [(&'static str, &Counter); 9] {
+        [
+            ("arp", &self.arp),
+            ("ipv4", &self.ipv4),
+            ("ipv6", &self.ipv6),
+            ("tcp", &self.tcp),
+            ("udp", &self.udp),
+            ("icmp", &self.icmp),
+            ("icmpv6", &self.icmpv6),
+            ("other", &self.other),
+            ("malformed", &self.malformed),
+        ]
+    }
+
+    fn classes_mut(&mut self) -> [(&'static str, &mut Counter); 9] {
+        [
+            ("arp", &mut self.arp),
+            ("ipv4", &mut self.ipv4),
+            ("ipv6", &mut self.ipv6),
+            ("tcp", &mut self.tcp),
+            ("udp", &mut self.udp),
+            ("icmp", &mut self.icmp),
+            ("icmpv6", &mut self.icmpv6),
+            ("other", &mut self.other),
+            ("malformed", &mut self.malformed),
+        ]
+    }
+}
+
+/// An IP 5-tuple. IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) so both families
+/// share one key type. ICMP and other protocols without ports have ports 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+}
+
+impl FlowKey {
+    /// The 5-tuple of a parsed IP frame; `None` for non-IP frames.
+    pub fn from_frame(frame: &[u8], h: &Headers) -> Option<FlowKey> {
+        let l3 = usize::from(h.l3_offset);
+        let l4 = usize::from(h.l4_offset);
+        let mut key = FlowKey::default();
+        match h.net {
+            Net::Ipv4 => {
+                let ip = frame.get(l3..l3 + 20)?;
+                key.src[10..12].copy_from_slice(&[0xff, 0xff]);
+                key.dst[10..12].copy_from_slice(&[0xff, 0xff]);
+                key.src[12..].copy_from_slice(&ip[12..16]);
+                key.dst[12..].copy_from_slice(&ip[16..20]);
+                key.protocol = ip[9];
+            }
+            Net::Ipv6 { .. } => {
+                let ip = frame.get(l3..l3 + 40)?;
+                key.src.copy_from_slice(&ip[8..24]);
+                key.dst.copy_from_slice(&ip[24..40]);
+                // The upper-layer protocol, after any extension headers.
+                key.protocol = match h.transport {
+                    Transport::Tcp { .. } => crate::parse::IP_PROTO_TCP,
+                    Transport::Udp => crate::parse::IP_PROTO_UDP,
+                    Transport::Icmpv6 { .. } => crate::parse::IP_PROTO_ICMPV6,
+                    Transport::Other { protocol } => protocol,
+                    _ => ip[6],
+                };
+            }
+            _ => return None,
+        }
+        if matches!(h.transport, Transport::Tcp { .. } | Transport::Udp) {
+            let p = frame.get(l4..l4 + 4)?;
+            key.src_port = u16::from_be_bytes([p[0], p[1]]);
+            key.dst_port = u16::from_be_bytes([p[2], p[3]]);
+        }
+        Some(key)
+    }
+
+    /// A 64-bit hash: multiply-fold over the key's words (fast, and good enough to spread
+    /// 5-tuples; the seed keeps a remote sender from predicting collisions across runs).
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let w = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        };
+        let mut h = seed ^ K;
+        for word in [
+            w(&self.src[0..8]),
+            w(&self.src[8..16]),
+            w(&self.dst[0..8]),
+            w(&self.dst[8..16]),
+            u64::from(self.src_port) | u64::from(self.dst_port) << 16 | u64::from(self.protocol) << 32,
+        ] {
+            h = (h ^ word).wrapping_mul(K);
+            h ^= h >> 29;
+        }
+        h
+    }
+}
+
+/// One slot of a [`FlowTable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSlot {
+    pub key: FlowKey,
+    /// `packets == 0` marks a free slot.
+    pub counter: Counter,
+}
+
+/// How many slots a lookup probes before it gives up and counts the packet as overflow.
+const MAX_PROBES: usize = 16;
+
+/// A fixed-capacity flow table: open addressing with linear probing over caller-provided
+/// storage (`[FlowSlot; N]`, a `Vec`, a slice), so it never allocates after construction. When
+/// the table is full (or a probe run is longer than 16 slots), the packet is counted in
+/// `overflow` instead.
+#[derive(Clone, Debug)]
+pub struct FlowTable<S> {
+    slots: S,
+    mask: usize,
+    seed: u64,
+    len: usize,
+    /// Packets and bytes that found no slot.
+    pub overflow: Counter,
+}
+
+impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowTable<S> {
+    /// `slots.len()` must be a power of two (else the table uses the largest power of two that
+    /// fits); the slots must be free (`FlowSlot::default()`).
+    pub fn new(slots: S, seed: u64) -> Self {
+        let n = slots.as_ref().len();
+        let cap: usize = if n == 0 { 0 } else { 1 << (usize::BITS - 1 - n.leading_zeros()) };
+        FlowTable {
+            slots,
+            mask: cap.wrapping_sub(1),
+            seed,
+            len: 0,
+            overflow: Counter::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.mask.wrapping_add(1)
+    }
+
+    /// Flows in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Counts one packet of `bytes` bytes for `key`.
+    #[inline]
+    pub fn count(&mut self, key: &FlowKey, bytes: u64) {
+        if self.capacity() == 0 {
+            self.overflow.add(bytes);
+            return;
+        }
+        let start = self.hash_slot(key);
+        let slots = self.slots.as_mut();
+        for i in 0..MAX_PROBES.min(self.mask + 1) {
+            let slot = &mut slots[(start + i) & self.mask];
+            if slot.counter.packets == 0 {
+                slot.key = *key;
+                slot.counter.add(bytes);
+                self.len += 1;
+                return;
+            }
+            if slot.key == *key {
+                slot.counter.add(bytes);
+                return;
+            }
+        }
+        self.overflow.add(bytes);
+    }
+
+    pub fn get(&self, key: &FlowKey) -> Option<Counter> {
+        if self.capacity() == 0 {
+            return None;
+        }
+        let start = self.hash_slot(key);
+        let slots = self.slots.as_ref();
+        (0..MAX_PROBES.min(self.mask + 1))
+            .map(|i| &slots[(start + i) & self.mask])
+            .take_while(|s| s.counter.packets != 0)
+            .find(|s| s.key == *key)
+            .map(|s| s.counter)
+    }
+
+    /// Fills `out` with the flows with the most packets, most first (ties by key), and returns
+    /// how many it wrote. No allocation: a selection into `out`, O(capacity * out.len()).
+    pub fn top(&self, out: &mut [FlowSlot]) -> usize {
+        let mut n = 0;
+        for slot in self.slots.as_ref()[..self.capacity()].iter() {
+            if slot.counter.packets == 0 {
+                continue;
+            }
+            // Insertion into the sorted prefix out[..n].
+            let better = |a: &FlowSlot, b: &FlowSlot| {
+                (a.counter.packets, core::cmp::Reverse(a.key))
+                    > (b.counter.packets, core::cmp::Reverse(b.key))
+            };
+            let mut pos = n;
+            while pos > 0 && better(slot, &out[pos - 1]) {
+                pos -= 1;
+            }
+            if pos >= out.len() {
+                continue;
+            }
+            let last = if n < out.len() { n } else { out.len() - 1 };
+            let mut i = last;
+            while i > pos {
+                out[i] = out[i - 1];
+                i -= 1;
+            }
+            out[pos] = *slot;
+            if n < out.len() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Empties the table.
+    pub fn clear(&mut self) {
+        for s in self.slots.as_mut() {
+            *s = FlowSlot::default();
+        }
+        self.len = 0;
+        self.overflow = Counter::default();
+    }
+
+    #[inline]
+    fn hash_slot(&self, key: &FlowKey) -> usize {
+        (key.hash(self.seed) as usize) & self.mask
+    }
+}
+
+#[cfg(feature = "std")]
+impl FlowTable<std::vec::Vec<FlowSlot>> {
+    /// A heap-backed table of `capacity` slots, rounded up to a power of two.
+    pub fn with_capacity(capacity: usize, seed: u64) -> Self {
+        let cap = capacity.max(1).next_power_of_two();
+        FlowTable::new(std::vec![FlowSlot::default(); cap], seed)
+    }
+
+    /// The `n` largest flows, most packets first.
+    pub fn top_n(&self, n: usize) -> std::vec::Vec<FlowSlot> {
+        let mut out = std::vec![FlowSlot::default(); n];
+        let k = self.top(&mut out);
+        out.truncate(k);
+        out
+    }
+}

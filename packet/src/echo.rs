@@ -1,0 +1,676 @@
+//! The echo responder: answers a frame in place, in the buffer it arrived in.
+//!
+//! | request | reply |
+//! |---|---|
+//! | ICMPv4 echo request (type 8, code 0) | echo reply (type 0) |
+//! | ICMPv6 echo request (128, code 0) | echo reply (129) |
+//! | UDP to one of the echo ports (default 7, RFC 862) | the same payload back |
+//! | ARP request for a local IPv4 address | ARP reply with the local MAC |
+//! | IPv6 neighbour solicitation for a local IPv6 address | neighbour advertisement |
+//!
+//! Replies swap the MAC, IP and port fields, set the TTL / hop limit to 64 (255 for neighbour
+//! discovery, as RFC 4861 requires), keep VLAN tags, and carry correct checksums. On the fast
+//! path no checksum is recomputed: swapping source and destination leaves every sum unchanged
+//! (one's complement addition commutes, and the pseudo-headers contain both addresses), so only
+//! the words that really change (TTL, ICMP type) are patched with RFC 1624 updates. A request
+//! whose L4 checksum was wrong therefore gets a reply whose checksum is equally wrong, and the
+//! sender's stack discards it: we never turn a corrupt packet into a valid one.
+//!
+//! The responder never answers: malformed frames, IP fragments, frames from group (broadcast or
+//! multicast) MAC addresses, IP packets from multicast, broadcast or unspecified addresses,
+//! packets to multicast addresses, UDP from port 0, from port 7 or from another echo port (two
+//! echo services would otherwise ping-pong forever), ICMP other than echo requests, IPv4 packets
+//! with a bad header checksum (see [`crate::parse`]), IPv6 packets with a routing header.
+//!
+//! When local addresses are configured, IP echo answers only packets addressed to them; when a
+//! local MAC is configured, only frames addressed to it. ARP and neighbour discovery need both.
+
+use crate::checksum::{self, update_word};
+use crate::parse::{self, Headers, IPV6_HEADER_LEN, Malformed, Net, Transport};
+
+/// Default UDP echo port (RFC 862).
+pub const ECHO_PORT: u16 = 7;
+/// The TTL / hop limit of every reply, as the kernel's default.
+pub const REPLY_TTL: u8 = 64;
+/// The most local addresses of each family a responder holds.
+pub const MAX_LOCAL_ADDRS: usize = 16;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
+const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
+const NDP_HOP_LIMIT: u8 = 255;
+const NDP_OPT_SOURCE_LL: u8 = 1;
+const NDP_OPT_TARGET_LL: u8 = 2;
+/// ICMPv6 header (4) + flags (4) + target (16).
+const NDP_BODY_LEN: usize = 24;
+/// A neighbour advertisement with a target link-layer address option.
+const NA_LEN: usize = NDP_BODY_LEN + 8;
+const NA_FLAG_SOLICITED: u8 = 0x40;
+const NA_FLAG_OVERRIDE: u8 = 0x20;
+const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+
+const ARP_HTYPE_ETHERNET: u16 = 1;
+const ARP_OP_REQUEST: u16 = 1;
+const ARP_OP_REPLY: u16 = 2;
+/// Ethernet/IPv4 ARP body length.
+const ARP_LEN: usize = 28;
+
+/// What a reply answers, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplyKind {
+    IcmpEcho,
+    Icmpv6Echo,
+    UdpEcho,
+    Arp,
+    NeighborAdvertisement,
+    /// A frame turned around by [`reflect`].
+    Reflected,
+}
+
+/// The outcome of offering a frame to the responder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The buffer now holds a reply of `len` bytes; send it back out of the port it came in.
+    Reply { len: usize, kind: ReplyKind },
+    /// A well-formed frame that is not ours to answer; the buffer is unchanged.
+    NotForUs,
+    /// A frame that fails to parse; the buffer is unchanged.
+    Malformed(Malformed),
+}
+
+/// A set of UDP ports, one bit each: constant-time lookup on the fast path.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet {
+    bits: [u64; 1024],
+}
+
+impl core::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_set()
+            .entries((0..=u16::MAX).filter(|p| self.contains(*p)))
+            .finish()
+    }
+}
+
+impl Default for PortSet {
+    fn default() -> Self {
+        PortSet::EMPTY
+    }
+}
+
+/// An error in a port list such as `7,9000-9010`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortListError {
+    /// An item that is not a port number (1-65535) or a range `LOW-HIGH`.
+    BadItem,
+    /// A range whose low end is above its high end.
+    EmptyRange,
+    /// The list is empty.
+    Empty,
+}
+
+impl core::fmt::Display for PortListError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PortListError::BadItem => "expected a port (1-65535) or a range LOW-HIGH",
+            PortListError::EmptyRange => "range start is above its end",
+            PortListError::Empty => "no ports given",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for PortListError {}
+
+impl PortSet {
+    pub const EMPTY: PortSet = PortSet { bits: [0; 1024] };
+
+    pub fn insert(&mut self, port: u16) {
+        self.bits[usize::from(port / 64)] |= 1 << (port % 64);
+    }
+
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
+    }
+
+    /// Parses `7`, `7,9000`, `9000-9010,7`: ports 1-65535, ranges inclusive.
+    pub fn from_list(list: &str) -> Result<PortSet, PortListError> {
+        let mut set = PortSet::EMPTY;
+        let parse_port = |s: &str| match s.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(PortListError::BadItem),
+            Ok(p) => Ok(p),
+        };
+        for item in list.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                return Err(PortListError::BadItem);
+            }
+            let (lo, hi) = match item.split_once('-') {
+                Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
+                None => {
+                    let p = parse_port(item)?;
+                    (p, p)
+                }
+            };
+            if lo > hi {
+                return Err(PortListError::EmptyRange);
+            }
+            for p in lo..=hi {
+                set.insert(p);
+            }
+        }
+        if set.is_empty() {
+            return Err(PortListError::Empty);
+        }
+        Ok(set)
+    }
+}
+
+/// Returned when more than [`MAX_LOCAL_ADDRS`] addresses of one family are added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyAddresses;
+
+impl core::fmt::Display for TooManyAddresses {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "at most {MAX_LOCAL_ADDRS} local addresses per family")
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for TooManyAddresses {}
+
+/// A fixed-capacity address list (no allocation, `no_std`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AddrList<const N: usize> {
+    addrs: [[u8; N]; MAX_LOCAL_ADDRS],
+    len: usize,
+}
+
+impl<const N: usize> AddrList<N> {
+    const EMPTY: Self = AddrList {
+        addrs: [[0; N]; MAX_LOCAL_ADDRS],
+        len: 0,
+    };
+
+    fn push(&mut self, a: [u8; N]) -> Result<(), TooManyAddresses> {
+        if self.contains(&a) {
+            return Ok(());
+        }
+        let slot = self.addrs.get_mut(self.len).ok_or(TooManyAddresses)?;
+        *slot = a;
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn contains(&self, a: &[u8]) -> bool {
+        self.addrs[..self.len].iter().any(|x| x[..] == *a)
+    }
+
+    fn as_slice(&self) -> &[[u8; N]] {
+        &self.addrs[..self.len]
+    }
+}
+
+/// The echo responder's configuration. Build once, share read-only between poll loops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Responder {
+    echo_ports: PortSet,
+    local_mac: Option<[u8; 6]>,
+    ipv4: AddrList<4>,
+    ipv6: AddrList<16>,
+}
+
+impl Default for Responder {
+    fn default() -> Self {
+        Responder::new()
+    }
+}
+
+impl Responder {
+    /// Echo on UDP port 7, any destination address, no ARP / neighbour discovery.
+    pub fn new() -> Responder {
+        let mut echo_ports = PortSet::EMPTY;
+        echo_ports.insert(ECHO_PORT);
+        Responder {
+            echo_ports,
+            local_mac: None,
+            ipv4: AddrList::EMPTY,
+            ipv6: AddrList::EMPTY,
+        }
+    }
+
+    pub fn set_echo_ports(&mut self, ports: PortSet) {
+        self.echo_ports = ports;
+    }
+
+    pub fn echo_ports(&self) -> &PortSet {
+        &self.echo_ports
+    }
+
+    /// The MAC address of the port: ARP and neighbour replies carry it, and IP echo then only
+    /// answers frames addressed to it.
+    pub fn set_local_mac(&mut self, mac: [u8; 6]) {
+        self.local_mac = Some(mac);
+    }
+
+    pub fn local_mac(&self) -> Option<[u8; 6]> {
+        self.local_mac
+    }
+
+    /// Adds a local IPv4 address: ARP requests for it are answered, and IPv4 echo then answers
+    /// only packets to the local addresses.
+    pub fn add_ipv4(&mut self, addr: [u8; 4]) -> Result<(), TooManyAddresses> {
+        self.ipv4.push(addr)
+    }
+
+    /// Adds a local IPv6 address: neighbour solicitations for it are answered, and IPv6 echo
+    /// then answers only packets to the local addresses.
+    pub fn add_ipv6(&mut self, addr: [u8; 16]) -> Result<(), TooManyAddresses> {
+        self.ipv6.push(addr)
+    }
+
+    pub fn ipv4_addrs(&self) -> &[[u8; 4]] {
+        self.ipv4.as_slice()
+    }
+
+    pub fn ipv6_addrs(&self) -> &[[u8; 16]] {
+        self.ipv6.as_slice()
+    }
+
+    /// Parses `buf[..len]` and answers it in place. `buf` may be longer than the frame: a
+    /// neighbour advertisement can be longer than the solicitation it answers, and is only sent
+    /// when it fits in `buf`.
+    pub fn respond(&self, buf: &mut [u8], len: usize) -> Verdict {
+        let Some(frame) = buf.get(..len) else {
+            return Verdict::Malformed(Malformed::Truncated(parse::Layer::Ethernet));
+        };
+        match parse::parse(frame) {
+            Ok(h) => self.respond_parsed(buf, len, &h),
+            Err(e) => Verdict::Malformed(e),
+        }
+    }
+
+    /// As [`respond`](Self::respond), for a frame the caller has already parsed (to count it)
+    /// with `h = parse(&buf[..len])`. Inconsistent `h` gives `NotForUs` or `Malformed`, never a
+    /// panic.
+    pub fn respond_parsed(&self, buf: &mut [u8], len: usize, h: &Headers) -> Verdict {
+        let done = match (h.net, h.transport) {
+            (Net::Ipv4, Transport::Icmpv4 { icmp_type, code }) => {
+                if icmp_type == ICMP_ECHO_REQUEST && code == 0 {
+                    self.icmpv4_echo(buf, len, h)
+                } else {
+                    None
+                }
+            }
+            (Net::Ipv4, Transport::Udp) => self.udp_echo(buf, len, h, false),
+            (Net::Ipv6 { routing_header: false }, Transport::Icmpv6 { icmp_type, code }) => {
+                match (icmp_type, code) {
+                    (ICMPV6_ECHO_REQUEST, 0) => self.icmpv6_echo(buf, len, h),
+                    (ICMPV6_NEIGHBOR_SOLICITATION, 0) => self.neighbor_advert(buf, len, h),
+                    _ => None,
+                }
+            }
+            (Net::Ipv6 { routing_header: false }, Transport::Udp) => {
+                self.udp_echo(buf, len, h, true)
+            }
+            (Net::Arp, _) => self.arp_reply(buf, len, h),
+            _ => None,
+        };
+        match done {
+            Some((len, kind)) => Verdict::Reply { len, kind },
+            None => Verdict::NotForUs,
+        }
+    }
+
+    /// Ethernet-level checks for IP echo: unicast source, unicast destination that is ours
+    /// (when we know our MAC).
+    #[inline]
+    fn ethernet_ok(&self, frame: &[u8]) -> bool {
+        let (Some(dst), Some(src)) = (frame.get(0..6), frame.get(6..12)) else {
+            return false;
+        };
+        if is_group_mac(src) || is_group_mac(dst) {
+            return false;
+        }
+        match &self.local_mac {
+            Some(mac) => dst == mac,
+            None => true,
+        }
+    }
+
+    #[inline]
+    fn ipv4_addrs_ok(&self, frame: &[u8], l3: usize) -> bool {
+        let Some(ip) = frame.get(l3..l3 + 20) else {
+            return false;
+        };
+        let src = [ip[12], ip[13], ip[14], ip[15]];
+        let dst = [ip[16], ip[17], ip[18], ip[19]];
+        if !ipv4_unicast(src) || src[0] == 127 {
+            return false;
+        }
+        if self.ipv4.len > 0 {
+            self.ipv4.contains(&dst)
+        } else {
+            ipv4_unicast(dst)
+        }
+    }
+
+    #[inline]
+    fn ipv6_addrs_ok(&self, frame: &[u8], l3: usize) -> bool {
+        let Some(ip) = frame.get(l3..l3 + IPV6_HEADER_LEN) else {
+            return false;
+        };
+        let src = &ip[8..24];
+        let dst = &ip[24..40];
+        // Multicast (ff00::/8) and the unspecified address cannot be answered from or to.
+        if src[0] == 0xff || src.iter().all(|b| *b == 0) {
+            return false;
+        }
+        if self.ipv6.len > 0 {
+            self.ipv6.contains(dst)
+        } else {
+            dst[0] != 0xff
+        }
+    }
+
+    fn icmpv4_echo(&self, buf: &mut [u8], len: usize, h: &Headers) -> Option<(usize, ReplyKind)> {
+        let (l3, l4) = (usize::from(h.l3_offset), usize::from(h.l4_offset));
+        let frame = buf.get_mut(..len)?;
+        if !self.ethernet_ok(frame) || !self.ipv4_addrs_ok(frame, l3) {
+            return None;
+        }
+        frame.get(l4..l4 + 8)?;
+        // ICMP: type 8 -> 0, checksum patched for that one word.
+        let old = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
+        let new = u16::from_be_bytes([ICMP_ECHO_REPLY, frame[l4 + 1]]);
+        frame[l4] = ICMP_ECHO_REPLY;
+        patch_checksum(frame, l4 + 2, old, new);
+        turn_ipv4(frame, l3);
+        swap_macs(frame);
+        Some((len, ReplyKind::IcmpEcho))
+    }
+
+    fn icmpv6_echo(&self, buf: &mut [u8], len: usize, h: &Headers) -> Option<(usize, ReplyKind)> {
+        let (l3, l4) = (usize::from(h.l3_offset), usize::from(h.l4_offset));
+        let frame = buf.get_mut(..len)?;
+        if !self.ethernet_ok(frame) || !self.ipv6_addrs_ok(frame, l3) {
+            return None;
+        }
+        frame.get(l4..l4 + 8)?;
+        // The ICMPv6 pseudo-header holds both addresses, so swapping them changes no sum.
+        let old = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
+        let new = u16::from_be_bytes([ICMPV6_ECHO_REPLY, frame[l4 + 1]]);
+        frame[l4] = ICMPV6_ECHO_REPLY;
+        patch_checksum(frame, l4 + 2, old, new);
+        turn_ipv6(frame, l3, REPLY_TTL);
+        swap_macs(frame);
+        Some((len, ReplyKind::Icmpv6Echo))
+    }
+
+    fn udp_echo(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        h: &Headers,
+        ipv6: bool,
+    ) -> Option<(usize, ReplyKind)> {
+        let (l3, l4) = (usize::from(h.l3_offset), usize::from(h.l4_offset));
+        let frame = buf.get_mut(..len)?;
+        let ports = frame.get(l4..l4 + 4)?;
+        let sport = u16::from_be_bytes([ports[0], ports[1]]);
+        let dport = u16::from_be_bytes([ports[2], ports[3]]);
+        if !self.echo_ports.contains(dport)
+            || sport == 0
+            || sport == ECHO_PORT
+            || self.echo_ports.contains(sport)
+        {
+            return None;
+        }
+        let addrs_ok = if ipv6 {
+            self.ipv6_addrs_ok(frame, l3)
+        } else {
+            self.ipv4_addrs_ok(frame, l3)
+        };
+        if !addrs_ok || !self.ethernet_ok(frame) {
+            return None;
+        }
+        // Swapping ports and addresses leaves the UDP checksum (pseudo-header included)
+        // unchanged; a zero "no checksum" stays zero.
+        swap_within(frame, l4, l4 + 2, 2);
+        if ipv6 {
+            turn_ipv6(frame, l3, REPLY_TTL);
+        } else {
+            turn_ipv4(frame, l3);
+        }
+        swap_macs(frame);
+        Some((len, ReplyKind::UdpEcho))
+    }
+
+    fn arp_reply(&self, buf: &mut [u8], len: usize, h: &Headers) -> Option<(usize, ReplyKind)> {
+        let mac = self.local_mac?;
+        let l3 = usize::from(h.l3_offset);
+        let frame = buf.get_mut(..len)?;
+        let arp = frame.get(l3..l3 + ARP_LEN)?;
+        let htype = u16::from_be_bytes([arp[0], arp[1]]);
+        let ptype = u16::from_be_bytes([arp[2], arp[3]]);
+        let op = u16::from_be_bytes([arp[6], arp[7]]);
+        if htype != ARP_HTYPE_ETHERNET
+            || ptype != parse::ETHER_TYPE_IPV4
+            || arp[4] != 6
+            || arp[5] != 4
+            || op != ARP_OP_REQUEST
+        {
+            return None;
+        }
+        let sender_mac: [u8; 6] = arp[8..14].try_into().ok()?;
+        let sender_ip: [u8; 4] = arp[14..18].try_into().ok()?;
+        let target_ip: [u8; 4] = arp[24..28].try_into().ok()?;
+        if is_group_mac(&sender_mac) || is_group_mac(&frame[6..12]) {
+            return None;
+        }
+        if !self.ipv4.contains(&target_ip) {
+            return None;
+        }
+        let arp = &mut frame[l3..l3 + ARP_LEN];
+        arp[6..8].copy_from_slice(&ARP_OP_REPLY.to_be_bytes());
+        arp[8..14].copy_from_slice(&mac);
+        arp[14..18].copy_from_slice(&target_ip);
+        arp[18..24].copy_from_slice(&sender_mac);
+        arp[24..28].copy_from_slice(&sender_ip);
+        frame[0..6].copy_from_slice(&sender_mac);
+        frame[6..12].copy_from_slice(&mac);
+        Some((len, ReplyKind::Arp))
+    }
+
+    /// Answers a neighbour solicitation (RFC 4861 7.1.1 checks, 7.2.4 reply) by rewriting the
+    /// frame into a neighbour advertisement with a target link-layer address option.
+    fn neighbor_advert(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        h: &Headers,
+    ) -> Option<(usize, ReplyKind)> {
+        let mac = self.local_mac?;
+        let (l3, l4, end) = (
+            usize::from(h.l3_offset),
+            usize::from(h.l4_offset),
+            usize::from(h.ip_end),
+        );
+        // Extension headers before an NS are legal but unheard of; we rebuild the packet right
+        // after the fixed header, so we only answer when there are none.
+        if l4 != l3 + IPV6_HEADER_LEN || end < l4 + NDP_BODY_LEN || end > len {
+            return None;
+        }
+        let frame = buf.get(..len)?;
+        if is_group_mac(&frame[6..12]) {
+            return None;
+        }
+        let ip = &frame[l3..l4];
+        let src: [u8; 16] = ip[8..24].try_into().ok()?;
+        let dst: [u8; 16] = ip[24..40].try_into().ok()?;
+        if ip[7] != NDP_HOP_LIMIT || src[0] == 0xff {
+            return None;
+        }
+        let icmp = &frame[l4..end];
+        let pseudo = checksum::pseudo_header_v6(&src, &dst, parse::IP_PROTO_ICMPV6, icmp.len() as u32);
+        if !checksum::verify(pseudo, icmp) {
+            return None;
+        }
+        let target: [u8; 16] = icmp[8..24].try_into().ok()?;
+        if target[0] == 0xff || !self.ipv6.contains(&target) {
+            return None;
+        }
+        // Options: type, length in units of 8 octets (0 is invalid), value.
+        let mut source_ll: Option<[u8; 6]> = None;
+        let mut opts = &icmp[NDP_BODY_LEN..];
+        while !opts.is_empty() {
+            let opt_len = usize::from(*opts.get(1)?) * 8;
+            if opt_len == 0 || opt_len > opts.len() {
+                return None;
+            }
+            if opts[0] == NDP_OPT_SOURCE_LL && opt_len == 8 {
+                source_ll = Some(opts[2..8].try_into().ok()?);
+            }
+            opts = &opts[opt_len..];
+        }
+        let unspecified_src = src.iter().all(|b| *b == 0);
+        if unspecified_src && source_ll.is_some() {
+            return None;
+        }
+        let (reply_dst, reply_dst_mac, flags) = if unspecified_src {
+            // Duplicate address detection: defend the address to all nodes, not solicited.
+            (ALL_NODES, ALL_NODES_MAC, NA_FLAG_OVERRIDE)
+        } else {
+            let to_mac = source_ll.unwrap_or(frame[6..12].try_into().ok()?);
+            (src, to_mac, NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE)
+        };
+
+        let reply_len = l4 + NA_LEN;
+        let out = buf.get_mut(..reply_len)?;
+        out[0..6].copy_from_slice(&reply_dst_mac);
+        out[6..12].copy_from_slice(&mac);
+        let ip = &mut out[l3..l4];
+        ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+        ip[4..6].copy_from_slice(&(NA_LEN as u16).to_be_bytes());
+        ip[6] = parse::IP_PROTO_ICMPV6;
+        ip[7] = NDP_HOP_LIMIT;
+        ip[8..24].copy_from_slice(&target);
+        ip[24..40].copy_from_slice(&reply_dst);
+        let na = &mut out[l4..l4 + NA_LEN];
+        na[0] = ICMPV6_NEIGHBOR_ADVERTISEMENT;
+        na[1] = 0;
+        na[2..4].copy_from_slice(&[0, 0]);
+        na[4..8].copy_from_slice(&[flags, 0, 0, 0]);
+        na[8..24].copy_from_slice(&target);
+        na[24] = NDP_OPT_TARGET_LL;
+        na[25] = 1;
+        na[26..32].copy_from_slice(&mac);
+        // A new packet, not an edit: its checksum is computed in full (32 bytes).
+        let pseudo =
+            checksum::pseudo_header_v6(&target, &reply_dst, parse::IP_PROTO_ICMPV6, NA_LEN as u32);
+        let sum = !checksum::fold(checksum::sum(pseudo, na));
+        na[2..4].copy_from_slice(&sum.to_be_bytes());
+        Some((reply_len, ReplyKind::NeighborAdvertisement))
+    }
+}
+
+/// Turns any well-formed IPv4/IPv6 frame around, like testpmd's `5tswap`: swaps MACs, IP
+/// addresses and TCP/UDP ports. Every checksum stays valid (swaps do not change sums); TTL is
+/// left alone. Non-IP frames are `NotForUs`.
+pub fn reflect(buf: &mut [u8], len: usize) -> Verdict {
+    let Some(frame) = buf.get(..len) else {
+        return Verdict::Malformed(Malformed::Truncated(parse::Layer::Ethernet));
+    };
+    match parse::parse(frame) {
+        Ok(h) => reflect_parsed(buf, len, &h),
+        Err(e) => Verdict::Malformed(e),
+    }
+}
+
+/// As [`reflect`], for a frame already parsed with `h = parse(&buf[..len])`.
+pub fn reflect_parsed(buf: &mut [u8], len: usize, h: &Headers) -> Verdict {
+    let Some(frame) = buf.get_mut(..len) else {
+        return Verdict::NotForUs;
+    };
+    let l3 = usize::from(h.l3_offset);
+    let l4 = usize::from(h.l4_offset);
+    let (addr_at, addr_len) = match h.net {
+        Net::Ipv4 => (l3 + 12, 4),
+        Net::Ipv6 { .. } => (l3 + 8, 16),
+        _ => return Verdict::NotForUs,
+    };
+    if frame.len() < addr_at + 2 * addr_len {
+        return Verdict::NotForUs;
+    }
+    if matches!(h.transport, Transport::Tcp { .. } | Transport::Udp) {
+        if frame.len() < l4 + 4 {
+            return Verdict::NotForUs;
+        }
+        swap_within(frame, l4, l4 + 2, 2);
+    }
+    swap_within(frame, addr_at, addr_at + addr_len, addr_len);
+    swap_macs(frame);
+    Verdict::Reply {
+        len,
+        kind: ReplyKind::Reflected,
+    }
+}
+
+/// True for broadcast and multicast MAC addresses (the I/G bit).
+#[inline]
+pub fn is_group_mac(mac: &[u8]) -> bool {
+    mac.first().is_some_and(|b| b & 1 == 1)
+}
+
+/// Neither unspecified, broadcast nor multicast (224.0.0.0/4).
+#[inline]
+fn ipv4_unicast(a: [u8; 4]) -> bool {
+    a != [0, 0, 0, 0] && a != [255, 255, 255, 255] && a[0] & 0xf0 != 0xe0
+}
+
+/// Swaps `frame[a..a+n]` with `frame[b..b+n]`, `a + n <= b`; the caller checked the bounds.
+#[inline]
+fn swap_within(frame: &mut [u8], a: usize, b: usize, n: usize) {
+    let (head, tail) = frame.split_at_mut(b);
+    head[a..a + n].swap_with_slice(&mut tail[..n]);
+}
+
+#[inline]
+fn swap_macs(frame: &mut [u8]) {
+    swap_within(frame, 0, 6, 6);
+}
+
+/// Replaces the 16-bit word whose checksum lives at `at` and patches it (RFC 1624).
+#[inline]
+fn patch_checksum(frame: &mut [u8], at: usize, old: u16, new: u16) {
+    let check = u16::from_be_bytes([frame[at], frame[at + 1]]);
+    let check = update_word(check, old, new);
+    frame[at..at + 2].copy_from_slice(&check.to_be_bytes());
+}
+
+/// IPv4 reply header: swap addresses, TTL 64, header checksum patched for the TTL word.
+#[inline]
+fn turn_ipv4(frame: &mut [u8], l3: usize) {
+    let old = u16::from_be_bytes([frame[l3 + 8], frame[l3 + 9]]);
+    let new = u16::from_be_bytes([REPLY_TTL, frame[l3 + 9]]);
+    frame[l3 + 8] = REPLY_TTL;
+    patch_checksum(frame, l3 + 10, old, new);
+    swap_within(frame, l3 + 12, l3 + 16, 4);
+}
+
+/// IPv6 reply header: swap addresses, set the hop limit (not covered by any checksum).
+#[inline]
+fn turn_ipv6(frame: &mut [u8], l3: usize, hop_limit: u8) {
+    frame[l3 + 7] = hop_limit;
+    swap_within(frame, l3 + 8, l3 + 24, 16);
+}

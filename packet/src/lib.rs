@@ -1,0 +1,34 @@
+//! Packet logic shared by every data path of the toolkit: the AF_XDP loop in `xdp-user`, the
+//! DPDK application, and (for [`abi`] only) the XDP program itself.
+//!
+//! - [`parse`]: Ethernet (up to two VLAN tags), ARP, IPv4, IPv6, TCP, UDP, ICMPv4, ICMPv6, on top
+//!   of etherparse's zero-copy slices, into a small [`parse::Headers`] value.
+//! - [`echo`]: the in-place echo responder (ICMP/ICMPv6 echo, UDP echo, ARP and neighbour
+//!   discovery for configured addresses) and the `reflect` benchmark mode.
+//! - [`counter`]: per-protocol counters and a fixed-capacity per-flow table.
+//! - [`checksum`]: RFC 1071 checksums and RFC 1624 incremental updates.
+//! - [`abi`]: the `#[repr(C)]` types exchanged with the eBPF program through maps.
+//! - [`verify`]: checksum verification independent of our own code, for tests and diagnostics.
+//! - [`fixtures`]: real frames captured from the Linux stack, and their expected replies.
+//!
+//! Nothing here allocates per packet, logs, or panics on any input: every function that takes
+//! bytes from the wire returns a verdict or an error instead. The crate is `no_std`; the `std`
+//! feature (on by default) adds `std::error::Error` impls and heap-backed constructors.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_code)]
+
+pub mod abi;
+pub mod checksum;
+#[cfg(feature = "parse")]
+pub mod counter;
+#[cfg(feature = "parse")]
+pub mod echo;
+#[cfg(feature = "parse")]
+pub mod fixtures;
+#[cfg(feature = "parse")]
+pub mod parse;
+#[cfg(feature = "parse")]
+pub mod verify;
+
+#[cfg(feature = "parse")]
+pub use parse::{Headers, Malformed, parse};
