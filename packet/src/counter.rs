@@ -165,7 +165,9 @@ impl FlowKey {
             w(&self.src[8..16]),
             w(&self.dst[0..8]),
             w(&self.dst[8..16]),
-            u64::from(self.src_port) | u64::from(self.dst_port) << 16 | u64::from(self.protocol) << 32,
+            u64::from(self.src_port)
+                | u64::from(self.dst_port) << 16
+                | u64::from(self.protocol) << 32,
         ] {
             h = (h ^ word).wrapping_mul(K);
             h ^= h >> 29;
@@ -204,7 +206,11 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowTable<S> {
     /// fits); the slots must be free (`FlowSlot::default()`).
     pub fn new(slots: S, seed: u64) -> Self {
         let n = slots.as_ref().len();
-        let cap: usize = if n == 0 { 0 } else { 1 << (usize::BITS - 1 - n.leading_zeros()) };
+        let cap: usize = if n == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
         FlowTable {
             slots,
             mask: cap.wrapping_sub(1),
@@ -328,5 +334,200 @@ impl FlowTable<std::vec::Vec<FlowSlot>> {
         let k = self.top(&mut out);
         out.truncate(k);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+    use crate::parse::{parse, tests::with_vlan};
+
+    fn count_all(frames: &[&[u8]]) -> ProtocolCounters {
+        let mut c = ProtocolCounters::default();
+        for f in frames {
+            let p = parse(f);
+            c.count(p.as_ref(), f.len());
+        }
+        c
+    }
+
+    #[test]
+    fn counts_each_frame_at_both_levels() {
+        let c = count_all(&[
+            &ARP_REQUEST,
+            &ICMPV4_ECHO_REQUEST,
+            &UDP4_ECHO_REQUEST,
+            &TCP_SYN,
+            &ICMPV6_ECHO_REQUEST,
+            &UDP6_ECHO_REQUEST,
+            &MLD_REPORT,
+        ]);
+        assert_eq!(
+            c.arp,
+            Counter {
+                packets: 1,
+                bytes: 42
+            }
+        );
+        assert_eq!(c.ipv4.packets, 3);
+        assert_eq!(
+            c.ipv4.bytes,
+            (ICMPV4_ECHO_REQUEST.len() + UDP4_ECHO_REQUEST.len() + TCP_SYN.len()) as u64
+        );
+        assert_eq!(c.ipv6.packets, 3);
+        assert_eq!(
+            (
+                c.tcp.packets,
+                c.udp.packets,
+                c.icmp.packets,
+                c.icmpv6.packets
+            ),
+            (1, 2, 1, 2)
+        );
+        assert_eq!((c.tcp_syn, c.tcp_fin, c.tcp_rst), (1, 0, 0));
+        assert_eq!(c.other.packets, 0);
+        assert_eq!(c.malformed.packets, 0);
+    }
+
+    #[test]
+    fn malformed_and_other_are_counted_alone() {
+        let mut unknown = UDP4_ECHO_REQUEST;
+        unknown[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        let mut fragment = UDP4_ECHO_REQUEST;
+        fragment[20] = 0x20;
+        crate::parse::tests::fix_ipv4_checksum(&mut fragment, 14);
+        let c = count_all(&[&UDP4_ECHO_REQUEST[..20], &unknown, &fragment]);
+        assert_eq!(
+            c.malformed,
+            Counter {
+                packets: 1,
+                bytes: 20
+            }
+        );
+        assert_eq!(c.other.packets, 1);
+        // A fragment is IPv4 but has no transport class.
+        assert_eq!((c.ipv4.packets, c.udp.packets), (1, 0));
+    }
+
+    #[test]
+    fn tcp_flags() {
+        let mut fin_rst = TCP_SYN;
+        fin_rst[47] = tcp_flags::FIN | tcp_flags::RST;
+        let c = count_all(&[&TCP_SYN, &fin_rst, &with_vlan(&TCP_SYN, 0x8100, 9)]);
+        assert_eq!((c.tcp_syn, c.tcp_fin, c.tcp_rst), (2, 1, 1));
+    }
+
+    #[test]
+    fn merge_adds_everything() {
+        let a = count_all(&[&ARP_REQUEST, &TCP_SYN]);
+        let b = count_all(&[&TCP_SYN, &UDP6_ECHO_REQUEST[..10]]);
+        let mut m = a;
+        m.merge(&b);
+        assert_eq!(m.tcp.packets, 2);
+        assert_eq!(m.tcp_syn, 2);
+        assert_eq!(m.arp.packets, 1);
+        assert_eq!(m.malformed.packets, 1);
+    }
+
+    fn key_of(frame: &[u8]) -> FlowKey {
+        FlowKey::from_frame(frame, &parse(frame).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn flow_keys() {
+        let k = key_of(&UDP4_ECHO_REQUEST);
+        assert_eq!(&k.src[10..], &[0xff, 0xff, 198, 18, 0, 1]);
+        assert_eq!(&k.dst[12..], &[198, 18, 0, 2]);
+        assert_eq!((k.src_port, k.dst_port, k.protocol), (40000, 7, 17));
+        let k = key_of(&MLD_REPORT);
+        assert_eq!(
+            k.protocol, 58,
+            "the upper-layer protocol, past the hop-by-hop header"
+        );
+        assert_eq!((k.src_port, k.dst_port), (0, 0));
+        assert!(FlowKey::from_frame(&ARP_REQUEST, &parse(&ARP_REQUEST).unwrap()).is_none());
+    }
+
+    fn udp_flow(sport: u16) -> FlowKey {
+        let mut k = key_of(&UDP4_ECHO_REQUEST);
+        k.src_port = sport;
+        k
+    }
+
+    #[test]
+    fn flow_table_counts_and_ranks() {
+        let mut t = FlowTable::with_capacity(64, 1);
+        for (sport, n) in [(1000u16, 5u64), (1001, 9), (1002, 1), (1003, 9)] {
+            for _ in 0..n {
+                t.count(&udp_flow(sport), 100);
+            }
+        }
+        assert_eq!(t.len(), 4);
+        assert_eq!(
+            t.get(&udp_flow(1001)),
+            Some(Counter {
+                packets: 9,
+                bytes: 900
+            })
+        );
+        assert_eq!(t.get(&udp_flow(2000)), None);
+        let top = t.top_n(3);
+        let ports: Vec<_> = top
+            .iter()
+            .map(|s| (s.key.src_port, s.counter.packets))
+            .collect();
+        // Ties (9 and 9) are broken by key: the smaller key first.
+        assert_eq!(ports, vec![(1001, 9), (1003, 9), (1000, 5)]);
+        assert_eq!(t.top_n(10).len(), 4);
+        assert_eq!(t.overflow.packets, 0);
+    }
+
+    #[test]
+    fn flow_table_overflow_is_counted_not_lost() {
+        let mut slots = [FlowSlot::default(); 8];
+        let mut t = FlowTable::new(&mut slots[..], 7);
+        for sport in 0..20u16 {
+            t.count(&udp_flow(sport), 60);
+        }
+        assert_eq!(t.len(), 8);
+        assert_eq!(
+            t.overflow,
+            Counter {
+                packets: 12,
+                bytes: 720
+            }
+        );
+        // Known flows are still counted when the table is full.
+        let tracked = (0..20u16).find(|p| t.get(&udp_flow(*p)).is_some()).unwrap();
+        t.count(&udp_flow(tracked), 60);
+        assert_eq!(t.get(&udp_flow(tracked)).unwrap().packets, 2);
+        assert_eq!(t.overflow.packets, 12);
+        t.clear();
+        assert!(t.is_empty());
+        assert_eq!(t.overflow.packets, 0);
+    }
+
+    #[test]
+    fn flow_table_with_non_power_of_two_or_empty_storage() {
+        let mut slots = [FlowSlot::default(); 12];
+        let t = FlowTable::new(&mut slots[..], 0);
+        assert_eq!(t.capacity(), 8);
+        let mut none: [FlowSlot; 0] = [];
+        let mut t = FlowTable::new(&mut none[..], 0);
+        t.count(&udp_flow(1), 10);
+        assert_eq!(t.overflow.packets, 1);
+        assert_eq!(t.top(&mut []), 0);
+    }
+
+    #[test]
+    fn flow_table_never_grows() {
+        let mut t = FlowTable::with_capacity(1024, 3);
+        let cap = t.capacity();
+        for sport in 0..5000u16 {
+            t.count(&udp_flow(sport), 1);
+        }
+        assert_eq!(t.capacity(), cap);
+        assert_eq!(t.len() as u64 + t.overflow.packets, 5000);
     }
 }

@@ -35,10 +35,10 @@ pub const REPLY_TTL: u8 = 64;
 /// The most local addresses of each family a responder holds.
 pub const MAX_LOCAL_ADDRS: usize = 16;
 
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
+const ICMP_TYPE_ECHO_REPLY: u8 = 0;
+const ICMP_TYPE_ECHO_REQUEST: u8 = 8;
+const ICMPV6_TYPE_ECHO_REQUEST: u8 = 128;
+const ICMPV6_TYPE_ECHO_REPLY: u8 = 129;
 const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
 const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
 const NDP_HOP_LIMIT: u8 = 255;
@@ -303,26 +303,33 @@ impl Responder {
     /// As [`respond`](Self::respond), for a frame the caller has already parsed (to count it)
     /// with `h = parse(&buf[..len])`. Inconsistent `h` gives `NotForUs` or `Malformed`, never a
     /// panic.
+    #[inline]
     pub fn respond_parsed(&self, buf: &mut [u8], len: usize, h: &Headers) -> Verdict {
         let done = match (h.net, h.transport) {
             (Net::Ipv4, Transport::Icmpv4 { icmp_type, code }) => {
-                if icmp_type == ICMP_ECHO_REQUEST && code == 0 {
+                if icmp_type == ICMP_TYPE_ECHO_REQUEST && code == 0 {
                     self.icmpv4_echo(buf, len, h)
                 } else {
                     None
                 }
             }
             (Net::Ipv4, Transport::Udp) => self.udp_echo(buf, len, h, false),
-            (Net::Ipv6 { routing_header: false }, Transport::Icmpv6 { icmp_type, code }) => {
-                match (icmp_type, code) {
-                    (ICMPV6_ECHO_REQUEST, 0) => self.icmpv6_echo(buf, len, h),
-                    (ICMPV6_NEIGHBOR_SOLICITATION, 0) => self.neighbor_advert(buf, len, h),
-                    _ => None,
-                }
-            }
-            (Net::Ipv6 { routing_header: false }, Transport::Udp) => {
-                self.udp_echo(buf, len, h, true)
-            }
+            (
+                Net::Ipv6 {
+                    routing_header: false,
+                },
+                Transport::Icmpv6 { icmp_type, code },
+            ) => match (icmp_type, code) {
+                (ICMPV6_TYPE_ECHO_REQUEST, 0) => self.icmpv6_echo(buf, len, h),
+                (ICMPV6_NEIGHBOR_SOLICITATION, 0) => self.neighbor_advert(buf, len, h),
+                _ => None,
+            },
+            (
+                Net::Ipv6 {
+                    routing_header: false,
+                },
+                Transport::Udp,
+            ) => self.udp_echo(buf, len, h, true),
             (Net::Arp, _) => self.arp_reply(buf, len, h),
             _ => None,
         };
@@ -334,7 +341,7 @@ impl Responder {
 
     /// Ethernet-level checks for IP echo: unicast source, unicast destination that is ours
     /// (when we know our MAC).
-    #[inline]
+    #[inline(always)]
     fn ethernet_ok(&self, frame: &[u8]) -> bool {
         let (Some(dst), Some(src)) = (frame.get(0..6), frame.get(6..12)) else {
             return false;
@@ -348,20 +355,19 @@ impl Responder {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn ipv4_addrs_ok(&self, frame: &[u8], l3: usize) -> bool {
-        let Some(ip) = frame.get(l3..l3 + 20) else {
+        let Some(ip) = read::<20>(frame, l3) else {
             return false;
         };
-        let src = [ip[12], ip[13], ip[14], ip[15]];
-        let dst = [ip[16], ip[17], ip[18], ip[19]];
-        if !ipv4_unicast(src) || src[0] == 127 {
+        let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        if !ipv4_unicast(src) || src >> 24 == 127 {
             return false;
         }
         if self.ipv4.len > 0 {
-            self.ipv4.contains(&dst)
+            self.ipv4.contains(&ip[16..20])
         } else {
-            ipv4_unicast(dst)
+            ipv4_unicast(u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]))
         }
     }
 
@@ -383,6 +389,7 @@ impl Responder {
         }
     }
 
+    #[inline]
     fn icmpv4_echo(&self, buf: &mut [u8], len: usize, h: &Headers) -> Option<(usize, ReplyKind)> {
         let (l3, l4) = (usize::from(h.l3_offset), usize::from(h.l4_offset));
         let frame = buf.get_mut(..len)?;
@@ -392,14 +399,15 @@ impl Responder {
         frame.get(l4..l4 + 8)?;
         // ICMP: type 8 -> 0, checksum patched for that one word.
         let old = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
-        let new = u16::from_be_bytes([ICMP_ECHO_REPLY, frame[l4 + 1]]);
-        frame[l4] = ICMP_ECHO_REPLY;
+        let new = u16::from_be_bytes([ICMP_TYPE_ECHO_REPLY, frame[l4 + 1]]);
+        frame[l4] = ICMP_TYPE_ECHO_REPLY;
         patch_checksum(frame, l4 + 2, old, new);
         turn_ipv4(frame, l3);
         swap_macs(frame);
         Some((len, ReplyKind::IcmpEcho))
     }
 
+    #[inline]
     fn icmpv6_echo(&self, buf: &mut [u8], len: usize, h: &Headers) -> Option<(usize, ReplyKind)> {
         let (l3, l4) = (usize::from(h.l3_offset), usize::from(h.l4_offset));
         let frame = buf.get_mut(..len)?;
@@ -409,14 +417,15 @@ impl Responder {
         frame.get(l4..l4 + 8)?;
         // The ICMPv6 pseudo-header holds both addresses, so swapping them changes no sum.
         let old = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
-        let new = u16::from_be_bytes([ICMPV6_ECHO_REPLY, frame[l4 + 1]]);
-        frame[l4] = ICMPV6_ECHO_REPLY;
+        let new = u16::from_be_bytes([ICMPV6_TYPE_ECHO_REPLY, frame[l4 + 1]]);
+        frame[l4] = ICMPV6_TYPE_ECHO_REPLY;
         patch_checksum(frame, l4 + 2, old, new);
         turn_ipv6(frame, l3, REPLY_TTL);
         swap_macs(frame);
         Some((len, ReplyKind::Icmpv6Echo))
     }
 
+    #[inline(always)]
     fn udp_echo(
         &self,
         buf: &mut [u8],
@@ -446,7 +455,7 @@ impl Responder {
         }
         // Swapping ports and addresses leaves the UDP checksum (pseudo-header included)
         // unchanged; a zero "no checksum" stays zero.
-        swap_within(frame, l4, l4 + 2, 2);
+        swap::<2>(frame, l4, l4 + 2);
         if ipv6 {
             turn_ipv6(frame, l3, REPLY_TTL);
         } else {
@@ -522,7 +531,8 @@ impl Responder {
             return None;
         }
         let icmp = &frame[l4..end];
-        let pseudo = checksum::pseudo_header_v6(&src, &dst, parse::IP_PROTO_ICMPV6, icmp.len() as u32);
+        let pseudo =
+            checksum::pseudo_header_v6(&src, &dst, parse::IP_PROTO_ICMPV6, icmp.len() as u32);
         if !checksum::verify(pseudo, icmp) {
             return None;
         }
@@ -616,9 +626,13 @@ pub fn reflect_parsed(buf: &mut [u8], len: usize, h: &Headers) -> Verdict {
         if frame.len() < l4 + 4 {
             return Verdict::NotForUs;
         }
-        swap_within(frame, l4, l4 + 2, 2);
+        swap::<2>(frame, l4, l4 + 2);
     }
-    swap_within(frame, addr_at, addr_at + addr_len, addr_len);
+    if addr_len == 4 {
+        swap::<4>(frame, addr_at, addr_at + 4);
+    } else {
+        swap::<16>(frame, addr_at, addr_at + 16);
+    }
     swap_macs(frame);
     Verdict::Reply {
         len,
@@ -633,25 +647,34 @@ pub fn is_group_mac(mac: &[u8]) -> bool {
 }
 
 /// Neither unspecified, broadcast nor multicast (224.0.0.0/4).
-#[inline]
-fn ipv4_unicast(a: [u8; 4]) -> bool {
-    a != [0, 0, 0, 0] && a != [255, 255, 255, 255] && a[0] & 0xf0 != 0xe0
+#[inline(always)]
+fn ipv4_unicast(a: u32) -> bool {
+    a != 0 && a != u32::MAX && a >> 28 != 0xe
 }
 
-/// Swaps `frame[a..a+n]` with `frame[b..b+n]`, `a + n <= b`; the caller checked the bounds.
-#[inline]
-fn swap_within(frame: &mut [u8], a: usize, b: usize, n: usize) {
-    let (head, tail) = frame.split_at_mut(b);
-    head[a..a + n].swap_with_slice(&mut tail[..n]);
+/// Swaps the `N`-byte fields at `a` and `b`. Fixed sizes let the compiler turn this into a
+/// pair of loads and stores per field; the caller has checked the bounds.
+#[inline(always)]
+fn swap<const N: usize>(frame: &mut [u8], a: usize, b: usize) {
+    let (Some(x), Some(y)) = (read::<N>(frame, a), read::<N>(frame, b)) else {
+        return;
+    };
+    frame[a..a + N].copy_from_slice(&y);
+    frame[b..b + N].copy_from_slice(&x);
 }
 
-#[inline]
+#[inline(always)]
+fn read<const N: usize>(frame: &[u8], at: usize) -> Option<[u8; N]> {
+    frame.get(at..at + N)?.try_into().ok()
+}
+
+#[inline(always)]
 fn swap_macs(frame: &mut [u8]) {
-    swap_within(frame, 0, 6, 6);
+    swap::<6>(frame, 0, 6);
 }
 
 /// Replaces the 16-bit word whose checksum lives at `at` and patches it (RFC 1624).
-#[inline]
+#[inline(always)]
 fn patch_checksum(frame: &mut [u8], at: usize, old: u16, new: u16) {
     let check = u16::from_be_bytes([frame[at], frame[at + 1]]);
     let check = update_word(check, old, new);
@@ -659,18 +682,463 @@ fn patch_checksum(frame: &mut [u8], at: usize, old: u16, new: u16) {
 }
 
 /// IPv4 reply header: swap addresses, TTL 64, header checksum patched for the TTL word.
-#[inline]
+#[inline(always)]
 fn turn_ipv4(frame: &mut [u8], l3: usize) {
     let old = u16::from_be_bytes([frame[l3 + 8], frame[l3 + 9]]);
     let new = u16::from_be_bytes([REPLY_TTL, frame[l3 + 9]]);
     frame[l3 + 8] = REPLY_TTL;
     patch_checksum(frame, l3 + 10, old, new);
-    swap_within(frame, l3 + 12, l3 + 16, 4);
+    swap::<4>(frame, l3 + 12, l3 + 16);
 }
 
 /// IPv6 reply header: swap addresses, set the hop limit (not covered by any checksum).
-#[inline]
+#[inline(always)]
 fn turn_ipv6(frame: &mut [u8], l3: usize, hop_limit: u8) {
     frame[l3 + 7] = hop_limit;
-    swap_within(frame, l3 + 8, l3 + 24, 16);
+    swap::<16>(frame, l3 + 8, l3 + 24);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+    use crate::parse::tests::{fix_ipv4_checksum, with_vlan};
+    use crate::verify::verify_checksums;
+
+    /// A responder that knows the capture's answering host.
+    fn local() -> Responder {
+        let mut r = Responder::new();
+        r.set_local_mac(LOCAL_MAC);
+        r.add_ipv4(LOCAL_IPV4).unwrap();
+        r.add_ipv6(LOCAL_IPV6).unwrap();
+        r
+    }
+
+    /// Answers `request` in a buffer of `cap` bytes; returns the reply bytes, if any.
+    fn answer(r: &Responder, request: &[u8], cap: usize) -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0xee; cap.max(request.len())];
+        buf[..request.len()].copy_from_slice(request);
+        let v = r.respond(&mut buf, request.len());
+        match v {
+            Verdict::Reply { len, .. } => (v, buf[..len].to_vec()),
+            _ => {
+                assert_eq!(
+                    &buf[..request.len()],
+                    request,
+                    "a refused frame must be untouched"
+                );
+                (v, Vec::new())
+            }
+        }
+    }
+
+    fn assert_reply(r: &Responder, request: &[u8], expected: &[u8], kind: ReplyKind) {
+        let (v, reply) = answer(r, request, 2048);
+        assert_eq!(
+            v,
+            Verdict::Reply {
+                len: expected.len(),
+                kind
+            }
+        );
+        assert_eq!(
+            reply, expected,
+            "\n got  {reply:02x?}\n want {expected:02x?}"
+        );
+        verify_checksums(&reply).expect("reply checksums");
+    }
+
+    fn assert_refused(r: &Responder, request: &[u8]) {
+        let (v, _) = answer(r, request, 2048);
+        assert_eq!(v, Verdict::NotForUs);
+    }
+
+    #[test]
+    fn fixtures_have_valid_checksums() {
+        for f in REQUESTS {
+            verify_checksums(f).unwrap();
+        }
+        for f in [
+            &ICMPV4_ECHO_REPLY_TTL5[..],
+            &ICMPV6_ECHO_REPLY,
+            &UDP4_ECHO_REPLY,
+        ] {
+            verify_checksums(f).unwrap();
+        }
+    }
+
+    #[test]
+    fn icmpv4_echo_reply_exact_bytes() {
+        // TTL 5 -> 64: the IPv4 header checksum must be patched, the ICMP one too (type 8 -> 0).
+        assert_reply(
+            &Responder::new(),
+            &ICMPV4_ECHO_REQUEST_TTL5,
+            &ICMPV4_ECHO_REPLY_TTL5,
+            ReplyKind::IcmpEcho,
+        );
+        assert_reply(
+            &local(),
+            &ICMPV4_ECHO_REQUEST_TTL5,
+            &ICMPV4_ECHO_REPLY_TTL5,
+            ReplyKind::IcmpEcho,
+        );
+    }
+
+    #[test]
+    fn icmpv6_echo_reply_exact_bytes() {
+        assert_reply(
+            &local(),
+            &ICMPV6_ECHO_REQUEST,
+            &ICMPV6_ECHO_REPLY,
+            ReplyKind::Icmpv6Echo,
+        );
+    }
+
+    #[test]
+    fn udp_echo_exact_bytes() {
+        assert_reply(
+            &local(),
+            &UDP4_ECHO_REQUEST,
+            &UDP4_ECHO_REPLY,
+            ReplyKind::UdpEcho,
+        );
+        assert_reply(
+            &local(),
+            &UDP6_ECHO_REQUEST,
+            &UDP6_ECHO_REPLY,
+            ReplyKind::UdpEcho,
+        );
+    }
+
+    #[test]
+    fn arp_reply_exact_bytes() {
+        assert_reply(&local(), &ARP_REQUEST, &ARP_REPLY, ReplyKind::Arp);
+    }
+
+    #[test]
+    fn neighbor_advertisement_exact_bytes() {
+        assert_reply(
+            &local(),
+            &NEIGHBOR_SOLICITATION,
+            &NEIGHBOR_ADVERTISEMENT,
+            ReplyKind::NeighborAdvertisement,
+        );
+    }
+
+    /// A solicitation without the source link-layer option (as in unicast neighbour
+    /// unreachability detection): 8 bytes shorter than the advertisement it gets.
+    fn ns_without_option() -> Vec<u8> {
+        let mut f = NEIGHBOR_SOLICITATION[..NEIGHBOR_SOLICITATION.len() - 8].to_vec();
+        f[18..20].copy_from_slice(&24u16.to_be_bytes());
+        // Unicast to our address, recomputed checksum (with etherparse, independent of ours).
+        f[0..6].copy_from_slice(&LOCAL_MAC);
+        f[38..54].copy_from_slice(&LOCAL_IPV6);
+        f[56..58].copy_from_slice(&[0, 0]);
+        let c = {
+            let p = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+            let Some(etherparse::TransportSlice::Icmpv6(icmp)) = p.transport else {
+                panic!("not ICMPv6")
+            };
+            let src: [u8; 16] = NEIGHBOR_SOLICITATION[22..38].try_into().unwrap();
+            icmp.icmp_type()
+                .calc_checksum(src, LOCAL_IPV6, icmp.payload())
+                .unwrap()
+        };
+        f[56..58].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn neighbor_advertisement_grows_into_the_buffer() {
+        let ns = ns_without_option();
+        verify_checksums(&ns).unwrap();
+        // Answered to the frame's source MAC, since there is no source link-layer option.
+        let (v, na) = answer(&local(), &ns, 2048);
+        assert_eq!(
+            v,
+            Verdict::Reply {
+                len: 86,
+                kind: ReplyKind::NeighborAdvertisement
+            }
+        );
+        assert_eq!(na, NEIGHBOR_ADVERTISEMENT);
+        // With no room to grow, no reply (and the frame is left alone).
+        let mut exact = ns.clone();
+        assert_eq!(local().respond(&mut exact, ns.len()), Verdict::NotForUs);
+        assert_eq!(exact, ns);
+    }
+
+    #[test]
+    fn duplicate_address_detection_is_defended_to_all_nodes() {
+        // DAD probe: source ::, no source link-layer option.
+        let mut f = ns_without_option();
+        f[22..38].copy_from_slice(&[0; 16]);
+        f[56..58].copy_from_slice(&[0, 0]);
+        let sum = crate::checksum::pseudo_header_v6(&[0; 16], &LOCAL_IPV6, 58, 24);
+        let c = !crate::checksum::fold(crate::checksum::sum(sum, &f[54..]));
+        f[56..58].copy_from_slice(&c.to_be_bytes());
+        verify_checksums(&f).unwrap();
+        let (v, na) = answer(&local(), &f, 2048);
+        assert!(matches!(
+            v,
+            Verdict::Reply {
+                kind: ReplyKind::NeighborAdvertisement,
+                ..
+            }
+        ));
+        assert_eq!(&na[0..6], &ALL_NODES_MAC);
+        assert_eq!(&na[38..54], &ALL_NODES);
+        assert_eq!(na[58], NA_FLAG_OVERRIDE, "not solicited");
+        verify_checksums(&na).unwrap();
+    }
+
+    #[test]
+    fn vlan_tags_are_kept() {
+        let req = with_vlan(
+            &with_vlan(&ICMPV4_ECHO_REQUEST_TTL5, 0x8100, 100),
+            0x88a8,
+            7,
+        );
+        let want = with_vlan(&with_vlan(&ICMPV4_ECHO_REPLY_TTL5, 0x8100, 100), 0x88a8, 7);
+        assert_reply(&local(), &req, &want, ReplyKind::IcmpEcho);
+        let req = with_vlan(&UDP6_ECHO_REQUEST, 0x8100, 42);
+        let want = with_vlan(&UDP6_ECHO_REPLY, 0x8100, 42);
+        assert_reply(&local(), &req, &want, ReplyKind::UdpEcho);
+        let req = with_vlan(&ARP_REQUEST, 0x8100, 3);
+        let want = with_vlan(&ARP_REPLY, 0x8100, 3);
+        assert_reply(&local(), &req, &want, ReplyKind::Arp);
+        let req = with_vlan(&NEIGHBOR_SOLICITATION, 0x8100, 3);
+        let want = with_vlan(&NEIGHBOR_ADVERTISEMENT, 0x8100, 3);
+        assert_reply(&local(), &req, &want, ReplyKind::NeighborAdvertisement);
+    }
+
+    #[test]
+    fn ethernet_padding_is_echoed_as_is() {
+        let mut req = UDP4_ECHO_REQUEST.to_vec();
+        req.resize(60, 0);
+        let mut want = UDP4_ECHO_REPLY.to_vec();
+        want.resize(60, 0);
+        assert_reply(&local(), &req, &want, ReplyKind::UdpEcho);
+    }
+
+    #[test]
+    fn configured_echo_ports() {
+        let mut r = local();
+        r.set_echo_ports(PortSet::from_list("9000-9001").unwrap());
+        let mut req = UDP4_ECHO_REQUEST;
+        assert_refused(&r, &req); // port 7 is no longer an echo port
+        req[36..38].copy_from_slice(&9001u16.to_be_bytes());
+        // Changing a port changes the UDP checksum word by word; patch it the RFC 1624 way.
+        let c = u16::from_be_bytes([req[40], req[41]]);
+        req[40..42].copy_from_slice(&update_word(c, 7, 9001).to_be_bytes());
+        verify_checksums(&req).unwrap();
+        let (v, reply) = answer(&r, &req, 2048);
+        assert!(matches!(
+            v,
+            Verdict::Reply {
+                kind: ReplyKind::UdpEcho,
+                ..
+            }
+        ));
+        assert_eq!(&reply[34..36], &9001u16.to_be_bytes());
+        verify_checksums(&reply).unwrap();
+    }
+
+    #[test]
+    fn never_answer_malformed() {
+        let mut f = UDP4_ECHO_REQUEST;
+        f[24] ^= 0xff; // IPv4 header checksum
+        let (v, _) = answer(&local(), &f, 2048);
+        assert_eq!(
+            v,
+            Verdict::Malformed(Malformed::BadChecksum(parse::Layer::Ipv4))
+        );
+        let (v, _) = answer(&local(), &ICMPV4_ECHO_REQUEST[..40], 2048);
+        assert!(matches!(v, Verdict::Malformed(_)));
+    }
+
+    #[test]
+    fn never_answer_fragments() {
+        let mut f = ICMPV4_ECHO_REQUEST;
+        f[20] = 0x20; // more fragments
+        fix_ipv4_checksum(&mut f, 14);
+        assert_refused(&local(), &f);
+    }
+
+    #[test]
+    fn never_answer_group_source_mac() {
+        for req in [
+            &ICMPV4_ECHO_REQUEST[..],
+            &UDP6_ECHO_REQUEST,
+            &ARP_REQUEST,
+            &NEIGHBOR_SOLICITATION,
+        ] {
+            let mut f = req.to_vec();
+            f[6] |= 0x01;
+            assert_refused(&local(), &f);
+        }
+    }
+
+    #[test]
+    fn never_answer_broadcast_multicast_or_unspecified_source_ip() {
+        for src in [
+            [255, 255, 255, 255],
+            [224, 0, 0, 1],
+            [239, 1, 2, 3],
+            [0, 0, 0, 0],
+            [127, 0, 0, 1],
+        ] {
+            let mut f = ICMPV4_ECHO_REQUEST;
+            f[26..30].copy_from_slice(&src);
+            fix_ipv4_checksum(&mut f, 14);
+            assert_refused(&Responder::new(), &f);
+        }
+        for src in [[0xff; 16], [0; 16]] {
+            let mut f = UDP6_ECHO_REQUEST;
+            f[22..38].copy_from_slice(&src);
+            assert_refused(&Responder::new(), &f);
+        }
+    }
+
+    #[test]
+    fn never_answer_packets_to_multicast_or_broadcast() {
+        let mut f = ICMPV4_ECHO_REQUEST;
+        f[30..34].copy_from_slice(&[224, 0, 0, 1]);
+        fix_ipv4_checksum(&mut f, 14);
+        assert_refused(&Responder::new(), &f);
+        let mut f = ICMPV4_ECHO_REQUEST;
+        f[0..6].copy_from_slice(&[0xff; 6]);
+        assert_refused(&Responder::new(), &f);
+        let mut f = ICMPV6_ECHO_REQUEST;
+        f[38] = 0xff;
+        assert_refused(&Responder::new(), &f);
+    }
+
+    #[test]
+    fn never_answer_udp_from_echo_ports_or_port_zero() {
+        for sport in [7u16, 0] {
+            let mut f = UDP4_ECHO_REQUEST;
+            f[34..36].copy_from_slice(&sport.to_be_bytes());
+            assert_refused(&local(), &f);
+        }
+        // From another echo port: two echo services would ping-pong.
+        let mut r = local();
+        r.set_echo_ports(PortSet::from_list("7,9000").unwrap());
+        let mut f = UDP4_ECHO_REQUEST;
+        f[34..36].copy_from_slice(&9000u16.to_be_bytes());
+        assert_refused(&r, &f);
+    }
+
+    #[test]
+    fn never_answer_icmp_other_than_echo_request() {
+        // An echo reply must not be answered (that would loop), nor any other ICMP.
+        assert_refused(&local(), &ICMPV4_ECHO_REPLY_TTL5);
+        assert_refused(&local(), &ICMPV6_ECHO_REPLY);
+        assert_refused(&local(), &MLD_REPORT);
+        assert_refused(&local(), &ROUTER_SOLICITATION);
+        assert_refused(&local(), &NEIGHBOR_ADVERTISEMENT);
+        assert_refused(&local(), &ARP_REPLY);
+        let mut f = ICMPV4_ECHO_REQUEST;
+        f[35] = 1; // echo request with a non-zero code
+        assert_refused(&local(), &f);
+    }
+
+    #[test]
+    fn never_answer_other_protocols() {
+        assert_refused(&local(), &TCP_SYN);
+    }
+
+    #[test]
+    fn local_addresses_and_mac_filter() {
+        let mut r = Responder::new();
+        r.add_ipv4([198, 18, 0, 99]).unwrap();
+        assert_refused(&r, &ICMPV4_ECHO_REQUEST);
+        let mut r = Responder::new();
+        r.set_local_mac([0x02, 0, 0, 0, 0, 0x99]);
+        assert_refused(&r, &UDP4_ECHO_REQUEST);
+        // ARP and ND need both a MAC and the address.
+        assert_refused(&Responder::new(), &ARP_REQUEST);
+        let mut r = Responder::new();
+        r.set_local_mac(LOCAL_MAC);
+        assert_refused(&r, &ARP_REQUEST);
+        assert_refused(&r, &NEIGHBOR_SOLICITATION);
+    }
+
+    #[test]
+    fn neighbor_solicitation_checks() {
+        // Hop limit must be 255 (RFC 4861 7.1.1: the packet did not cross a router).
+        let mut f = NEIGHBOR_SOLICITATION;
+        f[21] = 64;
+        assert_refused(&local(), &f);
+        // A bad ICMPv6 checksum.
+        let mut f = NEIGHBOR_SOLICITATION;
+        f[57] ^= 1;
+        assert_refused(&local(), &f);
+        // An option of length 0 is invalid.
+        let mut f = NEIGHBOR_SOLICITATION;
+        f[79] = 0;
+        assert_refused(&local(), &f);
+    }
+
+    #[test]
+    fn reflect_swaps_five_tuple() {
+        let mut f = TCP_SYN;
+        let len = f.len();
+        assert_eq!(
+            reflect(&mut f, len),
+            Verdict::Reply {
+                len,
+                kind: ReplyKind::Reflected
+            }
+        );
+        assert_eq!(&f[0..6], &TCP_SYN[6..12]);
+        assert_eq!(&f[26..30], &TCP_SYN[30..34]);
+        assert_eq!(&f[34..36], &TCP_SYN[36..38]);
+        assert_eq!(f[22], TCP_SYN[22], "reflect keeps the TTL");
+        verify_checksums(&f).unwrap();
+        // Reflecting twice gives the original frame back.
+        reflect(&mut f, len);
+        assert_eq!(f, TCP_SYN);
+        let mut arp = ARP_REQUEST;
+        assert_eq!(reflect(&mut arp, 42), Verdict::NotForUs);
+        let mut bad = TCP_SYN;
+        bad[46] = 0x40;
+        assert!(matches!(reflect(&mut bad, len), Verdict::Malformed(_)));
+    }
+
+    #[test]
+    fn port_lists() {
+        let s = PortSet::from_list("7, 9000-9002,53").unwrap();
+        for p in [7, 53, 9000, 9001, 9002] {
+            assert!(s.contains(p));
+        }
+        assert!(!s.contains(8) && !s.contains(9003));
+        assert_eq!(PortSet::from_list("0"), Err(PortListError::BadItem));
+        assert_eq!(PortSet::from_list("70000"), Err(PortListError::BadItem));
+        assert_eq!(PortSet::from_list("9-7"), Err(PortListError::EmptyRange));
+        assert_eq!(PortSet::from_list("7,"), Err(PortListError::BadItem));
+        assert_eq!(PortSet::from_list("x"), Err(PortListError::BadItem));
+    }
+
+    #[test]
+    fn too_many_addresses() {
+        let mut r = Responder::new();
+        for i in 0..MAX_LOCAL_ADDRS as u8 {
+            r.add_ipv4([198, 18, 1, i]).unwrap();
+        }
+        r.add_ipv4([198, 18, 1, 0]).unwrap(); // a duplicate takes no room
+        assert_eq!(r.add_ipv4([198, 18, 2, 0]), Err(TooManyAddresses));
+    }
+
+    #[test]
+    fn short_buffer_or_length_never_panics() {
+        let r = local();
+        let mut buf = [0u8; 4];
+        assert!(matches!(r.respond(&mut buf, 100), Verdict::Malformed(_)));
+        // Headers that do not fit the buffer (a caller bug) give a refusal, not a panic.
+        let h = parse::parse(&UDP4_ECHO_REQUEST).unwrap();
+        let mut short = UDP4_ECHO_REQUEST[..30].to_vec();
+        assert_eq!(r.respond_parsed(&mut short, 30, &h), Verdict::NotForUs);
+        assert_eq!(reflect_parsed(&mut short, 30, &h), Verdict::NotForUs);
+    }
 }

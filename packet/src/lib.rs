@@ -28,6 +28,8 @@ pub mod fixtures;
 #[cfg(feature = "parse")]
 pub mod parse;
 #[cfg(feature = "parse")]
+pub mod selfcheck;
+#[cfg(feature = "parse")]
 pub mod verify;
 
 #[cfg(feature = "parse")]

@@ -59,12 +59,20 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), ChecksumError> {
             }
         }
         (Some(TransportSlice::Tcp(tcp)), Addrs::V4(s), Addrs::V4(d)) => {
-            if tcp.calc_checksum_ipv4(s, d).map_err(|_| ChecksumError::Tcp)? != tcp.checksum() {
+            if tcp
+                .calc_checksum_ipv4(s, d)
+                .map_err(|_| ChecksumError::Tcp)?
+                != tcp.checksum()
+            {
                 return Err(ChecksumError::Tcp);
             }
         }
         (Some(TransportSlice::Tcp(tcp)), Addrs::V6(s), Addrs::V6(d)) => {
-            if tcp.calc_checksum_ipv6(s, d).map_err(|_| ChecksumError::Tcp)? != tcp.checksum() {
+            if tcp
+                .calc_checksum_ipv6(s, d)
+                .map_err(|_| ChecksumError::Tcp)?
+                != tcp.checksum()
+            {
                 return Err(ChecksumError::Tcp);
             }
         }
