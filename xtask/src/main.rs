@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask`: the project's orchestration.
+//!
+//! - `setup`: install everything the project needs on a fresh Debian 12 machine.
+//! - `test`: formatting, clippy, benchmarks (test mode), fuzzing, unit and integration tests.
+//! - `demo`: the main job on a testbed it builds itself.
+
+mod demo;
+mod test;
+
+use xtask::setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Setup, test and demo for the packet toolkit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the project needs (apt packages, nightly rust-src, bpf-linker, cargo-fuzz).
+    Setup,
+    /// Run formatting, clippy, benchmarks (test mode), fuzzing and every test.
+    Test {
+        /// Seconds to fuzz the packet parser and echo responder (0 skips fuzzing).
+        #[arg(long, default_value_t = 30)]
+        fuzz_seconds: u32,
+    },
+    /// Run the main job on a testbed of network namespaces it builds (and removes) itself.
+    Demo {
+        /// Run on this real interface instead of a testbed.
+        #[arg(long)]
+        iface: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::setup(false),
+        Command::Test { fuzz_seconds } => test::test(&test::Options { fuzz_seconds }),
+        Command::Demo { iface } => demo::demo(iface.as_deref()),
+    }
+}

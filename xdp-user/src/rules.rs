@@ -1,0 +1,690 @@
+//! The rule language and its compilation into the XDP program's lookup tables.
+//!
+//! A rule is a list of `key value` words ending in an action:
+//!
+//! ```text
+//! proto udp dport 7 action xsk
+//! src 198.18.0.0/24 proto tcp dport 22-23 action drop
+//! proto icmp icmp-type 8 action pass
+//! dst 2001:db8::/64 action drop
+//! ```
+//!
+//! Keys: `proto` (tcp, udp, icmp, icmpv6, any), `src` and `dst` (an IPv4 or IPv6 address or
+//! prefix), `sport` and `dport` (a port or a range `LOW-HIGH`), `icmp-type` (0-255), `action`
+//! (pass, drop, xsk). Rules are tried in order and the first match wins. Rules match IPv4 and
+//! IPv6 packets only; other frames (ARP, ...) take the default action.
+//!
+//! [`compile`] turns a rule set into the bit-vector tables of `packet::abi`; [`Tables::lookup`]
+//! evaluates them the way the eBPF program does, and [`first_match`] is the plain linear scan
+//! the tests hold it to.
+
+use anyhow::{Result, bail};
+use packet::abi::{
+    Action, ICMP_TABLE_LEN, ICMP_TABLE_NOT_ICMP, MAX_RULES, PORT_TABLE_LEN, PORT_TABLE_NO_PORT,
+    RuleMask, proto_class,
+};
+use std::fmt;
+use std::net::IpAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+impl Proto {
+    fn class(self) -> u32 {
+        match self {
+            Proto::Tcp => proto_class::TCP,
+            Proto::Udp => proto_class::UDP,
+            Proto::Icmp => proto_class::ICMP,
+            Proto::Icmpv6 => proto_class::ICMPV6,
+        }
+    }
+}
+
+/// An address prefix; the address has no bits set past the prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefix {
+    V4([u8; 4], u8),
+    V6([u8; 16], u8),
+}
+
+impl Prefix {
+    fn is_v4(&self) -> bool {
+        matches!(self, Prefix::V4(..))
+    }
+
+    /// True when `self` contains every address of `other` (same family, shorter or equal
+    /// prefix, same leading bits).
+    fn contains(&self, other: &Prefix) -> bool {
+        match (self, other) {
+            (Prefix::V4(a, la), Prefix::V4(b, lb)) => la <= lb && same_prefix(a, b, *la),
+            (Prefix::V6(a, la), Prefix::V6(b, lb)) => la <= lb && same_prefix(a, b, *la),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Prefix::V4(a, l) => write!(f, "{}/{l}", std::net::Ipv4Addr::from(*a)),
+            Prefix::V6(a, l) => write!(f, "{}/{l}", std::net::Ipv6Addr::from(*a)),
+        }
+    }
+}
+
+fn same_prefix(a: &[u8], b: &[u8], len: u8) -> bool {
+    let full = usize::from(len / 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rem = len % 8;
+    if rem == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rem);
+    a[full] & mask == b[full] & mask
+}
+
+fn masked<const N: usize>(mut a: [u8; N], len: u8) -> [u8; N] {
+    for (i, byte) in a.iter_mut().enumerate() {
+        let bits = (usize::from(len)).saturating_sub(i * 8).min(8);
+        *byte &= if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+    }
+    a
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// `None` is `proto any`.
+    pub proto: Option<Proto>,
+    pub src: Option<Prefix>,
+    pub dst: Option<Prefix>,
+    pub sport: Option<(u16, u16)>,
+    pub dport: Option<(u16, u16)>,
+    pub icmp_type: Option<u8>,
+    pub action: Action,
+    /// The rule as written, for reports.
+    pub text: String,
+}
+
+/// A rule that does not parse: the message, and which word (by index) is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub rule: String,
+    pub word: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    /// `bad rule: MESSAGE`, then the rule with the wrong word underlined.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "bad rule: {}", self.message)?;
+        write!(f, "  {}", self.rule)?;
+        if let Some(w) = self.word {
+            let words: Vec<&str> = self.rule.split_whitespace().collect();
+            let col: usize = words[..w].iter().map(|x| x.len() + 1).sum();
+            let width = words.get(w).map_or(1, |x| x.len().max(1));
+            write!(f, "\n  {}{}", " ".repeat(col), "^".repeat(width))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+const KEYS: &str = "proto, src, dst, sport, dport, icmp-type, action";
+
+/// Parses one rule.
+pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let rule_text = words.join(" ");
+    let err = |word: Option<usize>, message: String| RuleError {
+        rule: rule_text.clone(),
+        word,
+        message,
+    };
+    if words.is_empty() {
+        return Err(err(None, "empty rule".into()));
+    }
+    let mut rule = Rule {
+        proto: None,
+        src: None,
+        dst: None,
+        sport: None,
+        dport: None,
+        icmp_type: None,
+        action: Action::Pass,
+        text: rule_text.clone(),
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let mut action = None;
+    let mut i = 0;
+    while i < words.len() {
+        let key = words[i];
+        if action.is_some() {
+            return Err(err(Some(i), "nothing may follow the action".into()));
+        }
+        if !matches!(key, "proto" | "src" | "dst" | "sport" | "dport" | "icmp-type" | "action") {
+            return Err(err(Some(i), format!("unknown key `{key}` (expected one of {KEYS})")));
+        }
+        if seen.contains(&key) {
+            return Err(err(Some(i), format!("`{key}` given twice")));
+        }
+        seen.push(key);
+        let Some(value) = words.get(i + 1).copied() else {
+            return Err(err(Some(i), format!("`{key}` needs a value")));
+        };
+        let v = Some(i + 1);
+        match key {
+            "proto" => {
+                rule.proto = match value {
+                    "tcp" => Some(Proto::Tcp),
+                    "udp" => Some(Proto::Udp),
+                    "icmp" => Some(Proto::Icmp),
+                    "icmpv6" => Some(Proto::Icmpv6),
+                    "any" => None,
+                    _ => {
+                        return Err(err(
+                            v,
+                            format!("unknown protocol `{value}` (tcp, udp, icmp, icmpv6, any)"),
+                        ));
+                    }
+                }
+            }
+            "src" | "dst" => {
+                let p = parse_prefix(value).map_err(|m| err(v, m))?;
+                if key == "src" {
+                    rule.src = Some(p);
+                } else {
+                    rule.dst = Some(p);
+                }
+            }
+            "sport" | "dport" => {
+                let r = parse_port_range(value).map_err(|m| err(v, m))?;
+                if key == "sport" {
+                    rule.sport = Some(r);
+                } else {
+                    rule.dport = Some(r);
+                }
+            }
+            "icmp-type" => {
+                rule.icmp_type = Some(value.parse::<u8>().map_err(|_| {
+                    err(v, format!("`{value}` is not an ICMP type (0-255)"))
+                })?);
+            }
+            "action" => {
+                action = Some(match value {
+                    "pass" => Action::Pass,
+                    "drop" => Action::Drop,
+                    "xsk" => Action::Xsk,
+                    _ => return Err(err(v, format!("unknown action `{value}` (pass, drop, xsk)"))),
+                });
+            }
+            _ => unreachable!("keys are checked above"),
+        }
+        i += 2;
+    }
+    let Some(action) = action else {
+        return Err(err(None, "the rule must end in `action pass|drop|xsk`".into()));
+    };
+    rule.action = action;
+
+    // Combinations that can never match are mistakes; say so instead of loading dead rules.
+    let word_of = |key: &str| words.iter().position(|w| *w == key);
+    if (rule.sport.is_some() || rule.dport.is_some())
+        && matches!(rule.proto, Some(Proto::Icmp | Proto::Icmpv6))
+    {
+        let at = word_of("sport").or(word_of("dport"));
+        return Err(err(at, "ports only apply to proto tcp, udp or any".into()));
+    }
+    if rule.icmp_type.is_some() && !matches!(rule.proto, Some(Proto::Icmp | Proto::Icmpv6)) {
+        return Err(err(
+            word_of("icmp-type"),
+            "icmp-type needs `proto icmp` or `proto icmpv6`".into(),
+        ));
+    }
+    let family = |p: &Option<Prefix>| p.map(|p| p.is_v4());
+    if let (Some(a), Some(b)) = (family(&rule.src), family(&rule.dst)) {
+        if a != b {
+            return Err(err(word_of("dst"), "src and dst are of different IP families".into()));
+        }
+    }
+    let v4 = family(&rule.src).or(family(&rule.dst));
+    match (rule.proto, v4) {
+        (Some(Proto::Icmp), Some(false)) => {
+            return Err(err(word_of("proto"), "ICMP is IPv4; use proto icmpv6 with IPv6 prefixes".into()));
+        }
+        (Some(Proto::Icmpv6), Some(true)) => {
+            return Err(err(word_of("proto"), "ICMPv6 is IPv6; use proto icmp with IPv4 prefixes".into()));
+        }
+        _ => {}
+    }
+    Ok(rule)
+}
+
+fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IPv4 or IPv6 address or prefix"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => match l.parse::<u8>() {
+            Ok(l) if l <= max => l,
+            _ => return Err(format!("prefix length `{l}` must be 0-{max}")),
+        },
+    };
+    let p = match addr {
+        IpAddr::V4(a) => Prefix::V4(a.octets(), len),
+        IpAddr::V6(a) => Prefix::V6(a.octets(), len),
+    };
+    let normal = match p {
+        Prefix::V4(a, l) => Prefix::V4(masked(a, l), l),
+        Prefix::V6(a, l) => Prefix::V6(masked(a, l), l),
+    };
+    if normal != p {
+        return Err(format!("`{s}` has bits set past the prefix length; did you mean {normal}?"));
+    }
+    Ok(p)
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{s}` is not a port (0-65535) or a range LOW-HIGH"))
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(s)?, port(s)?),
+    };
+    if lo > hi {
+        return Err(format!("port range `{s}` is empty (low above high)"));
+    }
+    Ok((lo, hi))
+}
+
+/// Parses a rules file: one rule per line, `#` starts a comment, blank lines are skipped.
+/// Errors name the line.
+pub fn parse_rules_file(text: &str, name: &str) -> Result<Vec<Rule>> {
+    let mut rules = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match parse_rule(line) {
+            Ok(r) => rules.push(r),
+            Err(e) => bail!("{name}:{}: {e}", n + 1),
+        }
+    }
+    Ok(rules)
+}
+
+/// The fields of a packet that rules look at, as the eBPF program sees them.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketFields {
+    pub class: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// `None` when the packet has no ports (ICMP, fragments, other protocols).
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// `None` when not ICMP / ICMPv6 (or a fragment).
+    pub icmp_type: Option<u8>,
+}
+
+#[cfg(test)]
+fn prefix_matches(p: &Prefix, addr: &IpAddr) -> bool {
+    match (p, addr) {
+        (Prefix::V4(a, l), IpAddr::V4(x)) => same_prefix(a, &x.octets(), *l),
+        (Prefix::V6(a, l), IpAddr::V6(x)) => same_prefix(a, &x.octets(), *l),
+        _ => false,
+    }
+}
+
+/// The first rule that matches, by a linear scan: the reference semantics.
+#[cfg(test)]
+pub fn first_match(rules: &[Rule], p: &PacketFields) -> Option<usize> {
+    rules.iter().position(|r| {
+        r.proto.is_none_or(|pr| pr.class() == p.class)
+            && r.src.is_none_or(|pre| prefix_matches(&pre, &p.src))
+            && r.dst.is_none_or(|pre| prefix_matches(&pre, &p.dst))
+            && r.sport.is_none_or(|(lo, hi)| p.sport.is_some_and(|x| lo <= x && x <= hi))
+            && r.dport.is_none_or(|(lo, hi)| p.dport.is_some_and(|x| lo <= x && x <= hi))
+            && r.icmp_type.is_none_or(|t| p.icmp_type == Some(t))
+    })
+}
+
+/// The compiled tables, ready to be written into the program's maps.
+#[derive(Clone, Debug)]
+pub struct Tables {
+    pub actions: Vec<u32>,
+    pub proto: Vec<RuleMask>,
+    /// (prefix length, address, mask) entries of each trie; each has a /0 entry.
+    pub src_v4: Vec<(u8, [u8; 4], RuleMask)>,
+    pub dst_v4: Vec<(u8, [u8; 4], RuleMask)>,
+    pub src_v6: Vec<(u8, [u8; 16], RuleMask)>,
+    pub dst_v6: Vec<(u8, [u8; 16], RuleMask)>,
+    pub sport: Vec<RuleMask>,
+    pub dport: Vec<RuleMask>,
+    pub icmp: Vec<RuleMask>,
+}
+
+/// Compiles up to [`MAX_RULES`] rules into bit-vector tables (see `packet::abi`).
+pub fn compile(rules: &[Rule]) -> Result<Tables> {
+    if rules.len() > MAX_RULES {
+        bail!("{} rules given; the XDP program holds at most {MAX_RULES}", rules.len());
+    }
+    let mask_of = |pred: &dyn Fn(&Rule) -> bool| {
+        let mut m = RuleMask::EMPTY;
+        for (i, r) in rules.iter().enumerate() {
+            if pred(r) {
+                m.insert(i);
+            }
+        }
+        m
+    };
+    let proto = (0..proto_class::COUNT)
+        .map(|class| mask_of(&|r: &Rule| r.proto.is_none_or(|p| p.class() == class)))
+        .collect();
+
+    let trie = |field: &dyn Fn(&Rule) -> Option<Prefix>, v4: bool| -> Vec<Prefix> {
+        let mut prefixes: Vec<Prefix> = vec![if v4 {
+            Prefix::V4([0; 4], 0)
+        } else {
+            Prefix::V6([0; 16], 0)
+        }];
+        for r in rules {
+            if let Some(p) = field(r) {
+                if p.is_v4() == v4 && !prefixes.contains(&p) {
+                    prefixes.push(p);
+                }
+            }
+        }
+        prefixes
+    };
+    // Each trie entry P holds the rules whose prefix contains P, plus the rules with no prefix:
+    // the longest entry matching an address then holds exactly the rules that match it.
+    let entries = |field: &dyn Fn(&Rule) -> Option<Prefix>, v4: bool| {
+        trie(field, v4)
+            .into_iter()
+            .map(|p| {
+                let m = mask_of(&|r: &Rule| field(r).is_none_or(|rp| rp.contains(&p)));
+                (p, m)
+            })
+            .collect::<Vec<_>>()
+    };
+    let v4 = |e: Vec<(Prefix, RuleMask)>| {
+        e.into_iter()
+            .filter_map(|(p, m)| match p {
+                Prefix::V4(a, l) => Some((l, a, m)),
+                Prefix::V6(..) => None,
+            })
+            .collect()
+    };
+    let v6 = |e: Vec<(Prefix, RuleMask)>| {
+        e.into_iter()
+            .filter_map(|(p, m)| match p {
+                Prefix::V6(a, l) => Some((l, a, m)),
+                Prefix::V4(..) => None,
+            })
+            .collect()
+    };
+    let src = |r: &Rule| r.src;
+    let dst = |r: &Rule| r.dst;
+
+    let port_table = |field: &dyn Fn(&Rule) -> Option<(u16, u16)>| {
+        let unconstrained = mask_of(&|r: &Rule| field(r).is_none());
+        let mut table = vec![unconstrained; PORT_TABLE_LEN as usize];
+        for (i, r) in rules.iter().enumerate() {
+            if let Some((lo, hi)) = field(r) {
+                for p in lo..=hi {
+                    table[usize::from(p)].insert(i);
+                }
+            }
+        }
+        table[PORT_TABLE_NO_PORT as usize] = unconstrained;
+        table
+    };
+    let icmp_unconstrained = mask_of(&|r: &Rule| r.icmp_type.is_none());
+    let mut icmp = vec![icmp_unconstrained; ICMP_TABLE_LEN as usize];
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(t) = r.icmp_type {
+            icmp[usize::from(t)].insert(i);
+        }
+    }
+    icmp[ICMP_TABLE_NOT_ICMP as usize] = icmp_unconstrained;
+
+    Ok(Tables {
+        actions: rules.iter().map(|r| r.action as u32).collect(),
+        proto,
+        src_v4: v4(entries(&src, true)),
+        dst_v4: v4(entries(&dst, true)),
+        src_v6: v6(entries(&src, false)),
+        dst_v6: v6(entries(&dst, false)),
+        sport: port_table(&|r: &Rule| r.sport),
+        dport: port_table(&|r: &Rule| r.dport),
+        icmp,
+    })
+}
+
+#[cfg(test)]
+impl Tables {
+    /// Evaluates the tables as the eBPF program does: longest-prefix lookups, one mask per
+    /// field, AND, lowest bit.
+    pub fn lookup(&self, p: &PacketFields) -> Option<usize> {
+        fn lpm<const N: usize>(t: &[(u8, [u8; N], RuleMask)], a: &[u8; N]) -> RuleMask {
+            t.iter()
+                .filter(|(l, p, _)| same_prefix(p, a, *l))
+                .max_by_key(|(l, _, _)| *l)
+                .map_or(RuleMask::EMPTY, |(_, _, m)| *m)
+        }
+        let (src, dst) = match (p.src, p.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                (lpm(&self.src_v4, &s.octets()), lpm(&self.dst_v4, &d.octets()))
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                (lpm(&self.src_v6, &s.octets()), lpm(&self.dst_v6, &d.octets()))
+            }
+            _ => return None,
+        };
+        let port = |t: &[RuleMask], x: Option<u16>| {
+            t[x.map_or(PORT_TABLE_NO_PORT as usize, usize::from)]
+        };
+        let icmp = self.icmp[p.icmp_type.map_or(ICMP_TABLE_NOT_ICMP as usize, usize::from)];
+        self.proto[p.class as usize]
+            .and(&src)
+            .and(&dst)
+            .and(&port(&self.sport, p.sport))
+            .and(&port(&self.dport, p.dport))
+            .and(&icmp)
+            .first()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn r(s: &str) -> Rule {
+        parse_rule(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn bad(s: &str) -> RuleError {
+        parse_rule(s).expect_err(s)
+    }
+
+    #[test]
+    fn the_documented_examples_parse() {
+        let a = r("proto udp dport 7 action xsk");
+        assert_eq!((a.proto, a.dport, a.action), (Some(Proto::Udp), Some((7, 7)), Action::Xsk));
+        let b = r("src 198.18.0.0/24 proto tcp dport 22-23 action drop");
+        assert_eq!(b.src, Some(Prefix::V4([198, 18, 0, 0], 24)));
+        assert_eq!(b.dport, Some((22, 23)));
+        let c = r("proto icmp icmp-type 8 action pass");
+        assert_eq!(c.icmp_type, Some(8));
+        let d = r("dst 2001:db8::/64 action drop");
+        assert!(matches!(d.dst, Some(Prefix::V6(_, 64))));
+        let e = r("action drop");
+        assert_eq!(e.proto, None);
+        let f = r("src 198.18.0.7 action pass");
+        assert_eq!(f.src, Some(Prefix::V4([198, 18, 0, 7], 32)));
+    }
+
+    #[test]
+    fn errors_point_at_the_wrong_word() {
+        let e = bad("proto udp prot 7 action xsk");
+        assert_eq!(e.word, Some(2));
+        assert!(e.message.contains("unknown key `prot`"));
+        assert_eq!(e.to_string().lines().nth(2), Some("            ^^^^"));
+        assert_eq!(bad("proto udx action drop").word, Some(1));
+        assert_eq!(bad("dport 7-3 action drop").word, Some(1));
+        assert_eq!(bad("dport 70000 action drop").word, Some(1));
+        assert_eq!(bad("src 198.18.0.1/24 action drop").word, Some(1));
+        assert!(bad("src 198.18.0.1/24 action drop").message.contains("198.18.0.0/24"));
+        assert_eq!(bad("src 198.18.0.0/33 action drop").word, Some(1));
+        assert_eq!(bad("src nonsense action drop").word, Some(1));
+        assert_eq!(bad("proto udp action maybe").word, Some(3));
+        assert_eq!(bad("proto udp proto tcp action drop").word, Some(2));
+        assert_eq!(bad("action drop proto udp").word, Some(2));
+        assert_eq!(bad("proto udp dport").word, Some(2));
+        assert_eq!(bad("proto udp dport 7").word, None);
+        assert_eq!(bad("").word, None);
+    }
+
+    #[test]
+    fn contradictions_are_rejected() {
+        assert!(bad("proto icmp dport 7 action drop").message.contains("ports"));
+        assert!(bad("proto udp icmp-type 8 action drop").message.contains("icmp-type"));
+        assert!(bad("icmp-type 8 action drop").message.contains("icmp-type"));
+        assert!(bad("src 198.18.0.0/24 dst 2001:db8::/32 action drop").message.contains("famil"));
+        assert!(bad("proto icmp src 2001:db8::/32 action drop").message.contains("ICMP"));
+        assert!(bad("proto icmpv6 dst 198.18.0.0/15 action drop").message.contains("ICMPv6"));
+    }
+
+    #[test]
+    fn rules_files() {
+        let text = "# a comment\n\nproto udp dport 7 action xsk  # echo\nproto tcp action drop\n";
+        let rules = parse_rules_file(text, "r.txt").unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].text, "proto udp dport 7 action xsk");
+        let e = parse_rules_file("action drop\nfoo bar\n", "r.txt").unwrap_err();
+        assert!(e.to_string().starts_with("r.txt:2: bad rule"), "{e}");
+    }
+
+    fn udp(src: [u8; 4], sport: u16, dport: u16) -> PacketFields {
+        PacketFields {
+            class: proto_class::UDP,
+            src: IpAddr::from(src),
+            dst: IpAddr::from([198, 18, 0, 2]),
+            sport: Some(sport),
+            dport: Some(dport),
+            icmp_type: None,
+        }
+    }
+
+    #[test]
+    fn first_match_wins_in_order() {
+        let rules = vec![
+            r("src 198.18.0.0/24 proto udp dport 9 action drop"),
+            r("proto udp dport 7 action xsk"),
+            r("src 198.18.0.0/16 action pass"),
+        ];
+        let t = compile(&rules).unwrap();
+        for (p, want) in [
+            (udp([198, 18, 0, 1], 1000, 9), Some(0)),
+            (udp([198, 18, 0, 1], 1000, 7), Some(1)),
+            (udp([198, 18, 1, 1], 1000, 9), Some(2)),
+            (udp([198, 19, 1, 1], 1000, 9), None),
+        ] {
+            assert_eq!(first_match(&rules, &p), want);
+            assert_eq!(t.lookup(&p), want);
+        }
+        let icmp = PacketFields {
+            class: proto_class::ICMP,
+            sport: None,
+            dport: None,
+            icmp_type: Some(8),
+            ..udp([198, 18, 0, 1], 0, 0)
+        };
+        assert_eq!(t.lookup(&icmp), Some(2), "port rules do not match ICMP");
+    }
+
+    #[test]
+    fn too_many_rules() {
+        let rules: Vec<Rule> = (0..=MAX_RULES).map(|_| r("action drop")).collect();
+        assert!(compile(&rules).is_err());
+        assert!(compile(&rules[..MAX_RULES]).is_ok());
+    }
+
+    fn arb_rule() -> impl Strategy<Value = Rule> {
+        let v4 = prop_oneof![Just(None), (0u8..=32, 0u8..4).prop_map(|(l, x)| {
+            Some(Prefix::V4(masked([198, 18, x, 1], l), l))
+        })];
+        let ports = prop_oneof![Just(None), (0u16..20, 0u16..20).prop_map(|(a, b)| Some((a.min(b), a.max(b))))];
+        (
+            prop_oneof![Just(None), Just(Some(Proto::Tcp)), Just(Some(Proto::Udp)), Just(Some(Proto::Icmp))],
+            v4.clone(),
+            v4,
+            ports.clone(),
+            ports,
+            prop_oneof![Just(None), (0u8..4).prop_map(Some)],
+            prop_oneof![Just(Action::Pass), Just(Action::Drop), Just(Action::Xsk)],
+        )
+            .prop_map(|(proto, src, dst, sport, dport, icmp_type, action)| {
+                let icmp = proto == Some(Proto::Icmp);
+                Rule {
+                    proto,
+                    src,
+                    dst,
+                    sport: if icmp { None } else { sport },
+                    dport: if icmp { None } else { dport },
+                    icmp_type: if icmp { icmp_type } else { None },
+                    action,
+                    text: String::new(),
+                }
+            })
+    }
+
+    fn arb_packet() -> impl Strategy<Value = PacketFields> {
+        (0u32..proto_class::COUNT, 0u8..4, 0u8..4, 0u16..20, 0u16..20, 0u8..4).prop_map(
+            |(class, a, b, sp, dp, t)| {
+                let has_ports = class == proto_class::TCP || class == proto_class::UDP;
+                let is_icmp = class == proto_class::ICMP;
+                PacketFields {
+                    class,
+                    src: IpAddr::from([198, 18, a, 1]),
+                    dst: IpAddr::from([198, 18, b, 1]),
+                    sport: has_ports.then_some(sp),
+                    dport: has_ports.then_some(dp),
+                    icmp_type: is_icmp.then_some(t),
+                }
+            },
+        )
+    }
+
+    proptest! {
+        /// The compiled bit-vector tables pick the same rule as a linear scan, always.
+        #[test]
+        fn compiled_tables_equal_linear_scan(
+            rules in prop::collection::vec(arb_rule(), 0..40),
+            packets in prop::collection::vec(arb_packet(), 1..40),
+        ) {
+            let t = compile(&rules).unwrap();
+            for p in &packets {
+                prop_assert_eq!(t.lookup(p), first_match(&rules, p), "{:?}", p);
+            }
+        }
+    }
+}

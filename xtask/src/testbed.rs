@@ -1,0 +1,168 @@
+//! A two-host testbed: network namespaces joined by a veth pair, made and removed by the
+//! process that uses it (`shared/docs/testbed.md`).
+//!
+//! - The peer namespace plays the client / traffic generator: 198.18.0.1 and 2001:db8::1.
+//! - The device under test (DUT) namespace holds the interface our data paths run on:
+//!   198.18.0.2 and 2001:db8::2 (or no address, for DPDK, which has no kernel stack).
+//!
+//! Namespace names carry the creating process id, so runs never collide, and a new testbed
+//! first removes the testbeds of processes that no longer exist (a run killed with `kill -9`
+//! cannot clean up after itself). Dropping a [`Testbed`] deletes its namespaces, which deletes
+//! the veth pair with them.
+
+use anyhow::{Context, Result, bail};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const PEER_IPV4: &str = "198.18.0.1";
+pub const DUT_IPV4: &str = "198.18.0.2";
+pub const PEER_IPV6: &str = "2001:db8::1";
+pub const DUT_IPV6: &str = "2001:db8::2";
+pub const PEER_MAC: &str = "02:00:00:00:00:01";
+pub const DUT_MAC: &str = "02:00:00:00:00:02";
+/// Interface names inside the namespaces (each namespace has its own name space).
+pub const DUT_IF: &str = "dut0";
+pub const PEER_IF: &str = "peer0";
+
+const PREFIX: &str = "kbp";
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// How to build the testbed.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// RX/TX queues on each veth end.
+    pub queues: u32,
+    /// Give the DUT end its IP addresses (off for DPDK, which answers ARP/ND itself).
+    pub dut_addresses: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            queues: 1,
+            dut_addresses: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Testbed {
+    pub dut_ns: String,
+    pub peer_ns: String,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("could not run `ip` (install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes testbed namespaces left behind by processes that no longer run.
+pub fn reap_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+impl Testbed {
+    pub fn new(opts: &Options) -> Result<Testbed> {
+        if !crate::setup::is_root() {
+            bail!("the testbed needs root (network namespaces and veth); run as root");
+        }
+        reap_stale();
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tb = Testbed {
+            dut_ns: format!("{PREFIX}{pid}d{n}"),
+            peer_ns: format!("{PREFIX}{pid}p{n}"),
+        };
+        ip(&["netns", "add", &tb.dut_ns])?;
+        // From here on, dropping `tb` removes whatever was made.
+        ip(&["netns", "add", &tb.peer_ns])?;
+        let q = opts.queues.to_string();
+        ip(&[
+            "link", "add", DUT_IF, "netns", &tb.dut_ns, "numrxqueues", &q, "numtxqueues", &q,
+            "type", "veth", "peer", PEER_IF, "netns", &tb.peer_ns, "numrxqueues", &q,
+            "numtxqueues", &q,
+        ])?;
+        tb.ip_dut(&["link", "set", DUT_IF, "address", DUT_MAC])?;
+        tb.ip_peer(&["link", "set", PEER_IF, "address", PEER_MAC])?;
+        if opts.dut_addresses {
+            tb.ip_dut(&["addr", "add", &format!("{DUT_IPV4}/24"), "dev", DUT_IF])?;
+            tb.ip_dut(&["addr", "add", &format!("{DUT_IPV6}/64"), "dev", DUT_IF, "nodad"])?;
+        }
+        tb.ip_peer(&["addr", "add", &format!("{PEER_IPV4}/24"), "dev", PEER_IF])?;
+        tb.ip_peer(&["addr", "add", &format!("{PEER_IPV6}/64"), "dev", PEER_IF, "nodad"])?;
+        for (ns, dev) in [(&tb.dut_ns, DUT_IF), (&tb.peer_ns, PEER_IF)] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(tb)
+    }
+
+    pub fn ip_dut(&self, args: &[&str]) -> Result<()> {
+        let mut a = vec!["-n", self.dut_ns.as_str()];
+        a.extend_from_slice(args);
+        ip(&a)
+    }
+
+    pub fn ip_peer(&self, args: &[&str]) -> Result<()> {
+        let mut a = vec!["-n", self.peer_ns.as_str()];
+        a.extend_from_slice(args);
+        ip(&a)
+    }
+
+    /// A command that runs `program` inside the DUT namespace.
+    pub fn in_dut(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.dut_ns, program]);
+        c
+    }
+
+    /// A command that runs `program` inside the peer namespace.
+    pub fn in_peer(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.peer_ns, program]);
+        c
+    }
+
+    /// The XDP program attached to the DUT interface, if any (`ip link` shows `prog/xdp`).
+    pub fn dut_xdp_attached(&self) -> Result<bool> {
+        let out = Command::new("ip")
+            .args(["-n", &self.dut_ns, "-d", "link", "show", DUT_IF])
+            .output()?;
+        let s = String::from_utf8_lossy(&out.stdout);
+        Ok(s.contains("prog/xdp") || s.contains("xdpgeneric") || s.contains("xdpdrv"))
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for ns in [&self.dut_ns, &self.peer_ns] {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
