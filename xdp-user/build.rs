@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdp-ebpf").canonicalize()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../xdp-ebpf")
+        .canonicalize()?;
     let have = |cmd: &str, arg: &str| {
         Command::new(cmd)
             .arg(arg)

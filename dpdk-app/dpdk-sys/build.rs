@@ -50,11 +50,19 @@ fn main() {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_else(|| cflags.split_whitespace().map(String::from).collect());
 
     let mut cc = cc::Build::new();
-    cc.file("shim/shim.c").include("shim").warnings(true).opt_level(3);
+    cc.file("shim/shim.c")
+        .include("shim")
+        .warnings(true)
+        .opt_level(3);
     for flag in &cflags {
         cc.flag(flag);
     }

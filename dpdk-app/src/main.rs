@@ -25,7 +25,10 @@ fn main() {
     }
     // SAFETY: EAL is initialised; these calls only read its state.
     let ports = unsafe { dpdk_sys::rte_eth_dev_count_avail() };
-    eprintln!("dpdk-app: EAL initialised with DPDK {}, {ports} port(s) available", dpdk_sys::DPDK_VERSION);
+    eprintln!(
+        "dpdk-app: EAL initialised with DPDK {}, {ports} port(s) available",
+        dpdk_sys::DPDK_VERSION
+    );
     eprintln!("dpdk-app: the poll-mode echo/count loop is not implemented yet (issue 5); exiting");
     // SAFETY: no lcore is running; EAL was initialised above.
     unsafe { dpdk_sys::rte_eal_cleanup() };

@@ -56,10 +56,9 @@ pub fn check_frame(frame: &[u8]) {
                 assert!(parsed.is_ok(), "replied to a malformed frame");
                 let reply = &buf[..len];
                 assert!(parse(reply).is_ok(), "reply does not parse: {reply:02x?}");
-                if request_valid || kind == ReplyKind::NeighborAdvertisement {
-                    if let Err(e) = verify_checksums(reply) {
-                        panic!("{kind:?} reply has a bad {e:?} checksum: {reply:02x?}");
-                    }
+                let must_be_valid = request_valid || kind == ReplyKind::NeighborAdvertisement;
+                if let (true, Err(e)) = (must_be_valid, verify_checksums(reply)) {
+                    panic!("{kind:?} reply has a bad {e:?} checksum: {reply:02x?}");
                 }
                 let mut again = [0u8; BUF_LEN];
                 again[..len].copy_from_slice(reply);

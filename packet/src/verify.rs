@@ -37,59 +37,45 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), ChecksumError> {
         ),
         _ => return Ok(()),
     };
+    let ok = |valid: bool, err: ChecksumError| if valid { Ok(()) } else { Err(err) };
     match (&p.transport, src, dst) {
+        // Over IPv4 a zero UDP checksum means "none".
+        (Some(TransportSlice::Udp(udp)), Addrs::V4(_), _) if udp.checksum() == 0 => Ok(()),
         (Some(TransportSlice::Udp(udp)), Addrs::V4(s), Addrs::V4(d)) => {
-            if udp.checksum() != 0 {
-                let want = udp
-                    .to_header()
-                    .calc_checksum_ipv4_raw(s, d, udp.payload())
-                    .map_err(|_| ChecksumError::Udp)?;
-                if want != udp.checksum() {
-                    return Err(ChecksumError::Udp);
-                }
-            }
+            let want = udp
+                .to_header()
+                .calc_checksum_ipv4_raw(s, d, udp.payload())
+                .map_err(|_| ChecksumError::Udp)?;
+            ok(want == udp.checksum(), ChecksumError::Udp)
         }
         (Some(TransportSlice::Udp(udp)), Addrs::V6(s), Addrs::V6(d)) => {
             let want = udp
                 .to_header()
                 .calc_checksum_ipv6_raw(s, d, udp.payload())
                 .map_err(|_| ChecksumError::Udp)?;
-            if want != udp.checksum() {
-                return Err(ChecksumError::Udp);
-            }
+            ok(want == udp.checksum(), ChecksumError::Udp)
         }
         (Some(TransportSlice::Tcp(tcp)), Addrs::V4(s), Addrs::V4(d)) => {
-            if tcp
+            let want = tcp
                 .calc_checksum_ipv4(s, d)
-                .map_err(|_| ChecksumError::Tcp)?
-                != tcp.checksum()
-            {
-                return Err(ChecksumError::Tcp);
-            }
+                .map_err(|_| ChecksumError::Tcp)?;
+            ok(want == tcp.checksum(), ChecksumError::Tcp)
         }
         (Some(TransportSlice::Tcp(tcp)), Addrs::V6(s), Addrs::V6(d)) => {
-            if tcp
+            let want = tcp
                 .calc_checksum_ipv6(s, d)
-                .map_err(|_| ChecksumError::Tcp)?
-                != tcp.checksum()
-            {
-                return Err(ChecksumError::Tcp);
-            }
+                .map_err(|_| ChecksumError::Tcp)?;
+            ok(want == tcp.checksum(), ChecksumError::Tcp)
         }
         (Some(TransportSlice::Icmpv4(icmp)), _, _) => {
             let sum = etherparse::checksum::Sum16BitWords::new().add_slice(icmp.slice());
-            if sum.ones_complement() != 0 {
-                return Err(ChecksumError::Icmpv4);
-            }
+            ok(sum.ones_complement() == 0, ChecksumError::Icmpv4)
         }
         (Some(TransportSlice::Icmpv6(icmp)), Addrs::V6(s), Addrs::V6(d)) => {
-            if !icmp.is_checksum_valid(s, d) {
-                return Err(ChecksumError::Icmpv6);
-            }
+            ok(icmp.is_checksum_valid(s, d), ChecksumError::Icmpv6)
         }
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[derive(Clone, Copy)]

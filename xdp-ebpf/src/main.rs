@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use packet::abi::{
-    Action, Counter, ICMP_TABLE_LEN, ICMP_TABLE_NOT_ICMP, MAX_QUEUES, MAX_RULES,
-    PORT_TABLE_LEN, PORT_TABLE_NO_PORT, RuleMask, XdpConfig, proto_class, stat,
+    Action, Counter, ICMP_TABLE_LEN, ICMP_TABLE_NOT_ICMP, MAX_QUEUES, MAX_RULES, PORT_TABLE_LEN,
+    PORT_TABLE_NO_PORT, RuleMask, XdpConfig, proto_class, stat,
 };
 
 #[map(name = "CONFIG")]
@@ -68,7 +68,10 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     let action = match classify(&ctx, len) {
         Some(Verdict::Rule(rule)) => {
             count_rule(rule, len);
-            RULE_ACTIONS.get(rule).copied().unwrap_or(Action::Pass as u32)
+            RULE_ACTIONS
+                .get(rule)
+                .copied()
+                .unwrap_or(Action::Pass as u32)
         }
         Some(Verdict::NoRule) => {
             count(stat::DEFAULT_ACTION, len);
@@ -80,6 +83,13 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
         }
     };
     act(&ctx, action, len)
+}
+
+/// The reference for benchmarks: a program that only returns `XDP_DROP`. The filter's cost
+/// per packet (BPF_PROG_TEST_RUN) is reported side by side with this one's, in the same run.
+#[xdp]
+pub fn xdp_drop_bare(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
 }
 
 enum Verdict {

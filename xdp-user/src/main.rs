@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 use xdp::{Mode, Snapshot, XdpFilter};
 
 #[derive(Parser)]
-#[command(name = "xdp-user", version, about = "XDP filter/counter and AF_XDP data path")]
+#[command(
+    name = "xdp-user",
+    version,
+    about = "XDP filter/counter and AF_XDP data path"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -118,13 +122,23 @@ fn read_rules(args: &LoadArgs) -> Result<Vec<Rule>> {
 }
 
 fn load(args: LoadArgs) -> Result<()> {
-    if !(args.interval > 0.0) {
+    if args.interval.is_nan() || args.interval <= 0.0 {
         bail!("--interval must be a positive number of seconds");
     }
-    // Every rule is checked before anything is attached.
+    // Signals first: a SIGINT that comes while we attach must still detach cleanly.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))?;
+
+    // Every rule is checked, and the tables written, before the program is attached: no
+    // packet ever meets an empty or partial rule set.
     let mut rules = read_rules(&args)?;
-    let mut filter = XdpFilter::attach(&args.iface, args.mode)?;
+    let mut filter = XdpFilter::load(&args.iface)?;
     filter.install(&rules, args.default)?;
+    filter.attach(args.mode)?;
     let mode = match filter.mode {
         Mode::Native => "native (driver)",
         _ => "skb (generic)",
@@ -135,13 +149,6 @@ fn load(args: LoadArgs) -> Result<()> {
         rules.len(),
         args.default.name()
     );
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))?;
 
     let start = Instant::now();
     let interval = Duration::from_secs_f64(args.interval);
@@ -184,7 +191,10 @@ fn load(args: LoadArgs) -> Result<()> {
     eprintln!("xdp-user: detached from {}", args.iface);
     eprintln!("{}", summary(&total, &rules));
     if args.json {
-        println!("{}", to_json(&args.iface, mode, start.elapsed(), &total, &rules));
+        println!(
+            "{}",
+            to_json(&args.iface, mode, start.elapsed(), &total, &rules)
+        );
     }
     Ok(())
 }
@@ -232,7 +242,10 @@ fn summary(s: &Snapshot, rules: &[Rule]) -> String {
         out.push_str(&format!(" {name} {}", s.get(slot).packets));
     }
     for (r, c) in rules.iter().zip(&s.rules) {
-        out.push_str(&format!("\nrule `{}`: {} packets, {} bytes", r.text, c.packets, c.bytes));
+        out.push_str(&format!(
+            "\nrule `{}`: {} packets, {} bytes",
+            r.text, c.packets, c.bytes
+        ));
     }
     out
 }

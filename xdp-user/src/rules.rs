@@ -169,8 +169,14 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
         if action.is_some() {
             return Err(err(Some(i), "nothing may follow the action".into()));
         }
-        if !matches!(key, "proto" | "src" | "dst" | "sport" | "dport" | "icmp-type" | "action") {
-            return Err(err(Some(i), format!("unknown key `{key}` (expected one of {KEYS})")));
+        if !matches!(
+            key,
+            "proto" | "src" | "dst" | "sport" | "dport" | "icmp-type" | "action"
+        ) {
+            return Err(err(
+                Some(i),
+                format!("unknown key `{key}` (expected one of {KEYS})"),
+            ));
         }
         if seen.contains(&key) {
             return Err(err(Some(i), format!("`{key}` given twice")));
@@ -213,16 +219,23 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
                 }
             }
             "icmp-type" => {
-                rule.icmp_type = Some(value.parse::<u8>().map_err(|_| {
-                    err(v, format!("`{value}` is not an ICMP type (0-255)"))
-                })?);
+                rule.icmp_type = Some(
+                    value
+                        .parse::<u8>()
+                        .map_err(|_| err(v, format!("`{value}` is not an ICMP type (0-255)")))?,
+                );
             }
             "action" => {
                 action = Some(match value {
                     "pass" => Action::Pass,
                     "drop" => Action::Drop,
                     "xsk" => Action::Xsk,
-                    _ => return Err(err(v, format!("unknown action `{value}` (pass, drop, xsk)"))),
+                    _ => {
+                        return Err(err(
+                            v,
+                            format!("unknown action `{value}` (pass, drop, xsk)"),
+                        ));
+                    }
                 });
             }
             _ => unreachable!("keys are checked above"),
@@ -230,7 +243,10 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
         i += 2;
     }
     let Some(action) = action else {
-        return Err(err(None, "the rule must end in `action pass|drop|xsk`".into()));
+        return Err(err(
+            None,
+            "the rule must end in `action pass|drop|xsk`".into(),
+        ));
     };
     rule.action = action;
 
@@ -249,18 +265,27 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
         ));
     }
     let family = |p: &Option<Prefix>| p.map(|p| p.is_v4());
-    if let (Some(a), Some(b)) = (family(&rule.src), family(&rule.dst)) {
-        if a != b {
-            return Err(err(word_of("dst"), "src and dst are of different IP families".into()));
-        }
+    if let (Some(a), Some(b)) = (family(&rule.src), family(&rule.dst))
+        && a != b
+    {
+        return Err(err(
+            word_of("dst"),
+            "src and dst are of different IP families".into(),
+        ));
     }
     let v4 = family(&rule.src).or(family(&rule.dst));
     match (rule.proto, v4) {
         (Some(Proto::Icmp), Some(false)) => {
-            return Err(err(word_of("proto"), "ICMP is IPv4; use proto icmpv6 with IPv6 prefixes".into()));
+            return Err(err(
+                word_of("proto"),
+                "ICMP is IPv4; use proto icmpv6 with IPv6 prefixes".into(),
+            ));
         }
         (Some(Proto::Icmpv6), Some(true)) => {
-            return Err(err(word_of("proto"), "ICMPv6 is IPv6; use proto icmp with IPv4 prefixes".into()));
+            return Err(err(
+                word_of("proto"),
+                "ICMPv6 is IPv6; use proto icmp with IPv4 prefixes".into(),
+            ));
         }
         _ => {}
     }
@@ -292,7 +317,9 @@ fn parse_prefix(s: &str) -> Result<Prefix, String> {
         Prefix::V6(a, l) => Prefix::V6(masked(a, l), l),
     };
     if normal != p {
-        return Err(format!("`{s}` has bits set past the prefix length; did you mean {normal}?"));
+        return Err(format!(
+            "`{s}` has bits set past the prefix length; did you mean {normal}?"
+        ));
     }
     Ok(p)
 }
@@ -359,8 +386,10 @@ pub fn first_match(rules: &[Rule], p: &PacketFields) -> Option<usize> {
         r.proto.is_none_or(|pr| pr.class() == p.class)
             && r.src.is_none_or(|pre| prefix_matches(&pre, &p.src))
             && r.dst.is_none_or(|pre| prefix_matches(&pre, &p.dst))
-            && r.sport.is_none_or(|(lo, hi)| p.sport.is_some_and(|x| lo <= x && x <= hi))
-            && r.dport.is_none_or(|(lo, hi)| p.dport.is_some_and(|x| lo <= x && x <= hi))
+            && r.sport
+                .is_none_or(|(lo, hi)| p.sport.is_some_and(|x| lo <= x && x <= hi))
+            && r.dport
+                .is_none_or(|(lo, hi)| p.dport.is_some_and(|x| lo <= x && x <= hi))
             && r.icmp_type.is_none_or(|t| p.icmp_type == Some(t))
     })
 }
@@ -383,7 +412,10 @@ pub struct Tables {
 /// Compiles up to [`MAX_RULES`] rules into bit-vector tables (see `packet::abi`).
 pub fn compile(rules: &[Rule]) -> Result<Tables> {
     if rules.len() > MAX_RULES {
-        bail!("{} rules given; the XDP program holds at most {MAX_RULES}", rules.len());
+        bail!(
+            "{} rules given; the XDP program holds at most {MAX_RULES}",
+            rules.len()
+        );
     }
     let mask_of = |pred: &dyn Fn(&Rule) -> bool| {
         let mut m = RuleMask::EMPTY;
@@ -405,10 +437,11 @@ pub fn compile(rules: &[Rule]) -> Result<Tables> {
             Prefix::V6([0; 16], 0)
         }];
         for r in rules {
-            if let Some(p) = field(r) {
-                if p.is_v4() == v4 && !prefixes.contains(&p) {
-                    prefixes.push(p);
-                }
+            if let Some(p) = field(r)
+                && p.is_v4() == v4
+                && !prefixes.contains(&p)
+            {
+                prefixes.push(p);
             }
         }
         prefixes
@@ -490,18 +523,21 @@ impl Tables {
                 .map_or(RuleMask::EMPTY, |(_, _, m)| *m)
         }
         let (src, dst) = match (p.src, p.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                (lpm(&self.src_v4, &s.octets()), lpm(&self.dst_v4, &d.octets()))
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                (lpm(&self.src_v6, &s.octets()), lpm(&self.dst_v6, &d.octets()))
-            }
+            (IpAddr::V4(s), IpAddr::V4(d)) => (
+                lpm(&self.src_v4, &s.octets()),
+                lpm(&self.dst_v4, &d.octets()),
+            ),
+            (IpAddr::V6(s), IpAddr::V6(d)) => (
+                lpm(&self.src_v6, &s.octets()),
+                lpm(&self.dst_v6, &d.octets()),
+            ),
             _ => return None,
         };
-        let port = |t: &[RuleMask], x: Option<u16>| {
-            t[x.map_or(PORT_TABLE_NO_PORT as usize, usize::from)]
-        };
-        let icmp = self.icmp[p.icmp_type.map_or(ICMP_TABLE_NOT_ICMP as usize, usize::from)];
+        let port =
+            |t: &[RuleMask], x: Option<u16>| t[x.map_or(PORT_TABLE_NO_PORT as usize, usize::from)];
+        let icmp = self.icmp[p
+            .icmp_type
+            .map_or(ICMP_TABLE_NOT_ICMP as usize, usize::from)];
         self.proto[p.class as usize]
             .and(&src)
             .and(&dst)
@@ -528,7 +564,10 @@ mod tests {
     #[test]
     fn the_documented_examples_parse() {
         let a = r("proto udp dport 7 action xsk");
-        assert_eq!((a.proto, a.dport, a.action), (Some(Proto::Udp), Some((7, 7)), Action::Xsk));
+        assert_eq!(
+            (a.proto, a.dport, a.action),
+            (Some(Proto::Udp), Some((7, 7)), Action::Xsk)
+        );
         let b = r("src 198.18.0.0/24 proto tcp dport 22-23 action drop");
         assert_eq!(b.src, Some(Prefix::V4([198, 18, 0, 0], 24)));
         assert_eq!(b.dport, Some((22, 23)));
@@ -552,7 +591,11 @@ mod tests {
         assert_eq!(bad("dport 7-3 action drop").word, Some(1));
         assert_eq!(bad("dport 70000 action drop").word, Some(1));
         assert_eq!(bad("src 198.18.0.1/24 action drop").word, Some(1));
-        assert!(bad("src 198.18.0.1/24 action drop").message.contains("198.18.0.0/24"));
+        assert!(
+            bad("src 198.18.0.1/24 action drop")
+                .message
+                .contains("198.18.0.0/24")
+        );
         assert_eq!(bad("src 198.18.0.0/33 action drop").word, Some(1));
         assert_eq!(bad("src nonsense action drop").word, Some(1));
         assert_eq!(bad("proto udp action maybe").word, Some(3));
@@ -565,12 +608,32 @@ mod tests {
 
     #[test]
     fn contradictions_are_rejected() {
-        assert!(bad("proto icmp dport 7 action drop").message.contains("ports"));
-        assert!(bad("proto udp icmp-type 8 action drop").message.contains("icmp-type"));
+        assert!(
+            bad("proto icmp dport 7 action drop")
+                .message
+                .contains("ports")
+        );
+        assert!(
+            bad("proto udp icmp-type 8 action drop")
+                .message
+                .contains("icmp-type")
+        );
         assert!(bad("icmp-type 8 action drop").message.contains("icmp-type"));
-        assert!(bad("src 198.18.0.0/24 dst 2001:db8::/32 action drop").message.contains("famil"));
-        assert!(bad("proto icmp src 2001:db8::/32 action drop").message.contains("ICMP"));
-        assert!(bad("proto icmpv6 dst 198.18.0.0/15 action drop").message.contains("ICMPv6"));
+        assert!(
+            bad("src 198.18.0.0/24 dst 2001:db8::/32 action drop")
+                .message
+                .contains("famil")
+        );
+        assert!(
+            bad("proto icmp src 2001:db8::/32 action drop")
+                .message
+                .contains("ICMP")
+        );
+        assert!(
+            bad("proto icmpv6 dst 198.18.0.0/15 action drop")
+                .message
+                .contains("ICMPv6")
+        );
     }
 
     #[test]
@@ -629,12 +692,22 @@ mod tests {
     }
 
     fn arb_rule() -> impl Strategy<Value = Rule> {
-        let v4 = prop_oneof![Just(None), (0u8..=32, 0u8..4).prop_map(|(l, x)| {
-            Some(Prefix::V4(masked([198, 18, x, 1], l), l))
-        })];
-        let ports = prop_oneof![Just(None), (0u16..20, 0u16..20).prop_map(|(a, b)| Some((a.min(b), a.max(b))))];
+        let v4 = prop_oneof![
+            Just(None),
+            (0u8..=32, 0u8..4)
+                .prop_map(|(l, x)| { Some(Prefix::V4(masked([198, 18, x, 1], l), l)) })
+        ];
+        let ports = prop_oneof![
+            Just(None),
+            (0u16..20, 0u16..20).prop_map(|(a, b)| Some((a.min(b), a.max(b))))
+        ];
         (
-            prop_oneof![Just(None), Just(Some(Proto::Tcp)), Just(Some(Proto::Udp)), Just(Some(Proto::Icmp))],
+            prop_oneof![
+                Just(None),
+                Just(Some(Proto::Tcp)),
+                Just(Some(Proto::Udp)),
+                Just(Some(Proto::Icmp))
+            ],
             v4.clone(),
             v4,
             ports.clone(),
@@ -658,8 +731,15 @@ mod tests {
     }
 
     fn arb_packet() -> impl Strategy<Value = PacketFields> {
-        (0u32..proto_class::COUNT, 0u8..4, 0u8..4, 0u16..20, 0u16..20, 0u8..4).prop_map(
-            |(class, a, b, sp, dp, t)| {
+        (
+            0u32..proto_class::COUNT,
+            0u8..4,
+            0u8..4,
+            0u16..20,
+            0u16..20,
+            0u8..4,
+        )
+            .prop_map(|(class, a, b, sp, dp, t)| {
                 let has_ports = class == proto_class::TCP || class == proto_class::UDP;
                 let is_icmp = class == proto_class::ICMP;
                 PacketFields {
@@ -670,8 +750,7 @@ mod tests {
                     dport: has_ports.then_some(dp),
                     icmp_type: is_icmp.then_some(t),
                 }
-            },
-        )
+            })
     }
 
     proptest! {

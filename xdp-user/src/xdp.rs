@@ -40,6 +40,7 @@ pub struct XdpFilter {
     /// The mode the program runs in (native or skb), after `auto` chose.
     pub mode: Mode,
     pub iface: String,
+    if_index: u32,
     rule_count: usize,
 }
 
@@ -86,8 +87,9 @@ fn explain(e: anyhow::Error, what: &str) -> anyhow::Error {
 }
 
 impl XdpFilter {
-    /// Loads the program and attaches it to `iface` in `mode`.
-    pub fn attach(iface: &str, mode: Mode) -> Result<XdpFilter> {
+    /// Loads the program for `iface`, without attaching it: install rules first, then
+    /// [`attach`](Self::attach), so no packet ever meets an empty rule table.
+    pub fn load(iface: &str) -> Result<XdpFilter> {
         let if_index = if_index(iface)?;
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
@@ -100,7 +102,26 @@ impl XdpFilter {
         program
             .load()
             .map_err(|e| explain(e.into(), "the kernel rejected the XDP program"))?;
+        Ok(XdpFilter {
+            ebpf,
+            link: None,
+            mode: Mode::Auto,
+            iface: iface.to_string(),
+            if_index,
+            rule_count: 0,
+        })
+    }
 
+    /// Attaches the loaded program to its interface in `mode`; `self.mode` then says which
+    /// mode it got.
+    pub fn attach(&mut self, mode: Mode) -> Result<()> {
+        let iface = self.iface.clone();
+        let if_index = self.if_index;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .context("the embedded object has no xdp_filter program")?
+            .try_into()?;
         let try_mode = |program: &mut Xdp, m: XdpMode| -> Result<FdLink> {
             let id = program.attach_to_if_index(if_index, m)?;
             let link = program.take_link(id)?;
@@ -114,7 +135,11 @@ impl XdpFilter {
         };
         let (link, mode) = match mode {
             Mode::Native | Mode::Skb => {
-                let m = if mode == Mode::Native { XdpMode::Driver } else { XdpMode::Skb };
+                let m = if mode == Mode::Native {
+                    XdpMode::Driver
+                } else {
+                    XdpMode::Skb
+                };
                 let link = try_mode(program, m).map_err(|e| {
                     let hint = if mode == Mode::Native {
                         format!(
@@ -144,13 +169,9 @@ impl XdpFilter {
                 }
             },
         };
-        Ok(XdpFilter {
-            ebpf,
-            link: Some(link),
-            mode,
-            iface: iface.to_string(),
-            rule_count: 0,
-        })
+        self.link = Some(link);
+        self.mode = mode;
+        Ok(())
     }
 
     /// Compiles `rules` and writes them, with the default action, into the program's maps.

@@ -23,7 +23,10 @@ const PINGS: u32 = 5;
 
 pub fn demo(iface: Option<&str>) -> Result<()> {
     setup::setup(true)?;
-    run(&mut cmd("cargo", ["build", "--release", "--locked", "-p", "xdp-user"]))?;
+    run(&mut cmd(
+        "cargo",
+        ["build", "--release", "--locked", "-p", "xdp-user"],
+    ))?;
     let xdp_user = root().join("target/release/xdp-user");
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -59,7 +62,8 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
 
     // A kernel UDP socket on the device side: what a pass rule must still reach.
     let listener = spawn(
-        tb.in_dut("python3").args(["-c", &udp_listener_script(PASS_PORT, 8.0)]),
+        tb.in_dut("python3")
+            .args(["-c", &udp_listener_script(PASS_PORT, 8.0)]),
     )?;
     let mut filter = spawn(tb.in_dut(xdp_user.to_str().context("path")?).args([
         "load",
@@ -89,13 +93,24 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         .output()?;
     let ping6 = tb
         .in_peer("ping")
-        .args(["-6", "-c", &PINGS.to_string(), "-i", "0.2", "-W", "1", DUT_IPV6])
+        .args([
+            "-6",
+            "-c",
+            &PINGS.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            DUT_IPV6,
+        ])
         .output()?;
     eprintln!(
         "demo: {DATAGRAMS} UDP datagrams to port {DROP_PORT} (drop rule) and {DATAGRAMS} to \
          port {PASS_PORT} (no rule: passed to the kernel socket)"
     );
-    run(tb.in_peer("python3").args(["-c", &udp_sender_script(&[DROP_PORT, PASS_PORT])]))?;
+    run(tb
+        .in_peer("python3")
+        .args(["-c", &udp_sender_script(&[DROP_PORT, PASS_PORT])]))?;
 
     let filter_out = filter.wait_with_output()?;
     let listener_out = listener.wait_with_output()?;
@@ -127,7 +142,10 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         udp_received: received,
         left_attached: attached,
     };
-    eprintln!("\n{}", String::from_utf8_lossy(&filter_out.stderr).trim_end());
+    eprintln!(
+        "\n{}",
+        String::from_utf8_lossy(&filter_out.stderr).trim_end()
+    );
     report.print()
 }
 
@@ -155,9 +173,7 @@ impl Report {
             "  {PINGS} IPv6 pings                {} replies",
             self.ping6_replies
         );
-        println!(
-            "  {DATAGRAMS} UDP to port {DROP_PORT} (drop)    {dropped} dropped in XDP"
-        );
+        println!("  {DATAGRAMS} UDP to port {DROP_PORT} (drop)    {dropped} dropped in XDP");
         println!(
             "  {DATAGRAMS} UDP to port {PASS_PORT}        {} received by the kernel socket",
             self.udp_received
@@ -178,7 +194,11 @@ impl Report {
         println!("JSON: {}", self.json);
         println!(
             "XDP program left attached after exit: {}",
-            if self.left_attached { "YES (bug)" } else { "no" }
+            if self.left_attached {
+                "YES (bug)"
+            } else {
+                "no"
+            }
         );
         let ok = self.ping4_replies == PINGS as usize
             && self.ping6_replies == PINGS as usize

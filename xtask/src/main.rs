@@ -13,7 +13,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Setup, test and demo for the packet toolkit")]
+#[command(
+    name = "cargo xtask",
+    about = "Setup, test and demo for the packet toolkit"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

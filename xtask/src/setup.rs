@@ -58,7 +58,13 @@ impl Status {
 fn nightly_llvm_major() -> Option<u32> {
     let out = stdout_of(&mut cmd("rustc", ["+nightly", "-vV"]))?;
     let line = out.lines().find(|l| l.starts_with("LLVM version:"))?;
-    line.split(':').nth(1)?.trim().split('.').next()?.parse().ok()
+    line.split(':')
+        .nth(1)?
+        .trim()
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn apt_installed(pkg: &str) -> bool {
@@ -142,9 +148,8 @@ pub fn setup(quiet_if_complete: bool) -> Result<()> {
             );
         }
         eprintln!("setup: apt packages missing: {}", st.missing_apt.join(" "));
-        run(&mut cmd("apt-get", ["update"])).context(
-            "apt-get update failed: is there network access to the Debian mirrors?",
-        )?;
+        run(&mut cmd("apt-get", ["update"]))
+            .context("apt-get update failed: is there network access to the Debian mirrors?")?;
         let mut args = vec!["install", "-y", "--no-install-recommends"];
         args.extend(st.missing_apt.iter().map(String::as_str));
         let mut c = cmd("apt-get", args);
@@ -173,10 +178,7 @@ pub fn setup(quiet_if_complete: bool) -> Result<()> {
     if !st.bpf_linker {
         eprintln!("setup: building bpf-linker against LLVM {llvm} (1-2 minutes)");
         let prefix = format!("/usr/lib/llvm-{llvm}");
-        let path = format!(
-            "{prefix}/bin:{}",
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = format!("{prefix}/bin:{}", std::env::var("PATH").unwrap_or_default());
         let feature = format!("llvm-{llvm}");
         let mut c = cmd(
             "cargo",

@@ -4,10 +4,10 @@
 //!
 //! `cargo test` runs last, so its summary closes the output.
 
-use xtask::cmd::{cmd, root, run};
-use xtask::setup;
 use anyhow::{Context, Result};
 use std::fs;
+use xtask::cmd::{cmd, root, run};
+use xtask::setup;
 
 pub struct Options {
     /// Seconds of fuzzing (0 skips it).
@@ -28,13 +28,26 @@ pub fn test(opts: &Options) -> Result<()> {
         run(&mut cmd("cargo", ["fmt", "--all", "--", "--check"]))?;
         run(&mut cmd(
             "cargo",
-            ["fmt", "--manifest-path", "packet/fuzz/Cargo.toml", "--", "--check"],
+            [
+                "fmt",
+                "--manifest-path",
+                "packet/fuzz/Cargo.toml",
+                "--",
+                "--check",
+            ],
         ))
     })?;
     stage("clippy (host crates)", &mut || {
         run(&mut cmd(
             "cargo",
-            ["clippy", "--all-targets", "--locked", "--", "-D", "warnings"],
+            [
+                "clippy",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
         ))
     })?;
     stage("clippy (eBPF program, bpfel-unknown-none)", &mut || {
@@ -60,14 +73,21 @@ pub fn test(opts: &Options) -> Result<()> {
     stage("benchmarks (test mode: each runs once)", &mut || {
         run(&mut cmd(
             "cargo",
-            ["bench", "--locked", "-p", "packet", "--bench", "packet", "--", "--test"],
+            [
+                "bench", "--locked", "-p", "packet", "--bench", "packet", "--", "--test",
+            ],
         ))
     })?;
     if opts.fuzz_seconds > 0 {
-        stage("fuzz (packet: parse + count + echo + reflect)", &mut || fuzz(opts.fuzz_seconds))?;
+        stage("fuzz (packet: parse + count + echo + reflect)", &mut || {
+            fuzz(opts.fuzz_seconds)
+        })?;
     }
     stage("unit and integration tests", &mut || {
-        run(&mut cmd("cargo", ["test", "--locked", "--workspace", "--exclude", "xdp-ebpf"]))
+        run(&mut cmd(
+            "cargo",
+            ["test", "--locked", "--workspace", "--exclude", "xdp-ebpf"],
+        ))
     })?;
     eprintln!("\nxtask test: every stage succeeded: {}", stages.join(", "));
     Ok(())

@@ -34,6 +34,10 @@ pub struct Options {
     pub queues: u32,
     /// Give the DUT end its IP addresses (off for DPDK, which answers ARP/ND itself).
     pub dut_addresses: bool,
+    /// Make the link quiet, for tests that count packets exactly: static neighbour entries on
+    /// both ends (no ARP / neighbour discovery), no router solicitations, and a pause for the
+    /// multicast listener reports that follow link-up to pass.
+    pub quiet: bool,
 }
 
 impl Default for Options {
@@ -41,6 +45,7 @@ impl Default for Options {
         Options {
             queues: 1,
             dut_addresses: true,
+            quiet: false,
         }
     }
 }
@@ -102,23 +107,103 @@ impl Testbed {
         ip(&["netns", "add", &tb.dut_ns])?;
         // From here on, dropping `tb` removes whatever was made.
         ip(&["netns", "add", &tb.peer_ns])?;
+        for ns in [&tb.dut_ns, &tb.peer_ns] {
+            // Before the interfaces exist, so `default` applies to them.
+            let status = Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw"])
+                // No router solicitations, no link-local addresses (whose duplicate address
+                // detection ends in a multicast listener report a second after link-up), no
+                // DAD: the only traffic on the link is what the test sends.
+                .args([
+                    "net.ipv6.conf.default.router_solicitations=0",
+                    "net.ipv6.conf.all.router_solicitations=0",
+                    "net.ipv6.conf.default.accept_ra=0",
+                    "net.ipv6.conf.default.addr_gen_mode=1",
+                    "net.ipv6.conf.default.dad_transmits=0",
+                ])
+                .status()
+                .context("could not run sysctl in the testbed namespace")?;
+            if !status.success() {
+                bail!("sysctl failed in namespace {ns}");
+            }
+        }
         let q = opts.queues.to_string();
         ip(&[
-            "link", "add", DUT_IF, "netns", &tb.dut_ns, "numrxqueues", &q, "numtxqueues", &q,
-            "type", "veth", "peer", PEER_IF, "netns", &tb.peer_ns, "numrxqueues", &q,
-            "numtxqueues", &q,
+            "link",
+            "add",
+            DUT_IF,
+            "netns",
+            &tb.dut_ns,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            PEER_IF,
+            "netns",
+            &tb.peer_ns,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
         ])?;
         tb.ip_dut(&["link", "set", DUT_IF, "address", DUT_MAC])?;
         tb.ip_peer(&["link", "set", PEER_IF, "address", PEER_MAC])?;
         if opts.dut_addresses {
             tb.ip_dut(&["addr", "add", &format!("{DUT_IPV4}/24"), "dev", DUT_IF])?;
-            tb.ip_dut(&["addr", "add", &format!("{DUT_IPV6}/64"), "dev", DUT_IF, "nodad"])?;
+            tb.ip_dut(&[
+                "addr",
+                "add",
+                &format!("{DUT_IPV6}/64"),
+                "dev",
+                DUT_IF,
+                "nodad",
+            ])?;
         }
         tb.ip_peer(&["addr", "add", &format!("{PEER_IPV4}/24"), "dev", PEER_IF])?;
-        tb.ip_peer(&["addr", "add", &format!("{PEER_IPV6}/64"), "dev", PEER_IF, "nodad"])?;
+        tb.ip_peer(&[
+            "addr",
+            "add",
+            &format!("{PEER_IPV6}/64"),
+            "dev",
+            PEER_IF,
+            "nodad",
+        ])?;
         for (ns, dev) in [(&tb.dut_ns, DUT_IF), (&tb.peer_ns, PEER_IF)] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        if opts.quiet {
+            for (addr, mac) in [(DUT_IPV4, DUT_MAC), (DUT_IPV6, DUT_MAC)] {
+                tb.ip_peer(&[
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    mac,
+                    "nud",
+                    "permanent",
+                    "dev",
+                    PEER_IF,
+                ])?;
+            }
+            for (addr, mac) in [(PEER_IPV4, PEER_MAC), (PEER_IPV6, PEER_MAC)] {
+                tb.ip_dut(&[
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    mac,
+                    "nud",
+                    "permanent",
+                    "dev",
+                    DUT_IF,
+                ])?;
+            }
+            // MLD reports go out right after link-up (two, within a second).
+            std::thread::sleep(std::time::Duration::from_millis(2500));
         }
         Ok(tb)
     }

@@ -4,8 +4,17 @@
 //!
 //! Everything here is `unsafe` FFI. `dpdk-app`'s `dpdk` module is the one safe layer over it.
 
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
-#![allow(clippy::all, clippy::undocumented_unsafe_blocks, missing_debug_implementations)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
+#![allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    missing_debug_implementations
+)]
 #![allow(unsafe_op_in_unsafe_fn)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
@@ -26,10 +35,19 @@ mod layout {
         unsafe {
             assert_eq!(size_of::<rte_mbuf>(), shim_sizeof_rte_mbuf());
             assert_eq!(size_of::<rte_eth_conf>(), shim_sizeof_rte_eth_conf());
-            assert_eq!(size_of::<rte_eth_dev_info>(), shim_sizeof_rte_eth_dev_info());
+            assert_eq!(
+                size_of::<rte_eth_dev_info>(),
+                shim_sizeof_rte_eth_dev_info()
+            );
             assert_eq!(size_of::<rte_eth_stats>(), shim_sizeof_rte_eth_stats());
-            assert_eq!(offset_of!(rte_mbuf, data_len), shim_offsetof_rte_mbuf_data_len());
-            assert_eq!(offset_of!(rte_mbuf, pkt_len), shim_offsetof_rte_mbuf_pkt_len());
+            assert_eq!(
+                offset_of!(rte_mbuf, data_len),
+                shim_offsetof_rte_mbuf_data_len()
+            );
+            assert_eq!(
+                offset_of!(rte_mbuf, pkt_len),
+                shim_offsetof_rte_mbuf_pkt_len()
+            );
         }
     }
 
@@ -39,6 +57,14 @@ mod layout {
         let v = unsafe { core::ffi::CStr::from_ptr(rte_version()) };
         let v = v.to_str().unwrap();
         assert!(v.starts_with("DPDK "), "{v}");
-        assert!(DPDK_VERSION.split('.').next().unwrap().parse::<u32>().unwrap() >= 21);
+        assert!(
+            DPDK_VERSION
+                .split('.')
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+                >= 21
+        );
     }
 }

@@ -1,0 +1,587 @@
+//! Integration tests of `xdp-user load` on network-namespace testbeds (shared/docs/testbed.md).
+//!
+//! Each test builds its own pair of namespaces, sends real traffic from the peer (`ping`, UDP and
+//! TCP sockets, raw frames for ARP and malformed packets), and checks what the program counted,
+//! what it dropped and passed, and that it leaves nothing attached. They need root and fail
+//! with a clear message without it.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, Options, PEER_IF, PEER_MAC, Testbed};
+
+fn require_root() {
+    assert!(
+        xtask::setup::is_root(),
+        "these tests need root (network namespaces, XDP); run them as root (`cargo xtask test`)"
+    );
+}
+
+fn quiet_testbed() -> Testbed {
+    require_root();
+    Testbed::new(&Options {
+        quiet: true,
+        ..Options::default()
+    })
+    .expect("testbed")
+}
+
+fn xdp_user() -> &'static str {
+    env!("CARGO_BIN_EXE_xdp-user")
+}
+
+/// A running `xdp-user load` inside the DUT namespace.
+struct Loader {
+    child: Option<Child>,
+}
+
+impl Loader {
+    fn start(tb: &Testbed, args: &[&str]) -> Loader {
+        let child = tb
+            .in_dut(xdp_user())
+            .arg("load")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn xdp-user");
+        let mut l = Loader { child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !tb.dut_xdp_attached().unwrap() {
+            if let Some(status) = l.child.as_mut().unwrap().try_wait().unwrap() {
+                let out = l.finish();
+                panic!(
+                    "xdp-user exited before attaching ({status}): {}",
+                    text(&out.stderr)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "xdp-user did not attach within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        l
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we spawned and have not yet reaped.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Waits for the process to end and returns its output.
+    fn finish(&mut self) -> Output {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = child.wait().unwrap();
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut stdout)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_end(&mut stderr)
+            .unwrap();
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn last_json(out: &Output) -> serde_json::Value {
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "no JSON on the last line ({e}): {stdout}\n{}",
+            text(&out.stderr)
+        )
+    })
+}
+
+fn n(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("no {path} in {v}"))
+}
+
+/// Runs a Python snippet in the peer namespace (the clients: ordinary kernel sockets).
+fn peer_python(tb: &Testbed, code: &str) -> String {
+    let out = tb.in_peer("python3").args(["-c", code]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "peer script failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Sends `count` UDP datagrams to `port` on the DUT, paced so no socket buffer overflows.
+fn send_udp(tb: &Testbed, port: u16, count: u32) {
+    peer_python(
+        tb,
+        &format!(
+            "import socket,time\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for i in range({count}):\n\
+             \x20   s.sendto(b'x%d' % i, ('{DUT_IPV4}', {port}))\n\
+             \x20   if i % 20 == 19: time.sleep(0.005)\n"
+        ),
+    );
+}
+
+/// Opens `count` TCP connections to `port` (each a SYN, answered by a RST: nothing listens).
+fn send_syns(tb: &Testbed, port: u16, count: u32) {
+    peer_python(
+        tb,
+        &format!(
+            "import socket\n\
+             for i in range({count}):\n\
+             \x20   s=socket.socket(); s.settimeout(1)\n\
+             \x20   try: s.connect(('{DUT_IPV4}', {port}))\n\
+             \x20   except OSError: pass\n\
+             \x20   s.close()\n"
+        ),
+    );
+}
+
+/// Sends raw Ethernet frames (hex, without source/destination MACs) from the peer.
+fn inject(tb: &Testbed, frames: &[String]) {
+    let mac = |m: &str| m.replace(':', "");
+    let list: Vec<String> = frames
+        .iter()
+        .map(|f| format!("'{}{}{}'", mac(DUT_MAC), mac(PEER_MAC), f))
+        .collect();
+    peer_python(
+        tb,
+        &format!(
+            "import socket\n\
+             s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+             s.bind(('{PEER_IF}',0))\n\
+             for f in [{}]:\n\
+             \x20   s.send(bytes.fromhex(f))\n",
+            list.join(",")
+        ),
+    );
+}
+
+fn ping(tb: &Testbed, v6: bool, count: u32) -> usize {
+    let dst = if v6 { DUT_IPV6 } else { DUT_IPV4 };
+    let mut c = tb.in_peer("ping");
+    if v6 {
+        c.arg("-6");
+    }
+    let out = c
+        .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", dst])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .count()
+}
+
+/// Counts datagrams arriving on the DUT's kernel UDP sockets, one per port, for `seconds`.
+fn udp_listener(tb: &Testbed, ports: &[u16], seconds: f64) -> Child {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    tb.in_dut("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,select,time\n\
+                 ss={{}}\n\
+                 for p in [{}]:\n\
+                 \x20   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('{DUT_IPV4}',p)); ss[s]=p\n\
+                 n={{p:0 for p in ss.values()}}\n\
+                 end=time.time()+{seconds}\n\
+                 while time.time()<end:\n\
+                 \x20   r,_,_=select.select(list(ss),[],[],0.05)\n\
+                 \x20   for s in r:\n\
+                 \x20       s.recv(2048); n[ss[s]]+=1\n\
+                 print(' '.join('%d=%d' % kv for kv in sorted(n.items())))\n",
+                ports.join(",")
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn listener_counts(child: Child) -> std::collections::HashMap<u16, u64> {
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.parse().ok()?, v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Frames the program must count as malformed (after the MAC addresses).
+fn malformed_frames() -> Vec<String> {
+    vec![
+        // IPv4 with IHL 3.
+        "0800430000280000400040110000c6120001c6120002".into(),
+        // IPv4 whose total length (0x0400) runs past the frame.
+        "0800450004000000400040110000c6120001c6120002c350000700080000".into(),
+        // IPv4 + TCP cut in the middle of the TCP header.
+        "0800450000200000400040060000c6120001c6120002c3500050".into(),
+        // IPv6 whose payload length (0x0100) runs past the frame.
+        format!(
+            "86dd6000000001001140{}{}",
+            "20010db8000000000000000000000001", "20010db8000000000000000000000002"
+        ),
+        // A VLAN tag and nothing after it.
+        "8100".into(),
+    ]
+}
+
+const ARP_REQUEST: &str = "08060001080006040001020000000001c6120001000000000000c6120002";
+const UNKNOWN_ETHER_TYPE: &str =
+    "88b5000102030405060708090a0b0c0d0e0f101112131415161718192021222324252627";
+
+/// The rules of the counting tests, and what each should match.
+const RULES: [&str; 4] = [
+    "proto udp dport 9 action drop",
+    "proto udp dport 10-11 action pass",
+    "proto tcp dport 80 action pass",
+    "proto icmp icmp-type 8 action pass",
+];
+
+fn counts_exactly(mode: &str) {
+    let tb = quiet_testbed();
+    let listener = udp_listener(&tb, &[9, 10], 6.0);
+    let mut args = vec![
+        "--iface",
+        DUT_IF,
+        "--mode",
+        mode,
+        "--duration",
+        "5",
+        "--json",
+    ];
+    for r in &RULES {
+        args.extend(["--rule", r]);
+    }
+    let mut loader = Loader::start(&tb, &args);
+
+    let (pings, udp9, udp10, syns) = (4, 50, 30, 3);
+    assert_eq!(
+        ping(&tb, false, pings),
+        pings as usize,
+        "every IPv4 ping is answered"
+    );
+    assert_eq!(
+        ping(&tb, true, pings),
+        pings as usize,
+        "every IPv6 ping is answered"
+    );
+    send_udp(&tb, 9, udp9);
+    send_udp(&tb, 10, udp10);
+    send_syns(&tb, 80, syns);
+    inject(&tb, &[ARP_REQUEST.into(), UNKNOWN_ETHER_TYPE.into()]);
+    let malformed = malformed_frames();
+    inject(&tb, &malformed);
+
+    let out = loader.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = last_json(&out);
+    assert_eq!(v["mode"], if mode == "skb" { "skb" } else { "native" });
+    let ipv4 = u64::from(pings + udp9 + udp10 + syns);
+    for (path, want) in [
+        ("/protocols/ipv4", ipv4),
+        ("/protocols/ipv6", u64::from(pings)),
+        ("/protocols/udp", u64::from(udp9 + udp10)),
+        ("/protocols/tcp", u64::from(syns)),
+        ("/protocols/icmp", u64::from(pings)),
+        ("/protocols/icmpv6", u64::from(pings)),
+        ("/protocols/arp", 1),
+        ("/protocols/other", 1),
+        ("/malformed", malformed.len() as u64),
+        ("/actions/drop", u64::from(udp9)),
+        ("/actions/xsk", 0),
+        ("/rules/0/packets", u64::from(udp9)),
+        ("/rules/1/packets", u64::from(udp10)),
+        ("/rules/2/packets", u64::from(syns)),
+        ("/rules/3/packets", u64::from(pings)),
+    ] {
+        assert_eq!(n(&v, path), want, "{path} in {v}");
+    }
+    let total = ipv4 + u64::from(pings) + 2 + malformed.len() as u64;
+    assert_eq!(
+        n(&v, "/actions/pass") + n(&v, "/actions/drop"),
+        total,
+        "{v}"
+    );
+    assert_eq!(v["rules"][0]["rule"], RULES[0]);
+
+    // The drop rule really dropped; the pass rule really passed to the kernel socket.
+    let got = listener_counts(listener);
+    assert_eq!(
+        got.get(&9),
+        Some(&0),
+        "dropped datagrams must not arrive: {got:?}"
+    );
+    assert_eq!(got.get(&10), Some(&u64::from(udp10)), "{got:?}");
+    assert!(!tb.dut_xdp_attached().unwrap(), "detached after --duration");
+}
+
+#[test]
+fn counts_known_traffic_exactly_native_mode() {
+    counts_exactly("native");
+}
+
+#[test]
+fn counts_known_traffic_exactly_skb_mode() {
+    counts_exactly("skb");
+}
+
+#[test]
+fn sighup_reloads_rules_without_detaching() {
+    let tb = quiet_testbed();
+    let dir = std::env::temp_dir().join(format!("xdp-user-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules");
+    std::fs::write(
+        &rules,
+        "# drop the echo port\nproto udp dport 9 action drop\n",
+    )
+    .unwrap();
+    let listener = udp_listener(&tb, &[9], 8.0);
+    let mut loader = Loader::start(
+        &tb,
+        &[
+            "--iface",
+            DUT_IF,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--duration",
+            "7",
+            "--json",
+        ],
+    );
+    let prog_before = prog_id(&tb);
+    send_udp(&tb, 9, 20);
+
+    std::fs::write(&rules, "proto udp dport 9 action pass\n").unwrap();
+    loader.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    send_udp(&tb, 9, 25);
+    assert_eq!(
+        prog_id(&tb),
+        prog_before,
+        "the same program stays attached across a reload"
+    );
+
+    // A broken rules file keeps the old rules running.
+    std::fs::write(&rules, "proto udp dport 9 action maybe\n").unwrap();
+    loader.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    send_udp(&tb, 9, 5);
+
+    let out = loader.finish();
+    let err = text(&out.stderr);
+    assert!(err.contains("reloaded 1 rule"), "{err}");
+    assert!(
+        err.contains("reload failed, keeping the old rules"),
+        "{err}"
+    );
+    let v = last_json(&out);
+    assert_eq!(n(&v, "/actions/drop"), 20, "{v}");
+    assert_eq!(
+        n(&v, "/rules/0/packets"),
+        30,
+        "per-rule counters restart at a reload: {v}"
+    );
+    assert_eq!(
+        n(&v, "/protocols/udp"),
+        50,
+        "global counters keep running: {v}"
+    );
+    assert_eq!(listener_counts(listener).get(&9), Some(&30));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn prog_id(tb: &Testbed) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &tb.dut_ns, "-d", "link", "show", DUT_IF])
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    s.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn ends_detached(sig: i32) {
+    let tb = quiet_testbed();
+    let mut loader = Loader::start(&tb, &["--iface", DUT_IF, "--rule", "proto udp action drop"]);
+    loader.signal(sig);
+    let out = loader.finish();
+    if sig != libc::SIGKILL {
+        assert!(out.status.success(), "{sig}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("detached from dut0"));
+    }
+    // The kernel releases a BPF link when its last file descriptor closes, even on SIGKILL;
+    // give it a moment to tear the attachment down.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tb.dut_xdp_attached().unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "XDP program still attached after signal {sig}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And traffic flows again: the drop-all rule is gone.
+    assert_eq!(ping(&tb, false, 2), 2);
+}
+
+#[test]
+fn sigint_detaches() {
+    ends_detached(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_detaches() {
+    ends_detached(libc::SIGTERM);
+}
+
+#[test]
+fn kill_9_leaves_nothing_attached() {
+    ends_detached(libc::SIGKILL);
+}
+
+fn fails_with(tb: &Testbed, args: &[&str], message: &str) {
+    let out = tb
+        .in_dut(xdp_user())
+        .arg("load")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "expected a failure for {args:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(message),
+        "{args:?}: expected `{message}` in:\n{err}"
+    );
+    assert!(
+        !tb.dut_xdp_attached().unwrap(),
+        "nothing may stay attached after {args:?}"
+    );
+}
+
+#[test]
+fn errors_are_clear_and_attach_nothing() {
+    let tb = quiet_testbed();
+    fails_with(&tb, &["--iface", "nosuch0"], "no interface named `nosuch0`");
+    fails_with(
+        &tb,
+        &["--iface", DUT_IF, "--rule", "proto udp prot 7 action drop"],
+        "unknown key `prot`",
+    );
+    fails_with(
+        &tb,
+        &["--iface", DUT_IF, "--rule", "proto udp prot 7 action drop"],
+        "^^^^",
+    );
+    fails_with(
+        &tb,
+        &["--iface", DUT_IF, "--rule", "dport 7-3 action drop"],
+        "empty",
+    );
+    fails_with(
+        &tb,
+        &["--iface", DUT_IF, "--rules", "/nonexistent/rules"],
+        "cannot read rules file",
+    );
+    // Loopback has no native (driver) XDP.
+    fails_with(
+        &tb,
+        &["--iface", "lo", "--mode", "native"],
+        "try `--mode skb`",
+    );
+    fails_with(&tb, &["--iface", DUT_IF, "--interval", "0"], "--interval");
+
+    // Not root: the kernel refuses, and the message says what to do.
+    let out = tb
+        .in_dut("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(Path::new(xdp_user()))
+        .args(["load", "--iface", DUT_IF])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not running as root") && err.contains("Run as root"),
+        "{err}"
+    );
+    assert!(!tb.dut_xdp_attached().unwrap());
+}
+
+#[test]
+fn auto_mode_falls_back_to_skb_where_native_is_missing() {
+    let tb = quiet_testbed();
+    let out = tb
+        .in_dut(xdp_user())
+        .args([
+            "load",
+            "--iface",
+            "lo",
+            "--mode",
+            "auto",
+            "--duration",
+            "0.5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("in skb (generic) mode"));
+    assert_eq!(last_json(&out)["mode"], "skb");
+}
