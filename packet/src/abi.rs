@@ -223,6 +223,17 @@ pub struct XdpConfig {
     pub default_action: u32,
     /// Number of rules in the installed set (rules `0..rule_count` are valid).
     pub rule_count: u32,
+    /// [`config_flags`]: which fields any rule constrains. A field no rule constrains allows
+    /// every rule, so the program skips its lookups (two LPM trie walks for addresses).
+    pub flags: u32,
+}
+
+/// Bits of [`XdpConfig::flags`].
+pub mod config_flags {
+    /// Some rule has a `src` prefix: look up `SRC_V4` / `SRC_V6`.
+    pub const SRC_USED: u32 = 1;
+    /// Some rule has a `dst` prefix: look up `DST_V4` / `DST_V6`.
+    pub const DST_USED: u32 = 2;
 }
 
 /// Map names, shared so the loader cannot look up a map the program does not define.
@@ -248,7 +259,7 @@ pub const MAX_QUEUES: u32 = 64;
 // No padding anywhere: every type's size is the sum of its fields'.
 const _: () = assert!(core::mem::size_of::<RuleMask>() == 8 * RULE_MASK_WORDS);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 12);
 const _: () = assert!(core::mem::size_of::<Action>() == 4);
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, has no padding (asserted above) and every bit

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use packet::abi::{
     Action, Counter, ICMP_TABLE_LEN, ICMP_TABLE_NOT_ICMP, MAX_QUEUES, MAX_RULES, PORT_TABLE_LEN,
-    PORT_TABLE_NO_PORT, RuleMask, XdpConfig, proto_class, stat,
+    PORT_TABLE_NO_PORT, RuleMask, XdpConfig, config_flags, proto_class, stat,
 };
 
 #[map(name = "CONFIG")]
@@ -206,8 +206,11 @@ fn classify(ctx: &XdpContext, len: u64) -> Option<Verdict> {
             count(stat::PROTO_IPV4, len);
             let fragment = be16([ip[6], ip[7]]) & 0x3fff != 0;
             let l4 = transport(ctx, off + header_len, ip[9], fragment, len)?;
-            let src = SRC_V4.get(Key::new(32, [ip[12], ip[13], ip[14], ip[15]]));
-            let dst = DST_V4.get(Key::new(32, [ip[16], ip[17], ip[18], ip[19]]));
+            let flags = rule_fields();
+            let src = (flags & config_flags::SRC_USED != 0)
+                .then(|| SRC_V4.get(Key::new(32, [ip[12], ip[13], ip[14], ip[15]])));
+            let dst = (flags & config_flags::DST_USED != 0)
+                .then(|| DST_V4.get(Key::new(32, [ip[16], ip[17], ip[18], ip[19]])));
             Some(match_rules(src, dst, &l4))
         }
         ETH_P_IPV6 => {
@@ -243,8 +246,11 @@ fn classify(ctx: &XdpContext, len: u64) -> Option<Verdict> {
                 }
             }
             let l4 = transport(ctx, l4_off, next, fragment, len)?;
-            let src = SRC_V6.get(Key::new(128, ip_bytes16(&ip, 8)));
-            let dst = DST_V6.get(Key::new(128, ip_bytes16(&ip, 24)));
+            let flags = rule_fields();
+            let src = (flags & config_flags::SRC_USED != 0)
+                .then(|| SRC_V6.get(Key::new(128, ip_bytes16(&ip, 8))));
+            let dst = (flags & config_flags::DST_USED != 0)
+                .then(|| DST_V6.get(Key::new(128, ip_bytes16(&ip, 24))));
             Some(match_rules(src, dst, &l4))
         }
         ETH_P_ARP => {
@@ -320,11 +326,21 @@ fn transport(ctx: &XdpContext, off: usize, protocol: u8, fragment: bool, len: u6
     Some(l4)
 }
 
-/// ANDs the masks of every field; the lowest set bit is the first matching rule.
+/// Every rule: the mask of a field that no rule constrains.
+static ALL: RuleMask = RuleMask::first_n(MAX_RULES);
+
 #[inline(always)]
-fn match_rules(src: Option<&RuleMask>, dst: Option<&RuleMask>, l4: &L4) -> Verdict {
+fn rule_fields() -> u32 {
+    CONFIG.get(0).map(|c| c.flags).unwrap_or(u32::MAX)
+}
+
+/// ANDs the masks of every field; the lowest set bit is the first matching rule. `src` and
+/// `dst` are `None` when no rule constrains that field (no lookup was made: every rule
+/// allows it), `Some(None)` when the trie had no entry.
+#[inline(always)]
+fn match_rules(src: Option<Option<&RuleMask>>, dst: Option<Option<&RuleMask>>, l4: &L4) -> Verdict {
     // The loader always installs a /0 entry in each trie, so a miss means "no rule can match".
-    let (Some(src), Some(dst)) = (src, dst) else {
+    let (Some(src), Some(dst)) = (src.unwrap_or(Some(&ALL)), dst.unwrap_or(Some(&ALL))) else {
         return Verdict::NoRule;
     };
     let (Some(proto), Some(sport), Some(dport), Some(icmp)) = (

@@ -21,7 +21,7 @@
 use anyhow::{Result, bail};
 use packet::abi::{
     Action, ICMP_TABLE_LEN, ICMP_TABLE_NOT_ICMP, MAX_RULES, PORT_TABLE_LEN, PORT_TABLE_NO_PORT,
-    RuleMask, proto_class,
+    RuleMask, config_flags, proto_class,
 };
 use std::fmt;
 use std::net::IpAddr;
@@ -407,6 +407,8 @@ pub struct Tables {
     pub sport: Vec<RuleMask>,
     pub dport: Vec<RuleMask>,
     pub icmp: Vec<RuleMask>,
+    /// `packet::abi::config_flags`: which address fields any rule constrains.
+    pub flags: u32,
 }
 
 /// Compiles up to [`MAX_RULES`] rules into bit-vector tables (see `packet::abi`).
@@ -498,7 +500,15 @@ pub fn compile(rules: &[Rule]) -> Result<Tables> {
     }
     icmp[ICMP_TABLE_NOT_ICMP as usize] = icmp_unconstrained;
 
+    let mut flags = 0;
+    if rules.iter().any(|r| r.src.is_some()) {
+        flags |= config_flags::SRC_USED;
+    }
+    if rules.iter().any(|r| r.dst.is_some()) {
+        flags |= config_flags::DST_USED;
+    }
     Ok(Tables {
+        flags,
         actions: rules.iter().map(|r| r.action as u32).collect(),
         proto,
         src_v4: v4(entries(&src, true)),

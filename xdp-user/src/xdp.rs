@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::links::FdLink;
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use packet::abi::{Action, Counter, MAX_RULES, RuleMask, XdpConfig, map_name, stat};
 use std::ffi::CString;
@@ -194,6 +194,7 @@ impl XdpFilter {
             XdpConfig {
                 default_action: default as u32,
                 rule_count: rules.len() as u32,
+                flags: tables.flags,
             },
             0,
         )?;
@@ -261,6 +262,34 @@ impl XdpFilter {
             trie.remove(&k)?;
         }
         Ok(())
+    }
+
+    /// Runs `program` (`xdp_filter`, or the bare `xdp_drop_bare` reference) over `frame`
+    /// `repeat` times in the kernel (BPF_PROG_TEST_RUN), without any interface: returns the
+    /// XDP action and the kernel's average time per run.
+    pub fn test_run(
+        &mut self,
+        program: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration)> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(program)
+            .with_context(|| format!("the embedded object has no program {program}"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| explain(e.into(), "the kernel rejected the XDP program"))?;
+        }
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .map_err(|e| explain(e.into(), "BPF_PROG_TEST_RUN failed"))?;
+        Ok((r.return_value, r.duration))
     }
 
     /// The counters now, summed over CPUs.

@@ -83,14 +83,49 @@ pub fn test(opts: &Options) -> Result<()> {
             fuzz(opts.fuzz_seconds)
         })?;
     }
+    let mut totals = (0u64, 0u64);
     stage("unit and integration tests", &mut || {
-        run(&mut cmd(
-            "cargo",
-            ["test", "--locked", "--workspace", "--exclude", "xdp-ebpf"],
-        ))
+        totals = cargo_test(&["test", "--locked", "--workspace", "--exclude", "xdp-ebpf"])?;
+        Ok(())
     })?;
     eprintln!("\nxtask test: every stage succeeded: {}", stages.join(", "));
+    // One closing line with the totals over every test binary (cargo's own last lines are
+    // often a doc-test binary's "0 passed").
+    println!("tests: {} passed, {} failed", totals.0, totals.1);
     Ok(())
+}
+
+/// Runs `cargo ARGS`, passing its output through, and sums the `test result:` lines.
+fn cargo_test(args: &[&str]) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("+ cargo {}", args.join(" "));
+    let mut child = cmd("cargo", args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let mut totals = (0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            // "ok. 79 passed; 0 failed; 0 ignored; ..."
+            let count = |word: &str| -> u64 {
+                rest.split(['.', ';'])
+                    .filter_map(|part| part.trim().strip_suffix(word))
+                    .find_map(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            totals.0 += count(" passed");
+            totals.1 += count(" failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("tests: {} passed, {} failed", totals.0, totals.1.max(1));
+        anyhow::bail!("cargo test failed ({status})");
+    }
+    Ok(totals)
 }
 
 /// Runs the fuzz target for `seconds`, its corpus seeded with the real captured frames.
