@@ -18,6 +18,8 @@ case "${1:-}" in
         ip -n kbp-peer addr add 198.18.0.1/24 dev peer0; ip -n kbp-peer addr add 2001:db8::1/64 dev peer0 nodad
         for ns in kbp-dut kbp-peer; do ip -n $ns link set lo up; done
         ip -n kbp-dut link set dut0 up; ip -n kbp-peer link set peer0 up
+        # veth leaves UDP/TCP checksums to "hardware"; through AF_XDP they would arrive half done.
+        ip netns exec kbp-peer ethtool -K peer0 tx off >/dev/null
         echo "testbed up: kbp-peer (198.18.0.1) <-> kbp-dut (198.18.0.2, dut0)" ;;
     down) ip netns del kbp-dut 2>/dev/null || true; ip netns del kbp-peer 2>/dev/null || true; echo "testbed down" ;;
     *) echo "usage: $0 up [QUEUES] | down" >&2; exit 2 ;;

@@ -2,11 +2,15 @@
 //!
 //! - `xdp-user load`: attach the XDP filter/counter to an interface, install rules, print
 //!   rates, reload rules on SIGHUP, detach on SIGINT/SIGTERM or when `--duration` ends.
+//! - `xdp-user run`: the AF_XDP poll-mode data path (echo, reflect, count, drop).
+//! - `xdp-user cost`: the filter's cost per packet for a rule set (BPF_PROG_TEST_RUN).
 
+mod afxdp;
 mod rules;
 mod xdp;
 
 use anyhow::{Context, Result, bail};
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 use packet::abi::{Action, Counter, stat};
 use rules::Rule;
@@ -63,6 +67,58 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the AF_XDP poll-mode loop: the XDP program redirects chosen packets to one socket
+    /// per RX queue, and a thread per queue answers (echo, reflect), counts or drops them.
+    Run {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// RX queues to serve: `all`, or a list like `0,1`.
+        #[arg(long, default_value = "all")]
+        queues: String,
+        /// What the loop does with the packets it receives.
+        #[arg(long, value_enum, default_value = "echo")]
+        action: afxdp::LoopAction,
+        /// UDP echo ports (RFC 862), e.g. `7` or `7,9000-9010`.
+        #[arg(long, default_value = "7")]
+        echo_ports: String,
+        /// XDP mode of the program: native (driver), skb (generic), or auto.
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: Mode,
+        /// Force copy mode for the sockets.
+        #[arg(long, conflicts_with = "zero_copy")]
+        copy: bool,
+        /// Require zero-copy sockets (fails where the driver has no zero-copy, e.g. veth).
+        #[arg(long)]
+        zero_copy: bool,
+        /// UMEM frame size.
+        #[arg(long, default_value = "2048", value_parser = clap::builder::PossibleValuesParser::new(["2048", "4096"]).map(|s| s.parse::<u32>().expect("listed values are numbers")))]
+        frame_size: u32,
+        /// UMEM frames per queue (a power of two).
+        #[arg(long, default_value_t = 4096)]
+        frames: u32,
+        /// Descriptors per RX batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
+        #[arg(long)]
+        busy_poll: bool,
+        /// CPUs to pin the queue threads to, in queue order, e.g. `1` or `0,1`.
+        #[arg(long)]
+        cores: Option<String>,
+        /// Extra rules, tried before the defaults (same grammar as `load`).
+        #[arg(long = "rule", value_name = "RULE")]
+        rules: Vec<String>,
+        /// Seconds between lines of rates.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// On exit, print the counters as one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the XDP program's cost per packet with a rule set, in the kernel
     /// (BPF_PROG_TEST_RUN, no interface needed), beside a bare XDP_DROP program in the same run.
     Cost {
@@ -111,6 +167,46 @@ fn main() {
             repeat,
             json,
         } => cost(&rules, rules_file, repeat, json),
+        Command::Run {
+            iface,
+            queues,
+            action,
+            echo_ports,
+            mode,
+            copy,
+            zero_copy,
+            frame_size,
+            frames,
+            batch,
+            busy_poll,
+            cores,
+            rules,
+            interval,
+            duration,
+            json,
+        } => run(RunArgs {
+            iface,
+            queues,
+            action,
+            echo_ports,
+            mode,
+            copy_mode: if copy {
+                afxdp::CopyMode::Copy
+            } else if zero_copy {
+                afxdp::CopyMode::ZeroCopy
+            } else {
+                afxdp::CopyMode::Auto
+            },
+            frame_size,
+            frames,
+            batch,
+            busy_poll,
+            cores,
+            rules,
+            interval,
+            duration,
+            json,
+        }),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -219,6 +315,298 @@ fn load(args: LoadArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+struct RunArgs {
+    iface: String,
+    queues: String,
+    action: afxdp::LoopAction,
+    echo_ports: String,
+    mode: Mode,
+    copy_mode: afxdp::CopyMode,
+    frame_size: u32,
+    frames: u32,
+    batch: usize,
+    busy_poll: bool,
+    cores: Option<String>,
+    rules: Vec<String>,
+    interval: f64,
+    duration: Option<f64>,
+    json: bool,
+}
+
+fn parse_list(what: &str, s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(|x| {
+            x.trim().parse::<u32>().with_context(|| {
+                format!("{what}: `{x}` is not a number (expected a list like 0,1)")
+            })
+        })
+        .collect()
+}
+
+/// The rules `run` installs: the user's, then the defaults of the action.
+fn run_rules(args: &RunArgs) -> Result<Vec<Rule>> {
+    let mut texts: Vec<String> = args.rules.clone();
+    match args.action {
+        afxdp::LoopAction::Echo => {
+            for item in args.echo_ports.split(',') {
+                texts.push(format!("proto udp dport {} action xsk", item.trim()));
+            }
+            texts.push("proto icmp icmp-type 8 action xsk".into());
+            texts.push("proto icmpv6 icmp-type 128 action xsk".into());
+        }
+        // Without rules, only UDP goes to the loop: the interface's TCP (ssh!), ARP and
+        // neighbour discovery keep working.
+        _ if args.rules.is_empty() => texts.push("proto udp action xsk".into()),
+        _ => {}
+    }
+    texts.iter().map(|t| Ok(rules::parse_rule(t)?)).collect()
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    if args.interval.is_nan() || args.interval <= 0.0 {
+        bail!("--interval must be a positive number of seconds");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let echo_ports = packet::echo::PortSet::from_list(&args.echo_ports)
+        .map_err(|e| anyhow::anyhow!("--echo-ports {}: {e}", args.echo_ports))?;
+    let rules = run_rules(&args)?;
+    xdp::if_index(&args.iface)?;
+    let available = afxdp::rx_queue_count(&args.iface)?;
+    let queues: Vec<u32> = if args.queues == "all" {
+        (0..available).collect()
+    } else {
+        parse_list("--queues", &args.queues)?
+    };
+    if let Some(q) = queues.iter().find(|q| **q >= available) {
+        bail!(
+            "{} has {available} RX queue(s); queue {q} does not exist",
+            args.iface
+        );
+    }
+    let cores = match &args.cores {
+        Some(c) => parse_list("--cores", c)?,
+        None => Vec::new(),
+    };
+    let mut responder = packet::echo::Responder::new();
+    responder.set_echo_ports(echo_ports);
+    responder.set_local_mac(afxdp::mac_address(&args.iface)?);
+
+    // Load, install the rules, bind and register every socket, and only then attach: no
+    // packet meets a half-built data path.
+    let mut filter = XdpFilter::load(&args.iface)?;
+    filter.install(&rules, Action::Pass)?;
+    let mut sockets = Vec::new();
+    for (i, q) in queues.iter().enumerate() {
+        let socket = afxdp::QueueSocket::bind(afxdp::QueueSettings {
+            iface: args.iface.clone(),
+            queue: *q,
+            frames: args.frames,
+            frame_size: args.frame_size,
+            batch: args.batch,
+            copy_mode: args.copy_mode,
+            busy_poll: args.busy_poll,
+            core: cores.get(i).map(|c| *c as usize),
+            action: args.action,
+        })?;
+        filter.register_socket(*q, socket.raw_fd())?;
+        sockets.push(socket);
+    }
+    filter.attach(args.mode)?;
+    let mode = match filter.mode {
+        Mode::Native => "native",
+        _ => "skb",
+    };
+    let zc: Vec<String> = sockets
+        .iter()
+        .map(|s| {
+            format!(
+                "q{}:{}",
+                s.queue(),
+                if s.zero_copy { "zero-copy" } else { "copy" }
+            )
+        })
+        .collect();
+    eprintln!(
+        "xdp-user: {:?} on {} ({mode} XDP), {} queue(s) [{}], UMEM {} x {} B per queue, {} rule(s)",
+        args.action,
+        args.iface,
+        sockets.len(),
+        zc.join(" "),
+        args.frames,
+        args.frame_size,
+        rules.len()
+    );
+    if sockets.iter().any(|s| !s.zero_copy) && args.copy_mode == afxdp::CopyMode::Auto {
+        eprintln!(
+            "xdp-user: zero-copy is not available on {}: copy mode",
+            args.iface
+        );
+    }
+
+    let fds: Vec<_> = sockets.iter().map(|s| s.raw_fd()).collect();
+    let responder = Arc::new(responder);
+    let mut running = Vec::new();
+    for socket in sockets {
+        running.push(afxdp::spawn(
+            socket,
+            Arc::clone(&responder),
+            Arc::clone(&stop),
+        )?);
+    }
+
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(args.interval);
+    let mut last: Vec<afxdp::QueueCounts> = running.iter().map(|r| r.stats.counts()).collect();
+    let mut last_at = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        if args
+            .duration
+            .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
+        {
+            break;
+        }
+        if running.iter().any(|r| r.handle.is_finished()) {
+            eprintln!("xdp-user: a queue thread ended unexpectedly; stopping");
+            break;
+        }
+        if last_at.elapsed() >= interval {
+            let secs = last_at.elapsed().as_secs_f64();
+            for (i, r) in running.iter().enumerate() {
+                let now = r.stats.counts();
+                let k = afxdp::kernel_stats_of(fds[i]);
+                let rate = |a: u64, b: u64| (b - a) as f64 / secs;
+                println!(
+                    "{:>6.1}s q{}  rx {:>9.0} pps  tx {:>9.0} pps  dropped {:>7.0} pps  | kernel: rx dropped {} rx ring full {} fill ring empty {} invalid descs {}",
+                    start.elapsed().as_secs_f64(),
+                    r.queue,
+                    rate(last[i].rx, now.rx),
+                    rate(last[i].tx, now.tx),
+                    rate(
+                        last[i].dropped + last[i].tx_ring_full,
+                        now.dropped + now.tx_ring_full
+                    ),
+                    k.rx_dropped,
+                    k.rx_ring_full,
+                    k.fill_ring_empty,
+                    k.invalid_descs
+                );
+                last[i] = now;
+            }
+            last_at = Instant::now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reports = Vec::new();
+    for r in running {
+        let report = r
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("queue {} thread panicked", r.queue))?;
+        let protocols = *r.stats.protocols.lock().unwrap_or_else(|e| e.into_inner());
+        reports.push((r.stats.counts(), protocols, report));
+    }
+    let xdp_counters = filter.snapshot()?;
+    filter.detach();
+    eprintln!("xdp-user: detached from {}", args.iface);
+
+    let mut total = afxdp::QueueCounts::default();
+    let mut protocols = packet::counter::ProtocolCounters::default();
+    let mut lost = 0;
+    let mut queue_json = Vec::new();
+    for (c, p, report) in &reports {
+        total = add_counts(total, c);
+        protocols.merge(p);
+        lost += report.frames.lost;
+        eprintln!(
+            "queue {}: rx {} tx {} echoed {} reflected {} counted {} dropped {} malformed {} not-for-us {} tx-ring-full {} wakeups {}; frames: {} total, {} lost",
+            report.queue,
+            c.rx,
+            c.tx,
+            c.echoed,
+            c.reflected,
+            c.counted,
+            c.dropped,
+            c.malformed,
+            c.not_for_us,
+            c.tx_ring_full,
+            c.wakeups,
+            report.frames.total,
+            report.frames.lost
+        );
+        queue_json.push(serde_json::json!({
+            "queue": report.queue,
+            "zero_copy": report.zero_copy,
+            "rx": c.rx, "tx": c.tx, "echoed": c.echoed, "reflected": c.reflected,
+            "counted": c.counted, "dropped": c.dropped + c.tx_ring_full, "malformed": c.malformed,
+            "not_for_us": c.not_for_us, "wakeups": c.wakeups, "tx_ring_full": c.tx_ring_full,
+            "idle_sleeps": c.idle_sleeps,
+            "frames": {
+                "total": report.frames.total, "free": report.frames.free,
+                "fill": report.frames.fill, "rx": report.frames.rx, "tx": report.frames.tx,
+                "completion": report.frames.completion, "lost": report.frames.lost,
+            },
+            "kernel": {
+                "rx_dropped": report.kernel.rx_dropped,
+                "rx_ring_full": report.kernel.rx_ring_full,
+                "fill_ring_empty": report.kernel.fill_ring_empty,
+                "invalid_descs": report.kernel.invalid_descs,
+            },
+        }));
+    }
+    if lost > 0 {
+        eprintln!("xdp-user: BUG: {lost} UMEM frame(s) unaccounted for at exit");
+    }
+    if args.json {
+        let mut proto = serde_json::Map::new();
+        for (name, c) in protocols.classes() {
+            proto.insert(name.into(), c.packets.into());
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "iface": args.iface,
+                "mode": mode,
+                "action": format!("{:?}", args.action).to_lowercase(),
+                "seconds": start.elapsed().as_secs_f64(),
+                "rx": total.rx, "tx": total.tx, "echoed": total.echoed,
+                "reflected": total.reflected, "counted": total.counted,
+                "dropped": total.dropped + total.tx_ring_full, "malformed": total.malformed,
+                "not_for_us": total.not_for_us, "wakeups": total.wakeups,
+                "frames_lost": lost,
+                "protocols": proto,
+                "queues": queue_json,
+                "xdp": {
+                    "xsk": xdp_counters.get(stat::ACTION_XSK).packets,
+                    "pass": xdp_counters.get(stat::ACTION_PASS).packets,
+                    "drop": xdp_counters.get(stat::ACTION_DROP).packets,
+                    "xsk_fallback": xdp_counters.get(stat::XSK_FALLBACK).packets,
+                },
+            })
+        );
+    }
+    Ok(())
+}
+
+fn add_counts(a: afxdp::QueueCounts, b: &afxdp::QueueCounts) -> afxdp::QueueCounts {
+    afxdp::QueueCounts {
+        rx: a.rx + b.rx,
+        tx: a.tx + b.tx,
+        echoed: a.echoed + b.echoed,
+        reflected: a.reflected + b.reflected,
+        counted: a.counted + b.counted,
+        dropped: a.dropped + b.dropped,
+        malformed: a.malformed + b.malformed,
+        not_for_us: a.not_for_us + b.not_for_us,
+        tx_ring_full: a.tx_ring_full + b.tx_ring_full,
+        wakeups: a.wakeups + b.wakeups,
+        idle_sleeps: a.idle_sleeps + b.idle_sleeps,
+    }
 }
 
 /// `xdp-user cost`: ns per packet of the filter with the given rules, and of a bare XDP_DROP

@@ -292,6 +292,16 @@ impl XdpFilter {
         Ok((r.return_value, r.duration))
     }
 
+    /// Registers the AF_XDP socket `fd` for RX queue `queue` in the XSKS map, so `xsk` rules
+    /// redirect that queue's packets to it.
+    pub fn register_socket(&mut self, queue: u32, fd: std::os::fd::RawFd) -> Result<()> {
+        let mut map: aya::maps::XskMap<&mut MapData> =
+            aya::maps::XskMap::try_from(self.map(map_name::XSKS)?)?;
+        map.set(queue, fd, 0)
+            .with_context(|| format!("could not register the socket of queue {queue}"))?;
+        Ok(())
+    }
+
     /// The counters now, summed over CPUs.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let stats: PerCpuArray<&mut MapData, Counter> =

@@ -175,6 +175,27 @@ impl Testbed {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
+        // veth hands a kernel socket's UDP/TCP packets on with the checksum left for the
+        // "hardware" (CHECKSUM_PARTIAL). Packets that go through XDP or AF_XDP lose that
+        // note, so an echoed reply would carry a half-done checksum and be dropped by the
+        // client. Real NICs deliver finished checksums; on veth the sender must compute them.
+        let status = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &tb.peer_ns,
+                "ethtool",
+                "-K",
+                PEER_IF,
+                "tx",
+                "off",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .context("could not run ethtool (install ethtool)")?;
+        if !status.success() {
+            bail!("ethtool -K {PEER_IF} tx off failed in {}", tb.peer_ns);
+        }
         if opts.quiet {
             for (addr, mac) in [(DUT_IPV4, DUT_MAC), (DUT_IPV6, DUT_MAC)] {
                 tb.ip_peer(&[

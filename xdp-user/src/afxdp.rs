@@ -1,0 +1,674 @@
+//! The AF_XDP poll-mode data path: one socket per RX queue, each served by its own thread.
+//!
+//! # Frame ownership
+//! Every UMEM frame is owned by exactly one place at a time:
+//!
+//! ```text
+//!   free list --produce--> fill ring --kernel--> RX ring --consume--> loop
+//!       ^                                                              |
+//!       |<------------- not answered (counted, dropped) ---------------+
+//!       |                                                              | reply
+//!       +<--consume-- completion ring <--kernel-- TX ring <--produce---+
+//! ```
+//!
+//! The loop keeps the free list; the kernel owns what sits in the fill and TX rings; the RX and
+//! completion rings hold frames the kernel has handed back but the loop has not yet consumed.
+//! When a queue stops, [`QueueReport::frames`] counts each place, and `lost` is what is
+//! missing from the total: a test asserts it is zero.
+//!
+//! # The hot loop
+//! In batches: reclaim completed TX frames, refill the fill ring, consume up to `batch` RX
+//! descriptors, decide and rewrite each frame in place with the `packet` crate, produce the
+//! replies on the TX ring (same frame, no copy), and wake the kernel only when the need-wakeup
+//! flag asks for it (counted). No allocation, lock or log per packet: counters are local and
+//! published to the statistics thread once per batch with relaxed atomic stores.
+//!
+//! The xsk-rs ring calls are `unsafe` because the library cannot check the ownership rule
+//! above; each call site says why it holds.
+
+use anyhow::{Context, Result, anyhow, bail};
+use packet::counter::ProtocolCounters;
+use packet::echo::{Responder, Verdict, reflect_parsed};
+use packet::parse::parse;
+use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+/// What the loop does with the packets the XDP program redirects to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoopAction {
+    /// Answer ICMP/ICMPv6 echo requests and UDP to the echo ports; count the rest.
+    Echo,
+    /// Send every well-formed IP packet back with MACs, IPs and ports swapped.
+    Reflect,
+    /// Count and drop.
+    Count,
+    /// Drop without parsing.
+    Drop,
+}
+
+/// Zero-copy or copy mode for the sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Zero-copy where the driver can, else copy (the default).
+    Auto,
+    ZeroCopy,
+    Copy,
+}
+
+/// Settings of one queue's socket and loop.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    pub iface: String,
+    pub queue: u32,
+    pub frames: u32,
+    pub frame_size: u32,
+    pub batch: usize,
+    pub copy_mode: CopyMode,
+    pub busy_poll: bool,
+    pub core: Option<usize>,
+    pub action: LoopAction,
+}
+
+/// Counters of one queue, written by its loop once per batch and read by the stats thread.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct QueueStats {
+    pub rx: AtomicU64,
+    pub tx: AtomicU64,
+    pub echoed: AtomicU64,
+    pub reflected: AtomicU64,
+    pub counted: AtomicU64,
+    pub dropped: AtomicU64,
+    pub malformed: AtomicU64,
+    pub not_for_us: AtomicU64,
+    /// Replies that found the TX ring full, dropped.
+    pub tx_ring_full: AtomicU64,
+    /// Kernel wake-ups the need-wakeup flag asked for (sendto / poll kicks).
+    pub wakeups: AtomicU64,
+    /// Times an idle loop slept in poll() for 1 ms.
+    pub idle_sleeps: AtomicU64,
+    /// Protocol counters, copied under the lock once per batch.
+    pub protocols: Mutex<ProtocolCounters>,
+}
+
+/// Plain copies of [`QueueStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub rx: u64,
+    pub tx: u64,
+    pub echoed: u64,
+    pub reflected: u64,
+    pub counted: u64,
+    pub dropped: u64,
+    pub malformed: u64,
+    pub not_for_us: u64,
+    pub tx_ring_full: u64,
+    pub wakeups: u64,
+    pub idle_sleeps: u64,
+}
+
+impl QueueStats {
+    pub fn counts(&self) -> QueueCounts {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        QueueCounts {
+            rx: r(&self.rx),
+            tx: r(&self.tx),
+            echoed: r(&self.echoed),
+            reflected: r(&self.reflected),
+            counted: r(&self.counted),
+            dropped: r(&self.dropped),
+            malformed: r(&self.malformed),
+            not_for_us: r(&self.not_for_us),
+            tx_ring_full: r(&self.tx_ring_full),
+            wakeups: r(&self.wakeups),
+            idle_sleeps: r(&self.idle_sleeps),
+        }
+    }
+}
+
+/// The kernel's view of a socket (getsockopt XDP_STATISTICS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub fill_ring_empty: u64,
+    pub invalid_descs: u64,
+}
+
+/// Where a queue's frames were when it stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameAccount {
+    pub total: u64,
+    pub free: u64,
+    pub fill: u64,
+    pub rx: u64,
+    pub tx: u64,
+    pub completion: u64,
+    /// `total` minus every place above: frames nobody owns. Must be 0.
+    pub lost: u64,
+}
+
+/// What a queue reports when it stops.
+#[derive(Clone, Debug, Default)]
+pub struct QueueReport {
+    pub queue: u32,
+    pub zero_copy: bool,
+    pub frames: FrameAccount,
+    pub kernel: KernelStats,
+}
+
+/// A bound socket with its UMEM and rings, ready for [`QueueSocket::run`].
+pub struct QueueSocket {
+    settings: QueueSettings,
+    umem: Umem,
+    descs: Vec<FrameDesc>,
+    fill: FillQueue,
+    comp: CompQueue,
+    rx: RxQueue,
+    tx: TxQueue,
+    ring_size: u32,
+    pub zero_copy: bool,
+}
+
+impl std::fmt::Debug for QueueSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueSocket")
+            .field("queue", &self.settings.queue)
+            .field("zero_copy", &self.zero_copy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn queue_size(n: u32) -> Result<QueueSize> {
+    QueueSize::new(n).map_err(|e| anyhow!("ring size {n} is not a power of two: {e}"))
+}
+
+impl QueueSocket {
+    /// Creates the UMEM and binds an AF_XDP socket to `settings.queue`, without loading any
+    /// XDP program (ours owns the hook). Zero-copy falls back to copy in `Auto` mode.
+    pub fn bind(settings: QueueSettings) -> Result<QueueSocket> {
+        if !settings.frames.is_power_of_two() || settings.frames < 64 {
+            bail!(
+                "--frames must be a power of two of at least 64 (got {})",
+                settings.frames
+            );
+        }
+        // Rings of half the frames: the fill ring can hold half, leaving the rest for frames in
+        // flight (RX, the loop, TX, completion).
+        let ring = (settings.frames / 2).clamp(32, 4096);
+        let frame_size = FrameSize::new(settings.frame_size)
+            .map_err(|e| anyhow!("--frame-size {}: {e}", settings.frame_size))?;
+        let umem_config = UmemConfig::builder()
+            .frame_size(frame_size)
+            .fill_queue_size(queue_size(ring)?)
+            .comp_queue_size(queue_size(ring)?)
+            .build()
+            .map_err(|e| anyhow!("UMEM configuration: {e}"))?;
+        let frames = NonZeroU32::new(settings.frames).context("--frames must not be 0")?;
+        let (umem, descs) = Umem::new(umem_config, frames, false).map_err(|e| {
+            anyhow!(
+                "could not create a UMEM of {} frames of {} bytes: {e} (try fewer --frames)",
+                settings.frames,
+                settings.frame_size
+            )
+        })?;
+        let iface = settings
+            .iface
+            .parse()
+            .map_err(|e| anyhow!("bad interface name {}: {e}", settings.iface))?;
+
+        let attempts: &[(BindFlags, bool)] = match settings.copy_mode {
+            CopyMode::ZeroCopy => &[(BindFlags::XDP_ZEROCOPY, true)],
+            CopyMode::Copy => &[(BindFlags::XDP_COPY, false)],
+            CopyMode::Auto => &[
+                (BindFlags::XDP_ZEROCOPY, true),
+                (BindFlags::XDP_COPY, false),
+            ],
+        };
+        let mut last_err = None;
+        for (flags, zero_copy) in attempts {
+            let config = SocketConfig::builder()
+                .rx_queue_size(queue_size(ring)?)
+                .tx_queue_size(queue_size(ring)?)
+                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                .bind_flags(*flags | BindFlags::XDP_USE_NEED_WAKEUP)
+                .build();
+            // SAFETY: no other socket is bound to this interface and queue by this process
+            // (one socket per queue), and the UMEM is used by this socket alone.
+            match unsafe { Socket::new(config, &umem, &iface, settings.queue) } {
+                Ok((tx, rx, Some((fill, comp)))) => {
+                    let s = QueueSocket {
+                        settings,
+                        umem,
+                        descs,
+                        fill,
+                        comp,
+                        rx,
+                        tx,
+                        ring_size: ring,
+                        zero_copy: *zero_copy,
+                    };
+                    s.set_busy_poll()?;
+                    return Ok(s);
+                }
+                Ok((_, _, None)) => bail!("xsk-rs gave no fill/completion rings for a new UMEM"),
+                Err(e) => last_err = Some((e, *zero_copy)),
+            }
+        }
+        let (e, zero_copy) = last_err.expect("at least one attempt");
+        if zero_copy && settings.copy_mode == CopyMode::ZeroCopy {
+            bail!(
+                "{} queue {} cannot do zero-copy AF_XDP ({e}); its driver has no zero-copy \
+                 support (veth never has). Use --copy, or leave both flags out to fall back \
+                 automatically",
+                settings.iface,
+                settings.queue
+            );
+        }
+        bail!(
+            "could not bind an AF_XDP socket to {} queue {}: {e} (does the queue exist? see \
+             `ethtool -l {}`; not root?)",
+            settings.iface,
+            settings.queue,
+            settings.iface
+        )
+    }
+
+    /// The socket's file descriptor, for the XSKS map.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    pub fn queue(&self) -> u32 {
+        self.settings.queue
+    }
+
+    fn set_busy_poll(&self) -> Result<()> {
+        if !self.settings.busy_poll {
+            return Ok(());
+        }
+        let fd = self.raw_fd();
+        let budget = self.settings.batch as libc::c_int;
+        for (opt, value, name) in [
+            (libc::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
+            (libc::SO_BUSY_POLL, 20, "SO_BUSY_POLL"),
+            (libc::SO_BUSY_POLL_BUDGET, budget, "SO_BUSY_POLL_BUDGET"),
+        ] {
+            // SAFETY: `fd` is an open socket we own; `value` is a c_int that lives across the
+            // call and its size is passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                bail!(
+                    "--busy-poll: setsockopt {name} failed: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel_stats(&self) -> KernelStats {
+        match self.rx.fd().xdp_statistics() {
+            Ok(s) => KernelStats {
+                rx_dropped: s.rx_dropped(),
+                rx_ring_full: s.rx_ring_full(),
+                fill_ring_empty: s.rx_fill_ring_empty_descs(),
+                invalid_descs: s.rx_invalid_descs() + s.tx_invalid_descs(),
+            },
+            Err(_) => KernelStats::default(),
+        }
+    }
+
+    /// Runs the poll loop until `stop` is set; returns where every frame ended up.
+    pub fn run(
+        mut self,
+        responder: &Responder,
+        stats: &QueueStats,
+        stop: &AtomicBool,
+    ) -> QueueReport {
+        if let Some(core) = self.settings.core {
+            pin_to_core(core);
+        }
+        let batch = self.settings.batch.max(1);
+        let total = self.descs.len() as u64;
+        // The free list starts with every frame.
+        let mut free: Vec<FrameDesc> = std::mem::take(&mut self.descs);
+        let mut rx_descs = vec![FrameDesc::default(); batch];
+        let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch);
+        let mut comp_descs = vec![FrameDesc::default(); self.ring_size as usize];
+        let mut local = QueueCounts::default();
+        let mut protocols = ProtocolCounters::default();
+        let mut idle_spins = 0u32;
+        let mut batches = 0u64;
+        let action = self.settings.action;
+
+        while !stop.load(Ordering::Relaxed) {
+            self.reclaim(&mut free, &mut comp_descs);
+            self.refill(&mut free, &mut local);
+
+            // SAFETY: `rx_descs` are scratch descriptors owned by the loop; the consumed ones
+            // name frames the kernel has handed back to us, which we now own.
+            let received = unsafe { self.rx.consume(&mut rx_descs) };
+            if received == 0 {
+                idle_spins += 1;
+                // Poll mode: spin while traffic flows; after a while without any, sleep in
+                // poll() (1 ms) so an idle queue does not burn a core the generator may need.
+                if idle_spins > 2048 && !self.settings.busy_poll {
+                    let _ = self.rx.poll(1);
+                    local.idle_sleeps += 1;
+                    idle_spins = 0;
+                }
+                if self.tx.needs_wakeup() && self.tx_in_flight() > 0 {
+                    let _ = self.tx.wakeup();
+                    local.wakeups += 1;
+                }
+                continue;
+            }
+            idle_spins = 0;
+            local.rx += received as u64;
+            for desc in rx_descs.iter_mut().take(received) {
+                let reply = self.process(desc, action, responder, &mut local, &mut protocols);
+                if reply {
+                    tx_descs.push(*desc);
+                } else {
+                    free.push(*desc);
+                }
+            }
+            if !tx_descs.is_empty() {
+                // SAFETY: `tx_descs` name frames the loop owns (just received and rewritten);
+                // once produced they belong to the kernel until they come back through the
+                // completion ring, and the loop does not touch them meanwhile.
+                let sent = unsafe { self.tx.produce(&tx_descs) };
+                local.tx += sent as u64;
+                // Replies the TX ring had no room for are dropped: back to the free list.
+                local.tx_ring_full += (tx_descs.len() - sent) as u64;
+                free.extend_from_slice(&tx_descs[sent..]);
+                tx_descs.clear();
+                if sent > 0 && self.tx.needs_wakeup() {
+                    let _ = self.tx.wakeup();
+                    local.wakeups += 1;
+                }
+            }
+            batches += 1;
+            publish(stats, &local, &protocols, batches);
+        }
+
+        // Let the kernel finish what is on the TX ring, then account for every frame.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while self.tx_in_flight() > 0 && std::time::Instant::now() < deadline {
+            let _ = self.tx.wakeup();
+            self.reclaim(&mut free, &mut comp_descs);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.reclaim(&mut free, &mut comp_descs);
+        publish(stats, &local, &protocols, 0);
+        let fill = u64::from(self.ring_size - self.fill.nb_free_exact());
+        let rx = u64::from(self.rx.nb_avail_exact());
+        let tx = u64::from(self.tx_in_flight());
+        let completion = u64::from(self.comp.nb_avail_exact());
+        let free_n = free.len() as u64;
+        let placed = free_n + fill + rx + tx + completion;
+        QueueReport {
+            queue: self.settings.queue,
+            zero_copy: self.zero_copy,
+            frames: FrameAccount {
+                total,
+                free: free_n,
+                fill,
+                rx,
+                tx,
+                completion,
+                lost: total.saturating_sub(placed),
+            },
+            kernel: self.kernel_stats(),
+        }
+    }
+
+    fn tx_in_flight(&mut self) -> u32 {
+        self.ring_size - self.tx.nb_free_exact()
+    }
+
+    /// Completed TX frames go back to the free list.
+    #[inline]
+    fn reclaim(&mut self, free: &mut Vec<FrameDesc>, comp_descs: &mut [FrameDesc]) {
+        // SAFETY: completed descriptors name frames the kernel has finished sending; they are
+        // ours again.
+        let n = unsafe { self.comp.consume(comp_descs) };
+        free.extend_from_slice(&comp_descs[..n]);
+    }
+
+    /// Hands free frames to the kernel through the fill ring.
+    #[inline]
+    fn refill(&mut self, free: &mut Vec<FrameDesc>, local: &mut QueueCounts) {
+        if free.is_empty() {
+            return;
+        }
+        let room = self.fill.nb_free(free.len() as u32) as usize;
+        if room == 0 {
+            return;
+        }
+        let from = free.len() - room.min(free.len());
+        // SAFETY: the frames in the free list are owned by the loop and not referenced
+        // anywhere else; once produced they belong to the kernel until received.
+        let produced = unsafe { self.fill.produce(&free[from..]) };
+        free.truncate(free.len() - produced);
+        if self.fill.needs_wakeup() {
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+            local.wakeups += 1;
+        }
+    }
+
+    /// Decides what to do with one received frame; rewrites it in place when it is answered.
+    /// Returns true when the frame is to be sent back.
+    #[inline]
+    fn process(
+        &self,
+        desc: &mut FrameDesc,
+        action: LoopAction,
+        responder: &Responder,
+        local: &mut QueueCounts,
+        protocols: &mut ProtocolCounters,
+    ) -> bool {
+        if action == LoopAction::Drop {
+            local.dropped += 1;
+            return false;
+        }
+        // SAFETY: the frame was just consumed from the RX ring, so the loop owns it and nothing
+        // else reads or writes it until it is produced on the TX or fill ring.
+        let mut data = unsafe { self.umem.data_mut(desc) };
+        let len = data.contents().len();
+        // Open the whole frame buffer: a reply may be longer than the request.
+        let mut cursor = data.cursor();
+        let capacity = cursor.buf_len();
+        cursor.set_pos(capacity);
+        let buf = data.contents_mut();
+        let parsed = parse(&buf[..len]);
+        protocols.count(parsed.as_ref(), len);
+        let verdict = match (&parsed, action) {
+            (Err(e), _) => Verdict::Malformed(*e),
+            (Ok(h), LoopAction::Echo) => responder.respond_parsed(buf, len, h),
+            (Ok(h), LoopAction::Reflect) => reflect_parsed(buf, len, h),
+            (Ok(_), _) => {
+                local.counted += 1;
+                data.cursor().set_pos(len);
+                return false;
+            }
+        };
+        let reply_len = match verdict {
+            Verdict::Reply { len: n, .. } => {
+                if action == LoopAction::Echo {
+                    local.echoed += 1;
+                } else {
+                    local.reflected += 1;
+                }
+                n
+            }
+            Verdict::NotForUs => {
+                local.not_for_us += 1;
+                data.cursor().set_pos(len);
+                return false;
+            }
+            Verdict::Malformed(_) => {
+                local.malformed += 1;
+                data.cursor().set_pos(len);
+                return false;
+            }
+        };
+        data.cursor().set_pos(reply_len);
+        true
+    }
+}
+
+/// Copies the loop's local counters to the shared ones: relaxed stores, once per batch; the
+/// protocol counters (a larger struct) every 64 batches and at the end.
+#[inline]
+fn publish(stats: &QueueStats, c: &QueueCounts, p: &ProtocolCounters, batches: u64) {
+    let s = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+    s(&stats.rx, c.rx);
+    s(&stats.tx, c.tx);
+    s(&stats.echoed, c.echoed);
+    s(&stats.reflected, c.reflected);
+    s(&stats.counted, c.counted);
+    s(&stats.dropped, c.dropped);
+    s(&stats.malformed, c.malformed);
+    s(&stats.not_for_us, c.not_for_us);
+    s(&stats.tx_ring_full, c.tx_ring_full);
+    s(&stats.wakeups, c.wakeups);
+    s(&stats.idle_sleeps, c.idle_sleeps);
+    if batches.is_multiple_of(64)
+        && let Ok(mut shared) = stats.protocols.try_lock()
+    {
+        *shared = *p;
+    }
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: `set` is a plain bitmask initialised by CPU_ZERO; sched_setaffinity reads it for
+    // the calling thread (pid 0). Failure (no such CPU) is reported and the thread runs
+    // unpinned.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!(
+                "xdp-user: could not pin to core {core}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// The RX queues of an interface (from /sys/class/net/IFACE/queues).
+pub fn rx_queue_count(iface: &str) -> Result<u32> {
+    let dir = format!("/sys/class/net/{iface}/queues");
+    let n = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {dir}"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count() as u32;
+    if n == 0 {
+        bail!("{iface} has no RX queues in {dir}");
+    }
+    Ok(n)
+}
+
+/// The interface's MAC address.
+pub fn mac_address(iface: &str) -> Result<[u8; 6]> {
+    let path = format!("/sys/class/net/{iface}/address");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC address in {path}: {text}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow!("{iface} has no Ethernet MAC address ({})", text.trim()))
+}
+
+/// A running queue: its thread, counters and final report.
+pub struct RunningQueue {
+    pub queue: u32,
+    pub stats: Arc<QueueStats>,
+    pub handle: std::thread::JoinHandle<QueueReport>,
+}
+
+impl std::fmt::Debug for RunningQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningQueue")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the poll loop of `socket` on its own thread.
+pub fn spawn(
+    socket: QueueSocket,
+    responder: Arc<Responder>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunningQueue> {
+    let stats = Arc::new(QueueStats::default());
+    let queue = socket.queue();
+    let s = Arc::clone(&stats);
+    let handle = std::thread::Builder::new()
+        .name(format!("xsk-q{queue}"))
+        .spawn(move || socket.run(&responder, &s, &stop))
+        .context("could not start a queue thread")?;
+    Ok(RunningQueue {
+        queue,
+        stats,
+        handle,
+    })
+}
+
+/// Reads the kernel statistics of a running queue's socket.
+pub fn kernel_stats_of(fd: std::os::fd::RawFd) -> KernelStats {
+    #[repr(C)]
+    #[derive(Default)]
+    struct XdpStatistics {
+        rx_dropped: u64,
+        rx_invalid_descs: u64,
+        tx_invalid_descs: u64,
+        rx_ring_full: u64,
+        rx_fill_ring_empty_descs: u64,
+        tx_ring_empty_descs: u64,
+    }
+    const SOL_XDP: libc::c_int = 283;
+    const XDP_STATISTICS: libc::c_int = 7;
+    let mut s = XdpStatistics::default();
+    let mut len = std::mem::size_of::<XdpStatistics>() as libc::socklen_t;
+    // SAFETY: `s` is a writable buffer of `len` bytes laid out as the kernel's struct
+    // xdp_statistics; getsockopt writes at most `len` bytes and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            SOL_XDP,
+            XDP_STATISTICS,
+            (&mut s as *mut XdpStatistics).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return KernelStats::default();
+    }
+    KernelStats {
+        rx_dropped: s.rx_dropped,
+        rx_ring_full: s.rx_ring_full,
+        fill_ring_empty: s.rx_fill_ring_empty_descs,
+        invalid_descs: s.rx_invalid_descs + s.tx_invalid_descs,
+    }
+}

@@ -1,0 +1,332 @@
+//! Integration tests of `xdp-user run`, the AF_XDP poll-mode data path, on network-namespace
+//! testbeds: real `ping` and UDP clients in the peer namespace get their answers from the
+//! AF_XDP loop (not the kernel), everything else still reaches the kernel, malformed and
+//! not-for-us frames are counted and never answered, two queues both answer, reflect / count /
+//! drop do what they say, and no UMEM frame is ever lost.
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_MAC, Options, Testbed};
+
+fn testbed(queues: u32) -> Testbed {
+    require_root();
+    Testbed::new(&Options {
+        queues,
+        quiet: true,
+        ..Options::default()
+    })
+    .expect("testbed")
+}
+
+/// Reads one counter of the DUT kernel's SNMP statistics (`/proc/net/snmp` or `snmp6`).
+fn dut_snmp(tb: &Testbed, file: &str, table: &str, name: &str) -> u64 {
+    let out = tb
+        .in_dut("cat")
+        .arg(format!("/proc/net/{file}"))
+        .output()
+        .unwrap();
+    let text = text(&out.stdout);
+    if file == "snmp6" {
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/net/snmp6"));
+    }
+    let mut lines = text.lines().filter(|l| l.starts_with(&format!("{table}:")));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names.split_whitespace().position(|w| w == name).unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+fn run_loader(tb: &Testbed, args: &[&str]) -> Loader {
+    let mut all = vec!["--iface", DUT_IF, "--json", "--interval", "0.5"];
+    all.extend_from_slice(args);
+    Loader::start_cmd(tb, "run", &all)
+}
+
+fn finish_json(mut l: Loader) -> serde_json::Value {
+    l.signal(libc::SIGINT);
+    let out = l.finish();
+    assert!(
+        out.status.success(),
+        "xdp-user run failed: {}",
+        text(&out.stderr)
+    );
+    let v = last_json(&out);
+    assert_eq!(
+        n(&v, "/frames_lost"),
+        0,
+        "every UMEM frame is accounted for: {v}"
+    );
+    v
+}
+
+#[test]
+fn ping_is_answered_by_the_afxdp_loop_not_the_kernel() {
+    let tb = testbed(1);
+    let kernel_v4 = dut_snmp(&tb, "snmp", "Icmp", "OutEchoReps");
+    let kernel_v6 = dut_snmp(&tb, "snmp6", "", "Icmp6OutEchoReplies");
+    let l = run_loader(&tb, &[]);
+    assert_eq!(ping(&tb, false, 5), 5, "every IPv4 ping answered");
+    assert_eq!(ping(&tb, true, 5), 5, "every IPv6 ping answered");
+    let v = finish_json(l);
+    assert_eq!(n(&v, "/echoed"), 10, "{v}");
+    assert_eq!(n(&v, "/protocols/icmp"), 5);
+    assert_eq!(n(&v, "/protocols/icmpv6"), 5);
+    // The kernel's own echo replies did not move: the loop answered.
+    assert_eq!(dut_snmp(&tb, "snmp", "Icmp", "OutEchoReps"), kernel_v4);
+    assert_eq!(dut_snmp(&tb, "snmp6", "", "Icmp6OutEchoReplies"), kernel_v6);
+    assert!(!tb.dut_xdp_attached().unwrap(), "detached on SIGINT");
+}
+
+#[test]
+fn udp_echo_returns_every_size_byte_for_byte_and_other_traffic_reaches_the_kernel() {
+    let tb = testbed(1);
+    // Kernel sockets on the device side: UDP 9000 and a TCP listener on 8080.
+    let listener = udp_listener(&tb, &[9000], 8.0);
+    let tcp_server = tb
+        .in_dut("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\n\
+                 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                 s.bind(('{DUT_IPV4}',8080)); s.listen(1); s.settimeout(8)\n\
+                 c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n"
+            ),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let l = run_loader(&tb, &["--echo-ports", "7,5000-5001"]);
+    let report = peer_python(
+        &tb,
+        "import socket\n\
+         ok=[]; bad=[]\n\
+         for fam, dst, top in ((socket.AF_INET, '198.18.0.2', 1472), (socket.AF_INET6, '2001:db8::2', 1452)):\n\
+         \x20   s=socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(1)\n\
+         \x20   for port in (7, 5001):\n\
+         \x20       for n in (1, 2, 3, 17, 64, 100, 255, 256, 512, 1000, 1400, top - 1, top):\n\
+         \x20           p = bytes((i * 31 + n) & 255 for i in range(n))\n\
+         \x20           s.sendto(p, (dst, port))\n\
+         \x20           try:\n\
+         \x20               d, a = s.recvfrom(4096)\n\
+         \x20               (ok if d == p and a[1] == port else bad).append(n)\n\
+         \x20           except socket.timeout:\n\
+         \x20               bad.append(n)\n\
+         u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for i in range(10): u.sendto(b'to the kernel', ('198.18.0.2', 9000))\n\
+         t=socket.create_connection(('198.18.0.2', 8080), timeout=3); t.sendall(b'tcp ok'); tcp=t.recv(100)\n\
+         print(len(ok), len(bad), bad, tcp.decode())\n",
+    );
+    let fields: Vec<&str> = report.split_whitespace().collect();
+    assert_eq!(
+        fields[1], "0",
+        "datagrams not echoed byte for byte: {report}"
+    );
+    assert_eq!(fields[0], "52", "{report}");
+    assert_eq!(
+        fields.last(),
+        Some(&"ok"),
+        "TCP reached the kernel's socket: {report}"
+    );
+    tcp_server.wait_with_output().unwrap();
+    let v = finish_json(l);
+    assert_eq!(n(&v, "/echoed"), 52, "{v}");
+    assert_eq!(n(&v, "/tx"), 52);
+    assert_eq!(
+        listener_counts(listener).get(&9000),
+        Some(&10),
+        "UDP 9000 reached the kernel"
+    );
+}
+
+#[test]
+fn malformed_and_not_for_us_frames_are_counted_and_never_answered() {
+    let tb = testbed(1);
+    let l = run_loader(&tb, &[]);
+    // Each of these passes the XDP program's rules (UDP to port 7, ICMP echo request), so it
+    // reaches the loop, whose stricter checks refuse it.
+    let frames = [
+        // UDP to port 7 with a wrong IPv4 header checksum (left wrong below): malformed.
+        "0800450000 1c00004000401100 00c6120001c6120002 9c40000700080000".replace(' ', ""),
+        // 4 bytes of IP payload beyond a UDP length of 8: the lengths disagree, malformed.
+        "0800450000 2000004000401100 00c6120001c6120002 9c40000700080000 41424344".replace(' ', ""),
+        // UDP from port 7 to port 7 (two echo services would ping-pong): not for us.
+        "0800450000 1c00004000401100 00c6120001c6120002 0007000700080000".replace(' ', ""),
+        // ICMP echo request to the broadcast address: not for us.
+        "0800450000 1c00004000400100 00c6120001ffffffff 0800000000000000".replace(' ', ""),
+    ];
+    // Fix the checksums the way the sender would, except the one that must stay wrong.
+    let frames: Vec<String> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| fix_frame(f, i != 0))
+        .collect();
+    let before = peer_frames_from_dut(&tb, || inject(&tb, &frames));
+    let v = finish_json(l);
+    assert_eq!(before, 0, "nothing may be sent back for these frames");
+    assert_eq!(n(&v, "/malformed"), 2, "{v}");
+    assert_eq!(n(&v, "/not_for_us"), 2, "{v}");
+    assert_eq!(n(&v, "/tx"), 0, "{v}");
+}
+
+/// Completes the IPv4 header and UDP/ICMP checksums of a frame given after the MACs (hex),
+/// unless `fix` is false.
+fn fix_frame(hex: &str, fix: bool) -> String {
+    let mut f: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    if fix {
+        let sum = |b: &[u8]| {
+            let mut acc: u32 = b
+                .chunks(2)
+                .map(|w| u32::from(w[0]) << 8 | u32::from(*w.get(1).unwrap_or(&0)))
+                .sum();
+            while acc > 0xffff {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            !(acc as u16)
+        };
+        // f[0..2] is the ether type; the IPv4 header is f[2..22].
+        f[12..14].copy_from_slice(&[0, 0]);
+        let c = sum(&f[2..22]);
+        f[12..14].copy_from_slice(&c.to_be_bytes());
+        if f[11] == 1 {
+            f[24..26].copy_from_slice(&[0, 0]);
+            let c = sum(&f[22..]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+    } else {
+        f[12..14].copy_from_slice(&[0xde, 0xad]);
+    }
+    f.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Counts frames from the DUT's MAC that reach the peer while `f` runs (and 0.5 s after).
+fn peer_frames_from_dut(tb: &Testbed, f: impl FnOnce()) -> u64 {
+    let mac = DUT_MAC.replace(':', "");
+    let capture = tb
+        .in_peer("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,time\n\
+                 s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(3)); s.bind(('peer0',0)); s.settimeout(0.1)\n\
+                 n=0; end=time.time()+2.0\n\
+                 while time.time()<end:\n\
+                 \x20   try:\n\
+                 \x20       d,a=s.recvfrom(4096)\n\
+                 \x20       if a[2]!=socket.PACKET_OUTGOING and d[6:12].hex()=='{mac}': n+=1\n\
+                 \x20   except socket.timeout: pass\n\
+                 print(n)\n"
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    f();
+    let out = capture.wait_with_output().unwrap();
+    text(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn two_queues_each_with_a_socket_both_answer() {
+    let tb = testbed(2);
+    let l = run_loader(&tb, &["--queues", "all"]);
+    // Many flows (source ports), so the peer's transmit queue choice, and so the DUT's RX
+    // queue, varies.
+    let out = peer_python(
+        &tb,
+        "import socket\n\
+         got=0\n\
+         for i in range(64):\n\
+         \x20   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(1)\n\
+         \x20   s.bind(('198.18.0.1', 20000 + i))\n\
+         \x20   for j in range(4):\n\
+         \x20       s.sendto(b'q%d' % j, ('198.18.0.2', 7))\n\
+         \x20       try: s.recvfrom(100); got += 1\n\
+         \x20       except socket.timeout: pass\n\
+         print(got)\n",
+    );
+    assert_eq!(out.trim(), "256", "every datagram echoed");
+    let v = finish_json(l);
+    let queues = v["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2, "{v}");
+    for q in queues {
+        assert!(
+            n(q, "/echoed") > 0,
+            "queue {} answered nothing: {v}",
+            q["queue"]
+        );
+    }
+    assert_eq!(n(&v, "/echoed"), 256);
+}
+
+#[test]
+fn reflect_count_and_drop_do_what_they_say() {
+    // reflect: the datagram comes back with addresses and ports swapped, payload intact.
+    let tb = testbed(1);
+    let l = run_loader(&tb, &["--action", "reflect"]);
+    let out = peer_python(
+        &tb,
+        "import socket\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(1); got=0\n\
+         for i in range(20):\n\
+         \x20   s.sendto(b'reflect me %d' % i, ('198.18.0.2', 5555))\n\
+         \x20   d,a=s.recvfrom(100); got += (d == b'reflect me %d' % i and a == ('198.18.0.2', 5555))\n\
+         print(got)\n",
+    );
+    assert_eq!(out.trim(), "20");
+    let v = finish_json(l);
+    assert_eq!((n(&v, "/reflected"), n(&v, "/tx")), (20, 20), "{v}");
+
+    // count and drop: the loop takes every datagram, nothing comes back, the kernel's socket
+    // on the same port gets nothing.
+    for (action, field) in [("count", "/counted"), ("drop", "/dropped")] {
+        let listener = udp_listener(&tb, &[5555], 4.0);
+        let l = run_loader(&tb, &["--action", action]);
+        let back = peer_frames_from_dut(&tb, || send_udp(&tb, 5555, 30));
+        let v = finish_json(l);
+        assert_eq!(n(&v, field), 30, "{action}: {v}");
+        assert_eq!(n(&v, "/tx"), 0, "{action}: {v}");
+        assert_eq!(back, 0, "{action}: nothing comes back");
+        assert_eq!(listener_counts(listener).get(&5555), Some(&0), "{action}");
+    }
+}
+
+#[test]
+fn kill_9_leaves_nothing_attached_and_zero_copy_fails_clearly_on_veth() {
+    let tb = testbed(1);
+    let l = run_loader(&tb, &[]);
+    l.signal(libc::SIGKILL);
+    let mut l = l;
+    l.finish();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tb.dut_xdp_attached().unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still attached after kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ping(&tb, false, 2), 2, "the kernel answers again");
+
+    let out = tb
+        .in_dut(xdp_user())
+        .args(["run", "--iface", DUT_IF, "--zero-copy", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot do zero-copy") && err.contains("--copy"),
+        "{err}"
+    );
+    assert!(!tb.dut_xdp_attached().unwrap());
+}
