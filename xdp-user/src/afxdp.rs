@@ -319,6 +319,23 @@ impl QueueSocket {
         Ok(())
     }
 
+    /// `recvfrom(MSG_DONTWAIT)` on the socket: drives busy polling, returns at once.
+    #[inline]
+    fn busy_poll_rx(&self) {
+        // SAFETY: a zero-length receive with null buffers on our own socket; the kernel
+        // writes nothing, and MSG_DONTWAIT keeps it from blocking.
+        unsafe {
+            libc::recvfrom(
+                self.raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
     fn kernel_stats(&self) -> KernelStats {
         match self.rx.fd().xdp_statistics() {
             Ok(s) => KernelStats {
@@ -357,7 +374,18 @@ impl QueueSocket {
         while !stop.load(Ordering::Relaxed) {
             self.reclaim(&mut free, &mut comp_descs);
             self.refill(&mut free, &mut local);
+            // In copy mode every kick sends a limited budget (32 frames): keep kicking while
+            // replies wait on the TX ring, or it fills up and replies are dropped.
+            if self.tx.needs_wakeup() && self.tx_in_flight() > 0 {
+                let _ = self.tx.wakeup();
+                local.wakeups += 1;
+            }
 
+            // With preferred busy polling the kernel runs the driver's receive work when the
+            // application asks, in its own context: ask once per iteration (as xdpsock does).
+            if self.settings.busy_poll {
+                self.busy_poll_rx();
+            }
             // SAFETY: `rx_descs` are scratch descriptors owned by the loop; the consumed ones
             // name frames the kernel has handed back to us, which we now own.
             let received = unsafe { self.rx.consume(&mut rx_descs) };
@@ -369,10 +397,6 @@ impl QueueSocket {
                     let _ = self.rx.poll(1);
                     local.idle_sleeps += 1;
                     idle_spins = 0;
-                }
-                if self.tx.needs_wakeup() && self.tx_in_flight() > 0 {
-                    let _ = self.tx.wakeup();
-                    local.wakeups += 1;
                 }
                 continue;
             }
@@ -387,19 +411,7 @@ impl QueueSocket {
                 }
             }
             if !tx_descs.is_empty() {
-                // SAFETY: `tx_descs` name frames the loop owns (just received and rewritten);
-                // once produced they belong to the kernel until they come back through the
-                // completion ring, and the loop does not touch them meanwhile.
-                let sent = unsafe { self.tx.produce(&tx_descs) };
-                local.tx += sent as u64;
-                // Replies the TX ring had no room for are dropped: back to the free list.
-                local.tx_ring_full += (tx_descs.len() - sent) as u64;
-                free.extend_from_slice(&tx_descs[sent..]);
-                tx_descs.clear();
-                if sent > 0 && self.tx.needs_wakeup() {
-                    let _ = self.tx.wakeup();
-                    local.wakeups += 1;
-                }
+                self.transmit(&mut tx_descs, &mut free, &mut comp_descs, &mut local);
             }
             batches += 1;
             publish(stats, &local, &protocols, batches);
@@ -433,6 +445,49 @@ impl QueueSocket {
                 lost: total.saturating_sub(placed),
             },
             kernel: self.kernel_stats(),
+        }
+    }
+
+    /// Puts the replies on the TX ring. When the ring is full, kicks the kernel and reclaims
+    /// completions a few times before giving up: back-pressure, not loss, while the kernel
+    /// keeps up; replies that still find no room are dropped and counted.
+    #[inline]
+    fn transmit(
+        &mut self,
+        tx_descs: &mut Vec<FrameDesc>,
+        free: &mut Vec<FrameDesc>,
+        comp_descs: &mut [FrameDesc],
+        local: &mut QueueCounts,
+    ) {
+        let mut done = 0;
+        for attempt in 0..16 {
+            // SAFETY: `tx_descs[done..]` name frames the loop owns (received and rewritten);
+            // once produced they belong to the kernel until they come back through the
+            // completion ring, and the loop does not touch them meanwhile.
+            let sent = unsafe { self.tx.produce(&tx_descs[done..]) };
+            done += sent;
+            local.tx += sent as u64;
+            if self.tx.needs_wakeup() {
+                let _ = self.tx.wakeup();
+                local.wakeups += 1;
+            }
+            if done == tx_descs.len() || attempt == 15 {
+                break;
+            }
+            self.reclaim(free, comp_descs);
+        }
+        local.tx_ring_full += (tx_descs.len() - done) as u64;
+        free.extend_from_slice(&tx_descs[done..]);
+        tx_descs.clear();
+        // A copy-mode kick sends at most 32 frames; drain the ring now rather than let frames
+        // wait there while the fill ring runs dry. (In zero-copy mode the driver clears the
+        // need-wakeup flag once it is sending, which ends this loop.)
+        for _ in 0..8 {
+            if !self.tx.needs_wakeup() || self.tx_in_flight() == 0 {
+                break;
+            }
+            let _ = self.tx.wakeup();
+            local.wakeups += 1;
         }
     }
 
