@@ -1,36 +1,265 @@
-//! `dpdk-app`: the DPDK data path (issue 5). Today it initialises EAL with the arguments it is
-//! given, reports the ports EAL found, and cleans up; the poll-mode echo/count loop is not
-//! written yet, and the binary says so instead of pretending.
+//! `dpdk-app`: the DPDK data path. A poll-mode application that runs the shared `packet` logic
+//! (echo, reflect, count, drop) on ports DPDK drives directly: NICs bound to vfio-pci on a
+//! server, or virtual devices (`--vdev net_af_packet0,iface=...`, `net_af_xdp`, `net_ring`,
+//! `net_null`) anywhere.
+//!
+//! ```text
+//! dpdk-app [EAL ARGS] -- [--action echo|reflect|count|drop] [--echo-ports LIST] [--ip ADDR]...
+//!                        [--portmask MASK] [--burst N] [--rxd N] [--txd N]
+//!                        [--interval SECS] [--duration SECS] [--json]
+//! ```
+//!
+//! Start-up follows DPDK's l2fwd: EAL, a mempool sized from ports, queues and descriptors, each
+//! port configured with one RX/TX queue pair per polling lcore (RSS where the port has it),
+//! started, link checked; then one poll loop per lcore. With a single lcore (`-l 0`) the main
+//! lcore polls; otherwise the worker lcores poll and the main lcore prints statistics.
+//! All unsafe code is in the `dpdk` module.
+#![deny(unsafe_code)]
 
-use std::ffi::{CStr, CString};
+#[allow(unsafe_code)] // the one module at the FFI boundary
+mod dpdk;
+mod worker;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use dpdk::{Eal, Mempool, Port};
+use packet::echo::{PortSet, Responder};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use worker::{Action, LcoreStats, Shared};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dpdk-app",
+    version,
+    about = "DPDK poll-mode echo / reflect / count / drop over the shared packet logic",
+    override_usage = "dpdk-app [EAL ARGS] -- [OPTIONS]"
+)]
+struct Cli {
+    /// What to do with received packets.
+    #[arg(long, value_enum, default_value = "echo")]
+    action: Action,
+    /// UDP echo ports, e.g. `7` or `7,9000-9010`.
+    #[arg(long, default_value = "7")]
+    echo_ports: String,
+    /// An address of the ports (repeatable): ARP requests and IPv6 neighbour solicitations for
+    /// it are answered, and only packets to these addresses are echoed.
+    #[arg(long = "ip", value_name = "ADDR")]
+    ips: Vec<IpAddr>,
+    /// Hex bitmask of the ports to use (default: all ports EAL found).
+    #[arg(long)]
+    portmask: Option<String>,
+    /// Packets per RX burst.
+    #[arg(long, default_value_t = 32)]
+    burst: usize,
+    /// RX descriptors per queue.
+    #[arg(long, default_value_t = 1024)]
+    rxd: u16,
+    /// TX descriptors per queue.
+    #[arg(long, default_value_t = 1024)]
+    txd: u16,
+    /// Seconds between statistics lines.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// On exit, print the counters as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() {
-    let args: Vec<CString> = std::env::args()
-        .map(|a| CString::new(a).expect("arguments contain no NUL bytes"))
-        .collect();
-    let mut argv: Vec<*mut std::ffi::c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    // SAFETY: argv holds pointers to NUL-terminated strings that outlive EAL's use of them
-    // (EAL may permute the array, which we own; it does not free the strings).
-    let consumed = unsafe { dpdk_sys::rte_eal_init(argv.len() as i32, argv.as_mut_ptr()) };
-    if consumed < 0 {
-        // SAFETY: rte_strerror returns a pointer to a static string for any error number.
-        let msg = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(dpdk_sys::shim_errno())) };
-        eprintln!(
-            "error: DPDK EAL initialisation failed: {}\n\
-             try: run as root; reserve hugepages (scripts/hugepages.sh) or pass --no-huge -m 256; \
-             give a port with --vdev (e.g. --vdev net_ring0) or bind a NIC (scripts/bind-nic.sh)",
-            msg.to_string_lossy()
-        );
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
-    // SAFETY: EAL is initialised; these calls only read its state.
-    let ports = unsafe { dpdk_sys::rte_eth_dev_count_avail() };
+}
+
+/// Splits `prog EAL... -- APP...` into EAL's arguments and ours (both with the program name).
+fn split_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let prog = args.first().cloned().unwrap_or_else(|| "dpdk-app".into());
+    match args.iter().position(|a| a == "--") {
+        Some(i) => {
+            let mut app = vec![prog];
+            app.extend_from_slice(&args[i + 1..]);
+            (args[..i].to_vec(), app)
+        }
+        None => (args, vec![prog]),
+    }
+}
+
+fn run() -> Result<()> {
+    let (eal_args, app_args) = split_args(std::env::args().collect());
+    // Our options are checked before EAL starts (EAL may take seconds and hugepages).
+    let cli = Cli::parse_from(app_args);
+    if cli.interval.is_nan() || cli.interval <= 0.0 {
+        bail!("--interval must be a positive number of seconds");
+    }
+    if cli.burst == 0 || cli.burst > dpdk::MAX_BURST {
+        bail!("--burst must be 1 to {}", dpdk::MAX_BURST);
+    }
+    let echo_ports = PortSet::from_list(&cli.echo_ports)
+        .map_err(|e| anyhow::anyhow!("--echo-ports {}: {e}", cli.echo_ports))?;
+    let portmask = match &cli.portmask {
+        Some(m) => Some(
+            u64::from_str_radix(m.trim_start_matches("0x"), 16)
+                .with_context(|| format!("--portmask {m} is not a hex mask"))?,
+        ),
+        None => None,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+
+    let eal = Eal::init(&eal_args)?;
+    let ports: Vec<Port> = eal
+        .ports()
+        .into_iter()
+        .filter(|id| portmask.is_none_or(|m| *id < 64 && m & (1 << *id) != 0))
+        .map(|id| Port { id })
+        .collect();
+    if ports.is_empty() {
+        bail!(
+            "no ports: EAL found {} port(s), none selected. Bind a NIC to vfio-pci \
+             (scripts/bind-nic.sh) or add a virtual device, e.g. \
+             `--vdev net_af_packet0,iface=eth1` or `--vdev net_ring0`",
+            eal.ports().len()
+        );
+    }
+    let lcores = eal.lcores();
+    // The main lcore polls only when it is the only one.
+    let workers: Vec<u32> = lcores[1..].to_vec();
+    let pollers = workers.len().max(1);
+
+    // l2fwd's sizing: every descriptor of every queue, a burst in flight per lcore, and the
+    // per-lcore mempool caches, with a floor of 8192.
+    let per_port = u32::from(cli.rxd) + u32::from(cli.txd) + cli.burst as u32;
+    let mbufs = (ports.len() as u32 * pollers as u32 * per_port + lcores.len() as u32 * 256 + 1024)
+        .max(8192);
+    let pool = Mempool::new(&eal, "kbp_mbufs", mbufs, ports[0].socket())?;
+
+    let mut port_ctx = Vec::new();
+    for port in &ports {
+        let (rxd, txd) = port.start(pollers as u16, cli.rxd, cli.txd, &pool)?;
+        let mac = port.mac()?;
+        let mut responder = Responder::new();
+        responder.set_echo_ports(echo_ports.clone());
+        responder.set_local_mac(mac);
+        for ip in &cli.ips {
+            match ip {
+                IpAddr::V4(a) => responder.add_ipv4(a.octets())?,
+                IpAddr::V6(a) => responder.add_ipv6(a.octets())?,
+            }
+        }
+        port_ctx.push(worker::PortCtx {
+            port: *port,
+            responder,
+        });
+        eprintln!(
+            "dpdk-app: port {} ({}) {} started: {} queue(s), {rxd}/{txd} descriptors",
+            port.id,
+            port.name(),
+            fmt_mac(&mac),
+            pollers
+        );
+    }
+    wait_for_links(&ports);
     eprintln!(
-        "dpdk-app: EAL initialised with DPDK {}, {ports} port(s) available",
-        dpdk_sys::DPDK_VERSION
+        "dpdk-app: {:?} on {} port(s) with {} polling lcore(s) ({}), {} mbufs",
+        cli.action,
+        ports.len(),
+        pollers,
+        if workers.is_empty() {
+            "main lcore polls"
+        } else {
+            "workers poll, main prints"
+        },
+        mbufs
     );
-    eprintln!("dpdk-app: the poll-mode echo/count loop is not implemented yet (issue 5); exiting");
-    // SAFETY: no lcore is running; EAL was initialised above.
-    unsafe { dpdk_sys::rte_eal_cleanup() };
-    std::process::exit(2);
+
+    let shared = Shared {
+        ports: port_ctx,
+        action: cli.action,
+        burst: cli.burst,
+        stop: Arc::clone(&stop),
+        lcores: (0..pollers).map(|_| LcoreStats::default()).collect(),
+    };
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(cli.interval);
+    let deadline = cli.duration.map(|d| start + Duration::from_secs_f64(d));
+    let printer = std::cell::RefCell::new(worker::Printer::new(&shared, interval));
+
+    if workers.is_empty() {
+        // One lcore: the main lcore polls and prints between bursts.
+        worker::poll_loop(&shared, 0, Some((&printer, deadline)));
+    } else {
+        eal.run_on_lcores(
+            &workers,
+            &|i| worker::poll_loop(&shared, i, None),
+            |launched_all| {
+                if !launched_all {
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    printer.borrow_mut().maybe_print(&shared);
+                }
+            },
+        )?;
+    }
+
+    let seconds = start.elapsed().as_secs_f64();
+    // Read names and statistics while the ports are still open.
+    let port_stats: Vec<_> = ports.iter().map(|p| (*p, p.name(), p.stats())).collect();
+    for p in &ports {
+        p.stop_and_close();
+    }
+    eprintln!(
+        "dpdk-app: ports stopped and closed; mbufs still in use: {}",
+        pool.in_use()
+    );
+    let report = worker::Report::collect(&shared, &port_stats, seconds);
+    eprintln!("{}", report.summary());
+    if cli.json {
+        println!(
+            "{}",
+            report.json(&format!("{:?}", cli.action).to_lowercase())
+        );
+    }
+    drop(shared);
+    drop(pool);
+    drop(eal);
+    Ok(())
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// l2fwd's link check: wait up to 3 s for every port's link, then report each.
+fn wait_for_links(ports: &[Port]) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !ports.iter().all(|p| p.link().0) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in ports {
+        let (up, speed) = p.link();
+        if up {
+            eprintln!("dpdk-app: port {} link up, {speed} Mbit/s", p.id);
+        } else {
+            eprintln!("dpdk-app: port {} link DOWN (polling anyway)", p.id);
+        }
+    }
 }

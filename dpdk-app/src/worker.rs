@@ -1,0 +1,383 @@
+//! The per-lcore poll loop, the statistics printer and the final report.
+//!
+//! Each polling lcore owns one RX/TX queue pair on every port (queue index = the lcore's
+//! index), so no queue is ever shared and the loop takes no lock. Counters are kept locally
+//! and published once per burst with relaxed stores into the lcore's own cache-aligned
+//! [`LcoreStats`]; the main lcore only reads them to print (l2fwd's arrangement).
+
+use crate::dpdk::{Burst, Port, PortStats};
+use packet::counter::ProtocolCounters;
+use packet::echo::{Responder, Verdict, reflect_parsed};
+use packet::parse::parse;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    /// Answer ICMP/ICMPv6 echo, UDP to the echo ports, ARP and neighbour solicitations for
+    /// the --ip addresses; count and free the rest.
+    Echo,
+    /// Send every well-formed IP packet back with MACs, IPs and ports swapped.
+    Reflect,
+    /// Count and free.
+    Count,
+    /// Free without parsing.
+    Drop,
+}
+
+/// A port and its responder (it answers with the port's MAC and addresses).
+#[derive(Debug)]
+pub struct PortCtx {
+    pub port: Port,
+    pub responder: Responder,
+}
+
+/// One lcore's counters, read by the main lcore.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct LcoreStats {
+    pub rx: AtomicU64,
+    pub tx: AtomicU64,
+    pub echoed: AtomicU64,
+    pub reflected: AtomicU64,
+    pub counted: AtomicU64,
+    pub dropped: AtomicU64,
+    pub malformed: AtomicU64,
+    pub not_for_us: AtomicU64,
+    /// Replies the TX queue did not take: freed and counted.
+    pub tx_dropped: AtomicU64,
+    pub protocols: Mutex<ProtocolCounters>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rx: u64,
+    pub tx: u64,
+    pub echoed: u64,
+    pub reflected: u64,
+    pub counted: u64,
+    pub dropped: u64,
+    pub malformed: u64,
+    pub not_for_us: u64,
+    pub tx_dropped: u64,
+}
+
+impl LcoreStats {
+    pub fn counts(&self) -> Counts {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            rx: r(&self.rx),
+            tx: r(&self.tx),
+            echoed: r(&self.echoed),
+            reflected: r(&self.reflected),
+            counted: r(&self.counted),
+            dropped: r(&self.dropped),
+            malformed: r(&self.malformed),
+            not_for_us: r(&self.not_for_us),
+            tx_dropped: r(&self.tx_dropped),
+        }
+    }
+
+    fn publish(&self, c: &Counts, p: &ProtocolCounters, bursts: u64) {
+        let s = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        s(&self.rx, c.rx);
+        s(&self.tx, c.tx);
+        s(&self.echoed, c.echoed);
+        s(&self.reflected, c.reflected);
+        s(&self.counted, c.counted);
+        s(&self.dropped, c.dropped);
+        s(&self.malformed, c.malformed);
+        s(&self.not_for_us, c.not_for_us);
+        s(&self.tx_dropped, c.tx_dropped);
+        if bursts.is_multiple_of(64)
+            && let Ok(mut shared) = self.protocols.try_lock()
+        {
+            *shared = *p;
+        }
+    }
+}
+
+/// What every lcore shares (read-only but for the stats and the stop flag).
+#[derive(Debug)]
+pub struct Shared {
+    pub ports: Vec<PortCtx>,
+    pub action: Action,
+    pub burst: usize,
+    pub stop: Arc<AtomicBool>,
+    /// Indexed by polling lcore (= queue index).
+    pub lcores: Vec<LcoreStats>,
+}
+
+/// The poll loop of polling lcore `index`, on queue `index` of every port. With `inline`
+/// (a single lcore), it also prints statistics and watches the deadline.
+pub fn poll_loop(
+    shared: &Shared,
+    index: usize,
+    inline: Option<(&RefCell<Printer>, Option<Instant>)>,
+) {
+    let queue = index as u16;
+    let stats = &shared.lcores[index];
+    let mut rx = Burst::default();
+    let mut tx = Burst::default();
+    let mut c = Counts::default();
+    let mut protocols = ProtocolCounters::default();
+    let mut bursts: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        for ctx in &shared.ports {
+            let n = rx.rx(ctx.port, queue, shared.burst);
+            if n == 0 {
+                continue;
+            }
+            c.rx += n as u64;
+            for i in 0..n {
+                if process(
+                    &mut rx,
+                    i,
+                    shared.action,
+                    &ctx.responder,
+                    &mut c,
+                    &mut protocols,
+                ) {
+                    rx.move_to(i, &mut tx);
+                }
+            }
+            // Replies go back out of the port they came in on; what TX cannot take is freed.
+            let (sent, unsent) = tx.tx(ctx.port, queue);
+            c.tx += sent as u64;
+            c.tx_dropped += unsent as u64;
+            rx.free_all();
+            bursts += 1;
+            stats.publish(&c, &protocols, bursts);
+        }
+        if let Some((printer, deadline)) = inline {
+            // Checked once per round over the ports; cheap next to a burst.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+            stats.publish(&c, &protocols, 0);
+            printer.borrow_mut().maybe_print(shared);
+        }
+    }
+    stats.publish(&c, &protocols, 0);
+}
+
+/// Decides what to do with packet `i`; rewrites it in place when it is answered. Returns true
+/// when it is to be sent.
+#[inline]
+fn process(
+    rx: &mut Burst,
+    i: usize,
+    action: Action,
+    responder: &Responder,
+    c: &mut Counts,
+    protocols: &mut ProtocolCounters,
+) -> bool {
+    if action == Action::Drop {
+        c.dropped += 1;
+        return false;
+    }
+    if rx.is_multi_segment(i) {
+        // Our mempool's buffers hold a full Ethernet frame; a chained mbuf is a jumbo frame
+        // we do not handle.
+        c.malformed += 1;
+        return false;
+    }
+    let Some(p) = rx.packet(i) else {
+        return false;
+    };
+    let len = p.len;
+    let parsed = parse(&p.buf[..len]);
+    protocols.count(parsed.as_ref(), len);
+    let verdict = match (&parsed, action) {
+        (Err(e), _) => Verdict::Malformed(*e),
+        (Ok(h), Action::Echo) => responder.respond_parsed(p.buf, len, h),
+        (Ok(h), Action::Reflect) => reflect_parsed(p.buf, len, h),
+        (Ok(_), _) => {
+            c.counted += 1;
+            return false;
+        }
+    };
+    match verdict {
+        Verdict::Reply { len: reply_len, .. } => {
+            if action == Action::Echo {
+                c.echoed += 1;
+            } else {
+                c.reflected += 1;
+            }
+            if reply_len != len {
+                rx.set_len(i, reply_len as u16);
+            }
+            true
+        }
+        Verdict::NotForUs => {
+            c.not_for_us += 1;
+            false
+        }
+        Verdict::Malformed(_) => {
+            c.malformed += 1;
+            false
+        }
+    }
+}
+
+/// Prints a line per lcore and per port every interval.
+#[derive(Debug)]
+pub struct Printer {
+    interval: Duration,
+    start: Instant,
+    last_at: Instant,
+    last: Vec<Counts>,
+    last_ports: Vec<PortStats>,
+}
+
+impl Printer {
+    pub fn new(shared: &Shared, interval: Duration) -> Printer {
+        Printer {
+            interval,
+            start: Instant::now(),
+            last_at: Instant::now(),
+            last: shared.lcores.iter().map(|l| l.counts()).collect(),
+            last_ports: shared.ports.iter().map(|p| p.port.stats()).collect(),
+        }
+    }
+
+    pub fn maybe_print(&mut self, shared: &Shared) {
+        if self.last_at.elapsed() < self.interval {
+            return;
+        }
+        let secs = self.last_at.elapsed().as_secs_f64();
+        let t = self.start.elapsed().as_secs_f64();
+        for (i, l) in shared.lcores.iter().enumerate() {
+            let now = l.counts();
+            let prev = self.last[i];
+            let rate = |a: u64, b: u64| (b - a) as f64 / secs;
+            println!(
+                "{t:>6.1}s lcore#{i}  rx {:>9.0} pps  tx {:>9.0} pps  dropped {:>7.0} pps",
+                rate(prev.rx, now.rx),
+                rate(prev.tx, now.tx),
+                rate(prev.tx_dropped + prev.dropped, now.tx_dropped + now.dropped),
+            );
+            self.last[i] = now;
+        }
+        for (i, ctx) in shared.ports.iter().enumerate() {
+            let s = ctx.port.stats();
+            let prev = self.last_ports[i];
+            println!(
+                "{t:>6.1}s port {}  ipackets {} opackets {} imissed {} ierrors {} oerrors {} \
+                 rx_nombuf {} (+{} / +{} this interval)",
+                ctx.port.id,
+                s.ipackets,
+                s.opackets,
+                s.imissed,
+                s.ierrors,
+                s.oerrors,
+                s.rx_nombuf,
+                s.ipackets - prev.ipackets,
+                s.opackets - prev.opackets
+            );
+            self.last_ports[i] = s;
+        }
+        self.last_at = Instant::now();
+    }
+}
+
+/// Totals at exit.
+#[derive(Debug)]
+pub struct Report {
+    pub total: Counts,
+    pub lcores: Vec<Counts>,
+    pub protocols: ProtocolCounters,
+    pub ports: Vec<(Port, String, PortStats)>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn collect(shared: &Shared, ports: &[(Port, String, PortStats)], seconds: f64) -> Report {
+        let lcores: Vec<Counts> = shared.lcores.iter().map(|l| l.counts()).collect();
+        let mut total = Counts::default();
+        let mut protocols = ProtocolCounters::default();
+        for (l, c) in shared.lcores.iter().zip(&lcores) {
+            total.rx += c.rx;
+            total.tx += c.tx;
+            total.echoed += c.echoed;
+            total.reflected += c.reflected;
+            total.counted += c.counted;
+            total.dropped += c.dropped;
+            total.malformed += c.malformed;
+            total.not_for_us += c.not_for_us;
+            total.tx_dropped += c.tx_dropped;
+            protocols.merge(&l.protocols.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        Report {
+            total,
+            lcores,
+            protocols,
+            ports: ports.to_vec(),
+            seconds,
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let t = &self.total;
+        format!(
+            "rx {} tx {} echoed {} reflected {} counted {} dropped {} (tx full {}) malformed {} \
+             not-for-us {} in {:.1} s",
+            t.rx,
+            t.tx,
+            t.echoed,
+            t.reflected,
+            t.counted,
+            t.dropped + t.tx_dropped,
+            t.tx_dropped,
+            t.malformed,
+            t.not_for_us,
+            self.seconds
+        )
+    }
+
+    pub fn json(&self, action: &str) -> String {
+        let t = &self.total;
+        let mut proto = serde_json::Map::new();
+        for (name, c) in self.protocols.classes() {
+            proto.insert(name.into(), c.packets.into());
+        }
+        let lcores: Vec<_> = self
+            .lcores
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                serde_json::json!({
+                    "lcore": i, "rx": c.rx, "tx": c.tx, "echoed": c.echoed,
+                    "reflected": c.reflected, "counted": c.counted,
+                    "dropped": c.dropped + c.tx_dropped, "malformed": c.malformed,
+                    "not_for_us": c.not_for_us,
+                })
+            })
+            .collect();
+        let ports: Vec<_> = self
+            .ports
+            .iter()
+            .map(|(p, name, s)| {
+                serde_json::json!({
+                    "port": p.id, "name": name,
+                    "ipackets": s.ipackets, "opackets": s.opackets,
+                    "ibytes": s.ibytes, "obytes": s.obytes, "imissed": s.imissed,
+                    "ierrors": s.ierrors, "oerrors": s.oerrors, "rx_nombuf": s.rx_nombuf,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "action": action,
+            "seconds": self.seconds,
+            "rx": t.rx, "tx": t.tx, "echoed": t.echoed, "reflected": t.reflected,
+            "counted": t.counted, "dropped": t.dropped + t.tx_dropped,
+            "tx_dropped": t.tx_dropped, "malformed": t.malformed, "not_for_us": t.not_for_us,
+            "protocols": proto,
+            "lcores": lcores,
+            "ports": ports,
+        })
+        .to_string()
+    }
+}
