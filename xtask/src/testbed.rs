@@ -255,6 +255,79 @@ impl Testbed {
         c
     }
 
+    /// Runs a Python snippet in the peer namespace (clients are ordinary kernel sockets) and
+    /// returns its standard output; panics with its error output if it fails (test helper).
+    pub fn peer_python(&self, code: &str) -> String {
+        let out = self
+            .in_peer("python3")
+            .args(["-c", code])
+            .output()
+            .expect("run python3 in the peer namespace");
+        assert!(
+            out.status.success(),
+            "peer script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pings the DUT from the peer `count` times; returns the number of replies.
+    pub fn ping(&self, v6: bool, count: u32) -> usize {
+        let dst = if v6 { DUT_IPV6 } else { DUT_IPV4 };
+        let mut c = self.in_peer("ping");
+        if v6 {
+            c.arg("-6");
+        }
+        let out = c
+            .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", dst])
+            .output()
+            .expect("run ping in the peer namespace");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .count()
+    }
+
+    /// Sends raw Ethernet frames from the peer: each given as hex after the MAC addresses,
+    /// which are filled in (to the DUT, from the peer).
+    pub fn inject(&self, frames: &[String]) {
+        let mac = |m: &str| m.replace(':', "");
+        let list: Vec<String> = frames
+            .iter()
+            .map(|f| format!("'{}{}{}'", mac(DUT_MAC), mac(PEER_MAC), f))
+            .collect();
+        self.peer_python(&format!(
+            "import socket\n\
+             s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+             s.bind(('{PEER_IF}',0))\n\
+             for f in [{}]:\n\
+             \x20   s.send(bytes.fromhex(f))\n",
+            list.join(",")
+        ));
+    }
+
+    /// UDP datagrams of sizes from 1 byte to the MTU, to `port` on the DUT's IPv4 and IPv6
+    /// addresses; returns (echoed back byte for byte, sent).
+    pub fn udp_echo_sizes(&self, port: u16) -> (u64, u64) {
+        let out = self.peer_python(&format!(
+            "import socket\n\
+             ok=0; sent=0\n\
+             for fam, dst, top in ((socket.AF_INET, '{DUT_IPV4}', 1472), (socket.AF_INET6, '{DUT_IPV6}', 1452)):\n\
+             \x20   s=socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(1)\n\
+             \x20   for n in (1, 2, 3, 17, 64, 100, 255, 256, 512, 1000, 1400, top - 1, top):\n\
+             \x20       p = bytes((i * 31 + n) & 255 for i in range(n)); sent += 1\n\
+             \x20       s.sendto(p, (dst, {port}))\n\
+             \x20       try:\n\
+             \x20           d, a = s.recvfrom(4096); ok += (d == p and a[1] == {port})\n\
+             \x20       except socket.timeout: pass\n\
+             print(ok, sent)\n"
+        ));
+        let mut f = out
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        (f.next().unwrap_or(0), f.next().unwrap_or(0))
+    }
+
     /// The XDP program attached to the DUT interface, if any (`ip link` shows `prog/xdp`).
     pub fn dut_xdp_attached(&self) -> Result<bool> {
         let out = Command::new("ip")

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-use xtask::testbed::{DUT_IPV4, DUT_IPV6, DUT_MAC, Options, PEER_IF, PEER_MAC, Testbed};
+use xtask::testbed::{DUT_IPV4, Options, Testbed};
 
 pub fn require_root() {
     assert!(
@@ -146,13 +146,7 @@ pub fn n(v: &serde_json::Value, path: &str) -> u64 {
 
 /// Runs a Python snippet in the peer namespace (the clients: ordinary kernel sockets).
 pub fn peer_python(tb: &Testbed, code: &str) -> String {
-    let out = tb.in_peer("python3").args(["-c", code]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "peer script failed: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    tb.peer_python(code)
 }
 
 /// Sends `count` UDP datagrams to `port` on the DUT, paced so no socket buffer overflows.
@@ -186,38 +180,11 @@ pub fn send_syns(tb: &Testbed, port: u16, count: u32) {
 
 /// Sends raw Ethernet frames (hex, without source/destination MACs) from the peer.
 pub fn inject(tb: &Testbed, frames: &[String]) {
-    let mac = |m: &str| m.replace(':', "");
-    let list: Vec<String> = frames
-        .iter()
-        .map(|f| format!("'{}{}{}'", mac(DUT_MAC), mac(PEER_MAC), f))
-        .collect();
-    peer_python(
-        tb,
-        &format!(
-            "import socket\n\
-             s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
-             s.bind(('{PEER_IF}',0))\n\
-             for f in [{}]:\n\
-             \x20   s.send(bytes.fromhex(f))\n",
-            list.join(",")
-        ),
-    );
+    tb.inject(frames)
 }
 
 pub fn ping(tb: &Testbed, v6: bool, count: u32) -> usize {
-    let dst = if v6 { DUT_IPV6 } else { DUT_IPV4 };
-    let mut c = tb.in_peer("ping");
-    if v6 {
-        c.arg("-6");
-    }
-    let out = c
-        .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", dst])
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("bytes from"))
-        .count()
+    tb.ping(v6, count)
 }
 
 /// Counts datagrams arriving on the DUT's kernel UDP sockets, one per port, for `seconds`.

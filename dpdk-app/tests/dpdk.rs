@@ -1,0 +1,304 @@
+//! Integration tests of `dpdk-app` on DPDK's virtual devices: net_af_packet and net_af_xdp over
+//! a veth pair whose DUT end has no kernel address (the app answers ARP and neighbour
+//! discovery itself), net_null without any veth, with --no-huge and with real hugepages, with
+//! one and two lcores. They need root and fail with a clear message without it.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, Options, PEER_IF, Testbed};
+
+fn require_root() {
+    assert!(
+        xtask::setup::is_root(),
+        "these tests need root (network namespaces, DPDK); run them as root (`cargo xtask test`)"
+    );
+}
+
+/// A veth testbed whose DUT end has no addresses: there is no kernel stack on a DPDK port.
+fn testbed() -> Testbed {
+    require_root();
+    Testbed::new(&Options {
+        dut_addresses: false,
+        ..Options::default()
+    })
+    .expect("testbed")
+}
+
+static PREFIX: AtomicU32 = AtomicU32::new(0);
+
+/// EAL arguments that keep concurrent DPDK processes apart.
+fn eal_common(lcores: &str, huge: bool) -> Vec<String> {
+    let prefix = format!(
+        "kbpt{}x{}",
+        std::process::id(),
+        PREFIX.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut v: Vec<String> = vec![
+        "-l".into(),
+        lcores.into(),
+        "--no-pci".into(),
+        "--file-prefix".into(),
+        prefix,
+        "--log-level".into(),
+        "lib.eal:error".into(),
+    ];
+    if !huge {
+        v.extend(["--no-huge".into(), "-m".into(), "256".into()]);
+    }
+    v
+}
+
+fn spawn_app(tb: Option<&Testbed>, eal: Vec<String>, app: &[&str]) -> Child {
+    let bin = env!("CARGO_BIN_EXE_dpdk-app");
+    let mut c = match tb {
+        Some(tb) => tb.in_dut(bin),
+        None => Command::new(bin),
+    };
+    c.args(eal)
+        .arg("--")
+        .args(app)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dpdk-app")
+}
+
+/// Gives EAL time to start and the ports to come up, checking the process stays alive.
+fn wait_started(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("dpdk-app exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "no JSON on the last line ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn n(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("no {path} in {v}"))
+}
+
+/// True when the peer's neighbour entry for `addr` holds the DUT's MAC.
+fn peer_neighbour_is_dut(tb: &Testbed, addr: &str) -> bool {
+    let out = tb
+        .in_peer("ip")
+        .args(["neigh", "show", addr, "dev", PEER_IF])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(DUT_MAC)
+}
+
+/// Real clients against the app on `vdev`: ARP and ND answered by the app, ping v4/v6, UDP of
+/// every size byte for byte, malformed frames counted and not answered.
+///
+/// `max_in_use` is how many mbufs the driver may still hold after the port is closed: 0 for
+/// net_af_packet; net_af_xdp (DPDK 22.11) keeps the 2048 mbufs of its fill ring and the last
+/// transmitted ones whose completions it never collects. Our loop frees everything it gets.
+fn echo_over(vdev: &str, lcores: &str, huge_dir: Option<&str>, max_in_use: u64) {
+    let tb = testbed();
+    let mut eal = eal_common(lcores, huge_dir.is_some());
+    if let Some(dir) = huge_dir {
+        eal.extend(["--huge-dir".into(), dir.into()]);
+    }
+    eal.extend(["--vdev".into(), vdev.into()]);
+    let mut app = spawn_app(
+        Some(&tb),
+        eal,
+        &[
+            "--ip",
+            DUT_IPV4,
+            "--ip",
+            DUT_IPV6,
+            "--duration",
+            "9",
+            "--json",
+        ],
+    );
+    wait_started(&mut app);
+    assert_eq!(tb.ping(false, 4), 4, "{vdev}: every IPv4 ping answered");
+    assert_eq!(tb.ping(true, 4), 4, "{vdev}: every IPv6 ping answered");
+    // Only the app can have answered ARP and neighbour discovery: the DUT end has no address.
+    assert!(
+        peer_neighbour_is_dut(&tb, DUT_IPV4),
+        "{vdev}: ARP answered with the port's MAC"
+    );
+    assert!(
+        peer_neighbour_is_dut(&tb, DUT_IPV6),
+        "{vdev}: ND answered with the port's MAC"
+    );
+    let (ok, sent) = tb.udp_echo_sizes(7);
+    assert_eq!(
+        (ok, sent),
+        (26, 26),
+        "{vdev}: every datagram echoed byte for byte"
+    );
+    // Malformed: an IPv4 header with IHL 3, and UDP to port 7 with a bad header checksum.
+    tb.inject(&[
+        "0800430000280000400040110000c6120001c6120002".into(),
+        "08004500001c00004000401100dec6120001c61200029c40000700080000".into(),
+    ]);
+    let out = app.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{vdev}: exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(n(&v, "/malformed"), 2, "{vdev}: {v}");
+    // 8 pings, 26 datagrams, at least one ARP reply and one neighbour advertisement.
+    assert!(n(&v, "/echoed") >= 8 + 26 + 2, "{vdev}: {v}");
+    assert_eq!(
+        n(&v, "/tx") + n(&v, "/dropped"),
+        n(&v, "/echoed"),
+        "{vdev}: {v}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let in_use: u64 = stderr
+        .split("mbufs still in use: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{vdev}: no mbuf count in {stderr}"));
+    assert!(
+        in_use <= max_in_use,
+        "{vdev}: {in_use} mbufs not returned: {stderr}"
+    );
+}
+
+#[test]
+fn af_packet_one_lcore_no_huge() {
+    echo_over(&format!("net_af_packet0,iface={DUT_IF}"), "0", None, 0);
+}
+
+#[test]
+fn af_xdp_two_lcores_no_huge() {
+    // Two lcores: the main lcore prints, one worker polls.
+    echo_over(
+        &format!("net_af_xdp0,iface={DUT_IF},start_queue=0,queue_count=1"),
+        "0,1",
+        None,
+        2048 + 32,
+    );
+}
+
+/// Hugepages reserved for the test and given back afterwards, on a private hugetlbfs mount.
+struct Hugepages {
+    dir: String,
+    before: String,
+}
+
+impl Hugepages {
+    fn reserve(pages: u32) -> Hugepages {
+        let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+        let want = before.trim().parse::<u32>().unwrap() + pages;
+        std::fs::write("/proc/sys/vm/nr_hugepages", want.to_string()).unwrap();
+        let dir = format!("/tmp/kbp-huge-{}", std::process::id());
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "hugetlbfs", "nodev", &dir])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "could not mount hugetlbfs on {dir}");
+        Hugepages { dir, before }
+    }
+}
+
+impl Drop for Hugepages {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", self.before.trim());
+    }
+}
+
+#[test]
+fn af_packet_with_hugepages() {
+    require_root();
+    let huge = Hugepages::reserve(256);
+    echo_over(
+        &format!("net_af_packet0,iface={DUT_IF}"),
+        "0",
+        Some(&huge.dir),
+        0,
+    );
+}
+
+#[test]
+fn net_null_counts_without_any_veth() {
+    require_root();
+    let mut eal = eal_common("0", false);
+    eal.extend(["--vdev".into(), "net_null0".into()]);
+    let out = spawn_app(
+        None,
+        eal,
+        &["--action", "count", "--duration", "1", "--json"],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    let rx = n(&v, "/rx");
+    assert!(
+        rx > 10_000,
+        "net_null delivers packets as fast as we poll: {v}"
+    );
+    assert_eq!(n(&v, "/counted") + n(&v, "/malformed"), rx, "{v}");
+    assert_eq!(
+        n(&v, "/ports/0/ipackets"),
+        rx,
+        "port and lcore counters agree: {v}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mbufs still in use: 0"));
+}
+
+#[test]
+fn eal_and_argument_errors_are_clear() {
+    require_root();
+    let mut eal = eal_common("0", false);
+    eal.extend(["--vdev".into(), "net_nosuchdriver0".into()]);
+    let out = spawn_app(None, eal, &["--duration", "1"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("EAL initialisation failed") && err.contains("What to try"),
+        "{err}"
+    );
+
+    // No port at all.
+    let out = spawn_app(None, eal_common("0", false), &["--duration", "1"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no ports") && err.contains("--vdev"), "{err}");
+
+    // A bad option of ours is reported before EAL starts.
+    let out = spawn_app(None, eal_common("0", false), &["--echo-ports", "0"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--echo-ports"));
+}
