@@ -3,9 +3,12 @@
 //! - `setup`: install everything the project needs on a fresh Debian 12 machine.
 //! - `test`: formatting, clippy, benchmarks (test mode), fuzzing, unit and integration tests.
 //! - `demo`: the main job on a testbed it builds itself.
+//! - `bench`: every data path beside its reference; a report in target/bench.
 
+mod bench;
 mod demo;
 mod test;
+mod udp_echo;
 
 use xtask::setup;
 
@@ -32,6 +35,21 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         fuzz_seconds: u32,
     },
+    /// Measure every data path beside its reference on the veth testbed; write
+    /// target/bench/report.{md,json,svg}.
+    Bench {
+        /// A short run (one round of 3 s per device), for CI.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// (Used by `bench`.) A kernel-stack UDP echo server: epoll + recvmmsg/sendmmsg.
+    #[command(hide = true)]
+    UdpEchoServer {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        seconds: f64,
+    },
     /// Run the main job on a testbed of network namespaces it builds (and removes) itself.
     Demo {
         /// Run on this real interface instead of a testbed.
@@ -45,5 +63,7 @@ fn main() -> Result<()> {
         Command::Setup => setup::setup(false),
         Command::Test { fuzz_seconds } => test::test(&test::Options { fuzz_seconds }),
         Command::Demo { iface } => demo::demo(iface.as_deref()),
+        Command::Bench { quick } => bench::bench(&bench::BenchOptions { quick }),
+        Command::UdpEchoServer { addr, seconds } => udp_echo::serve(&addr, seconds),
     }
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: formatting, clippy (host crates and the eBPF program), the benchmarks in
-//! test mode, a bounded fuzz run, then every unit and integration test (the privileged ones
+//! test mode, a bounded fuzz run, the demo and a quick benchmark run, then every unit and
+//! integration test (the privileged ones
 //! build their own network-namespace testbeds; see `shared/docs/testbed.md`).
 //!
 //! `cargo test` runs last, so its summary closes the output.
@@ -83,6 +84,13 @@ pub fn test(opts: &Options) -> Result<()> {
             fuzz(opts.fuzz_seconds)
         })?;
     }
+    // The main job and the benchmark, as a new user would run them: both must work end to end
+    // (the benchmark's figures are printed, never asserted).
+    stage("demo (cargo xtask demo)", &mut || crate::demo::demo(None))?;
+    stage(
+        "benchmark smoke run (cargo xtask bench --quick)",
+        &mut || crate::bench::bench(&crate::bench::BenchOptions { quick: true }),
+    )?;
     let mut totals = (0u64, 0u64);
     stage("unit and integration tests", &mut || {
         totals = cargo_test(&["test", "--locked", "--workspace", "--exclude", "xdp-ebpf"])?;
