@@ -163,14 +163,14 @@ pub struct QueueReport {
 
 /// A bound socket with its UMEM and rings, ready for [`QueueSocket::run`].
 pub struct QueueSocket {
-    settings: QueueSettings,
-    umem: Umem,
-    descs: Vec<FrameDesc>,
-    fill: FillQueue,
-    comp: CompQueue,
-    rx: RxQueue,
-    tx: TxQueue,
-    ring_size: u32,
+    pub(crate) settings: QueueSettings,
+    pub(crate) umem: Umem,
+    pub(crate) descs: Vec<FrameDesc>,
+    pub(crate) fill: FillQueue,
+    pub(crate) comp: CompQueue,
+    pub(crate) rx: RxQueue,
+    pub(crate) tx: TxQueue,
+    pub(crate) ring_size: u32,
     pub zero_copy: bool,
 }
 
@@ -491,7 +491,7 @@ impl QueueSocket {
         }
     }
 
-    fn tx_in_flight(&mut self) -> u32 {
+    pub(crate) fn tx_in_flight(&mut self) -> u32 {
         self.ring_size - self.tx.nb_free_exact()
     }
 
@@ -609,7 +609,7 @@ fn publish(stats: &QueueStats, c: &QueueCounts, p: &ProtocolCounters, batches: u
     }
 }
 
-fn pin_to_core(core: usize) {
+pub(crate) fn pin_to_core(core: usize) {
     // SAFETY: `set` is a plain bitmask initialised by CPU_ZERO; sched_setaffinity reads it for
     // the calling thread (pid 0). Failure (no such CPU) is reported and the thread runs
     // unpinned.

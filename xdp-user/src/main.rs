@@ -4,8 +4,10 @@
 //!   rates, reload rules on SIGHUP, detach on SIGINT/SIGTERM or when `--duration` ends.
 //! - `xdp-user run`: the AF_XDP poll-mode data path (echo, reflect, count, drop).
 //! - `xdp-user cost`: the filter's cost per packet for a rule set (BPF_PROG_TEST_RUN).
+//! - `xdp-user gen`: a UDP traffic generator that matches and times the replies.
 
 mod afxdp;
+mod generator;
 mod rules;
 mod xdp;
 
@@ -14,6 +16,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 use packet::abi::{Action, Counter, stat};
 use rules::Rule;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,6 +122,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send UDP over AF_XDP as fast as asked and count (and time) what comes back: a load
+    /// generator and loopback tester for any UDP echo service.
+    Gen {
+        /// The interface to send from.
+        #[arg(long)]
+        iface: String,
+        /// The MAC address to send to (the target, or the next hop).
+        #[arg(long)]
+        dst_mac: String,
+        /// The target's IP address (IPv4 or IPv6).
+        #[arg(long)]
+        dst: IpAddr,
+        /// Our source address (default: the interface's own address of the same family).
+        #[arg(long)]
+        src: Option<IpAddr>,
+        /// The target's UDP port.
+        #[arg(long, default_value_t = 7)]
+        dport: u16,
+        /// Source port or range LOW-HIGH; flows take ports from it in turn.
+        #[arg(long, default_value = "10000-10999")]
+        sport: String,
+        /// Frame size in bytes, without the FCS (64 by default: 60 + 4 on the wire is the
+        /// minimum; ours needs room for a 20-byte stamp, so 62 for IPv4, 82 for IPv6).
+        #[arg(long)]
+        size: Option<usize>,
+        /// Packets per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Packets to send (default: until --duration ends).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Number of flows (distinct source ports).
+        #[arg(long, default_value_t = 1)]
+        flows: u32,
+        /// Seconds to send (at most).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// The RX queue replies arrive on (the socket's queue).
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        /// CPU to pin the generator to.
+        #[arg(long)]
+        core: Option<usize>,
+        /// On exit, print the results as one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the XDP program's cost per packet with a rule set, in the kernel
     /// (BPF_PROG_TEST_RUN, no interface needed), beside a bare XDP_DROP program in the same run.
     Cost {
@@ -167,6 +217,37 @@ fn main() {
             repeat,
             json,
         } => cost(&rules, rules_file, repeat, json),
+        Command::Gen {
+            iface,
+            dst_mac,
+            dst,
+            src,
+            dport,
+            sport,
+            size,
+            rate,
+            count,
+            flows,
+            duration,
+            queue,
+            core,
+            json,
+        } => run_gen(GenArgs {
+            iface,
+            dst_mac,
+            dst,
+            src,
+            dport,
+            sport,
+            size,
+            rate,
+            count,
+            flows,
+            duration,
+            queue,
+            core,
+            json,
+        }),
         Command::Run {
             iface,
             queues,
@@ -312,6 +393,168 @@ fn load(args: LoadArgs) -> Result<()> {
         println!(
             "{}",
             to_json(&args.iface, mode, start.elapsed(), &total, &rules)
+        );
+    }
+    Ok(())
+}
+
+struct GenArgs {
+    iface: String,
+    dst_mac: String,
+    dst: IpAddr,
+    src: Option<IpAddr>,
+    dport: u16,
+    sport: String,
+    size: Option<usize>,
+    rate: Option<f64>,
+    count: Option<u64>,
+    flows: u32,
+    duration: f64,
+    queue: u32,
+    core: Option<usize>,
+    json: bool,
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            anyhow::anyhow!("--dst-mac {s} is not a MAC address like 02:00:00:00:00:02")
+        })?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--dst-mac {s} is not a MAC address like 02:00:00:00:00:02"))
+}
+
+/// The interface's first global address of the family of `like` (`ip -o addr show`).
+fn iface_address(iface: &str, like: &IpAddr) -> Result<IpAddr> {
+    let family = if like.is_ipv4() { "-4" } else { "-6" };
+    let out = std::process::Command::new("ip")
+        .args([
+            "-o", family, "addr", "show", "dev", iface, "scope", "global",
+        ])
+        .output()
+        .context("could not run `ip` to find the source address")?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet" && *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .with_context(|| {
+            format!("{iface} has no {family} address to send from; give one with --src")
+        })
+}
+
+fn run_gen(args: GenArgs) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let dst_mac = parse_mac(&args.dst_mac)?;
+    let sport = match args.sport.split_once('-') {
+        Some((a, b)) => (a.parse::<u16>()?, b.parse::<u16>()?),
+        None => {
+            let p = args.sport.parse::<u16>()?;
+            (p, p)
+        }
+    };
+    if sport.0 > sport.1 || sport.0 == 0 {
+        bail!(
+            "--sport {} must be a port or a range LOW-HIGH of ports 1-65535",
+            args.sport
+        );
+    }
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--rate must be a positive number of packets per second");
+    }
+    xdp::if_index(&args.iface)?;
+    let src = match args.src {
+        Some(s) => s,
+        None => iface_address(&args.iface, &args.dst)?,
+    };
+    let size = args
+        .size
+        .unwrap_or(if args.dst.is_ipv4() { 64 } else { 90 });
+    let cfg = generator::GenConfig {
+        src_mac: afxdp::mac_address(&args.iface)?,
+        dst_mac,
+        src,
+        dst: args.dst,
+        dport: args.dport,
+        sport,
+        size,
+        flows: args.flows,
+        rate: args.rate,
+        count: args.count,
+        duration: args.duration,
+        batch: 64,
+    };
+    // Replies (UDP from the target's port) go to our socket; everything else to the kernel.
+    let rules = vec![rules::parse_rule(&format!(
+        "src {} proto udp sport {} action xsk",
+        args.dst, args.dport
+    ))?];
+    let mut filter = XdpFilter::load(&args.iface)?;
+    filter.install(&rules, Action::Pass)?;
+    let socket = afxdp::QueueSocket::bind(afxdp::QueueSettings {
+        iface: args.iface.clone(),
+        queue: args.queue,
+        frames: 4096,
+        frame_size: 2048,
+        batch: 64,
+        copy_mode: afxdp::CopyMode::Auto,
+        busy_poll: false,
+        core: args.core,
+        action: afxdp::LoopAction::Count,
+    })?;
+    filter.register_socket(args.queue, socket.raw_fd())?;
+    filter.attach(Mode::Auto)?;
+    if let Some(core) = args.core {
+        afxdp::pin_to_core(core);
+    }
+    eprintln!(
+        "xdp-user gen: {} -> {}:{} ({}), {size}-byte frames, {} flow(s), rate {}",
+        src,
+        args.dst,
+        args.dport,
+        args.dst_mac,
+        args.flows,
+        args.rate.map_or("unlimited".into(), |r| format!("{r} pps"))
+    );
+    let r = generator::generate(socket, &cfg, &stop)?;
+    filter.detach();
+    let loss = if r.sent == 0 {
+        0.0
+    } else {
+        1.0 - r.received as f64 / r.sent as f64
+    };
+    let secs = r.send_seconds.max(1e-9);
+    let (p50, p99, max) = (
+        r.latency.percentile(0.5),
+        r.latency.percentile(0.99),
+        r.latency.max(),
+    );
+    eprintln!(
+        "sent {} received {} ({:.2}% lost) foreign {}; {:.0} pps sent, {:.0} pps received; \
+         latency p50 {p50} us p99 {p99} us max {max} us",
+        r.sent,
+        r.received,
+        loss * 100.0,
+        r.foreign,
+        r.sent as f64 / secs,
+        r.received as f64 / secs
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "sent": r.sent, "received": r.received, "loss": loss, "foreign": r.foreign,
+                "seconds": secs,
+                "pps_sent": r.sent as f64 / secs, "pps_received": r.received as f64 / secs,
+                "latency_us": {"p50": p50, "p99": p99, "max": max},
+            })
         );
     }
     Ok(())

@@ -1,0 +1,139 @@
+//! Integration tests of `xdp-user gen`, the AF_XDP traffic generator and loopback tester:
+//! against our AF_XDP echo (IPv4 and IPv6) and against an echo service that is not ours (a
+//! plain kernel-socket server), every reply is matched and timed.
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, PEER_IF, Testbed};
+
+fn run_gen(tb: &Testbed, dst: &str, extra: &[&str]) -> serde_json::Value {
+    let out = tb
+        .in_peer(xdp_user())
+        .args([
+            "gen",
+            "--iface",
+            PEER_IF,
+            "--dst-mac",
+            DUT_MAC,
+            "--dst",
+            dst,
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gen failed: {}", text(&out.stderr));
+    last_json(&out)
+}
+
+#[test]
+fn gen_against_our_afxdp_echo_v4_and_v6() {
+    let tb = quiet_testbed();
+    let echo = Loader::start_cmd(&tb, "run", &["--iface", DUT_IF, "--json"]);
+    for (dst, count) in [(DUT_IPV4, "20000"), (DUT_IPV6, "10000")] {
+        let v = run_gen(
+            &tb,
+            dst,
+            &["--count", count, "--rate", "50000", "--flows", "8"],
+        );
+        let sent = n(&v, "/sent");
+        assert_eq!(sent, count.parse::<u64>().unwrap(), "{v}");
+        assert_eq!(n(&v, "/received"), sent, "every reply matched: {v}");
+        assert_eq!(n(&v, "/foreign"), 0, "{v}");
+        assert!(
+            v["latency_us"]["p99"].as_u64().unwrap() >= v["latency_us"]["p50"].as_u64().unwrap()
+        );
+        assert!(v["pps_sent"].as_f64().unwrap() > 0.0);
+    }
+    let mut echo = echo;
+    echo.signal(libc::SIGINT);
+    let out = echo.finish();
+    let v = last_json(&out);
+    assert_eq!(n(&v, "/echoed"), 30000, "{v}");
+    assert!(!tb.dut_xdp_attached().unwrap());
+}
+
+#[test]
+fn gen_against_an_echo_service_that_is_not_ours() {
+    let tb = quiet_testbed();
+    // A plain UDP echo server on a kernel socket in the DUT namespace.
+    let server = tb
+        .in_dut("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,time\n\
+                 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('{DUT_IPV4}',7)); s.settimeout(0.2)\n\
+                 end=time.time()+8\n\
+                 while time.time()<end:\n\
+                 \x20   try:\n\
+                 \x20       d,a=s.recvfrom(2048); s.sendto(d,a)\n\
+                 \x20   except socket.timeout: pass\n"
+            ),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let v = run_gen(
+        &tb,
+        DUT_IPV4,
+        &["--count", "2000", "--rate", "2000", "--size", "128"],
+    );
+    assert_eq!(n(&v, "/sent"), 2000, "{v}");
+    assert_eq!(
+        n(&v, "/received"),
+        2000,
+        "every reply of the kernel's echo matched: {v}"
+    );
+    let _ = server.wait_with_output();
+}
+
+#[test]
+fn gen_rejects_bad_arguments() {
+    let tb = quiet_testbed();
+    for (args, message) in [
+        (vec!["--size", "40"], "--size"),
+        (vec!["--sport", "9-3"], "--sport"),
+        (vec!["--rate", "0"], "--rate"),
+    ] {
+        let out = tb
+            .in_peer(xdp_user())
+            .args([
+                "gen",
+                "--iface",
+                PEER_IF,
+                "--dst-mac",
+                DUT_MAC,
+                "--dst",
+                DUT_IPV4,
+                "--count",
+                "1",
+            ])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = tb
+        .in_peer(xdp_user())
+        .args([
+            "gen",
+            "--iface",
+            PEER_IF,
+            "--dst-mac",
+            "nonsense",
+            "--dst",
+            DUT_IPV4,
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&out.stderr).contains("--dst-mac"));
+}
