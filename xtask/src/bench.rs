@@ -170,6 +170,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         }
     }
 
+    rows.extend(generator_rows(&bins, seconds, &mpps_of)?);
     rows.extend(xdp_cost(&bins, opts.quick)?);
     rows.extend(criterion_rows(opts.quick)?);
     rows.extend(dpdk_cpu_rows(
@@ -371,6 +372,111 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<(u64, u64)> {
 
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str().context("non UTF-8 path")
+}
+
+/// `xdp-user gen`: the rate it offers into an XDP drop (beside testpmd txonly's, measured by
+/// the XDP drop row), and the latency it measures through our AF_XDP echo at 100 kpps.
+fn generator_rows(bins: &Bins, seconds: f64, mpps_of: &[(Dut, f64)]) -> Result<Vec<Row>> {
+    let xdp_user = path_str(&bins.xdp_user)?;
+    let gen_args = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "gen",
+            "--iface",
+            PEER_IF,
+            "--dst-mac",
+            DUT_MAC,
+            "--dst",
+            xtask::testbed::DUT_IPV4,
+            "--core",
+            "0",
+            "--json",
+            "--duration",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(format!("{seconds}"));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run_for = format!("{}", seconds + 3.0);
+
+    // Offered rate: the device drops everything in XDP and counts it.
+    let tb = Testbed::new(&Options::default())?;
+    let sink = spawn_quiet(tb.in_dut(xdp_user).args([
+        "load",
+        "--iface",
+        DUT_IF,
+        "--default",
+        "drop",
+        "--duration",
+        &run_for,
+        "--interval",
+        "100",
+        "--json",
+    ]))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let g = tb.in_peer(xdp_user).args(gen_args(&[])).output()?;
+    let gv = last_json(&g)?;
+    let arrived = last_json(&sink.wait_with_output()?)?
+        .pointer("/actions/drop")
+        .and_then(|x| x.as_u64())
+        .unwrap_or(0);
+    let gen_secs = gv["seconds"].as_f64().unwrap_or(seconds).max(1e-9);
+    let gen_mpps = arrived as f64 / gen_secs / 1e6;
+    drop(tb);
+    let testpmd = mpps_of
+        .iter()
+        .find(|(d, _)| *d == Dut::XdpDrop)
+        .map(|(_, m)| *m);
+
+    // Latency through our AF_XDP echo at a rate it keeps up with.
+    let tb = Testbed::new(&Options::default())?;
+    let echo = spawn_quiet(tb.in_dut(xdp_user).args([
+        "run",
+        "--iface",
+        DUT_IF,
+        "--cores",
+        "1",
+        "--duration",
+        &run_for,
+        "--interval",
+        "100",
+        "--json",
+    ]))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let l = tb
+        .in_peer(xdp_user)
+        .args(gen_args(&["--rate", "100000"]))
+        .output()?;
+    let lv = last_json(&l)?;
+    let _ = echo.wait_with_output();
+    let lat = |k: &str| lv["latency_us"][k].as_u64().unwrap_or(0);
+    Ok(vec![
+        Row {
+            name: "xdp-user gen, offered into XDP drop".into(),
+            value: gen_mpps,
+            unit: "Mpps",
+            loss: None,
+            reference: Some(Dut::XdpDrop.name() + " fed by testpmd txonly"),
+            ratio: testpmd.map(|t| gen_mpps / t.max(1e-9)),
+            note: "the generator's own rate".into(),
+        },
+        Row {
+            name: "xdp-user gen -> xdp-user run echo at 100 kpps".into(),
+            value: lv["pps_received"].as_f64().unwrap_or(0.0) / 1e6,
+            unit: "Mpps",
+            loss: lv["loss"].as_f64(),
+            reference: None,
+            ratio: None,
+            note: format!(
+                "round-trip latency p50 {} us, p99 {} us, max {} us",
+                lat("p50"),
+                lat("p99"),
+                lat("max")
+            ),
+        },
+    ])
 }
 
 /// The XDP program's ns/packet with 1 and 16 rules against the bare XDP_DROP program.
