@@ -49,7 +49,7 @@ pub fn demo(iface: Option<&str>) -> Result<()> {
         Some(iface) => real_interface(&xdp_user, iface),
         None => {
             on_testbed(&xdp_user, &interrupted)?;
-            dpdk_echo(&dpdk_app, &interrupted)
+            dpdk_echo(&dpdk_app, &xdp_user, &interrupted)
         }
     }
 }
@@ -177,8 +177,10 @@ fn afxdp_echo(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         "run",
         "--iface",
         DUT_IF,
+        "--cores",
+        "1",
         "--duration",
-        "6",
+        "10",
         "--interval",
         "2",
         "--json",
@@ -210,6 +212,7 @@ fn afxdp_echo(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
          print(ok, len(sizes))\n"
     );
     let udp = tb.in_peer("python3").args(["-c", &script]).output()?;
+    let load = generated_load(&tb, xdp_user, DUT_IPV4)?;
     let out = echo.wait_with_output()?;
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted; the testbed has been removed");
@@ -236,6 +239,7 @@ fn afxdp_echo(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
     println!("  {PINGS} IPv4 pings                         {ping4} replies");
     println!("  {PINGS} IPv6 pings                         {ping6} replies");
     println!("  {udp_sent} UDP datagrams of 1..1472 bytes   {udp_ok} identical echoes");
+    println!("  generated load: {load}");
     println!(
         "AF_XDP loop: rx {} tx {} echoed {} malformed {} not-for-us {}; UMEM frames lost: {}",
         field("/rx"),
@@ -368,7 +372,11 @@ fn udp_sender_script(ports: &[u16]) -> String {
 
 /// Part 3: the DPDK echo on a veth end with no kernel address, answering ARP and neighbour
 /// discovery itself.
-fn dpdk_echo(dpdk_app: &std::path::Path, interrupted: &AtomicBool) -> Result<()> {
+fn dpdk_echo(
+    dpdk_app: &std::path::Path,
+    xdp_user: &std::path::Path,
+    interrupted: &AtomicBool,
+) -> Result<()> {
     eprintln!("\ndemo: part 3, the DPDK echo (net_af_packet on a veth end with no IP address)");
     let tb = Testbed::new(&Options {
         dut_addresses: false,
@@ -376,9 +384,10 @@ fn dpdk_echo(dpdk_app: &std::path::Path, interrupted: &AtomicBool) -> Result<()>
     })?;
     let prefix = format!("kbpdemo{}", std::process::id());
     let vdev = format!("net_af_packet0,iface={DUT_IF}");
+    // The app on CPU 1; the generator of the load test runs on CPU 0.
     let app = spawn(tb.in_dut(dpdk_app.to_str().context("path")?).args([
         "-l",
-        "0",
+        "1",
         "--no-huge",
         "-m",
         "256",
@@ -393,7 +402,7 @@ fn dpdk_echo(dpdk_app: &std::path::Path, interrupted: &AtomicBool) -> Result<()>
         "--ip",
         DUT_IPV6,
         "--duration",
-        "8",
+        "12",
         "--interval",
         "4",
         "--json",
@@ -407,6 +416,7 @@ fn dpdk_echo(dpdk_app: &std::path::Path, interrupted: &AtomicBool) -> Result<()>
         .output()?;
     let neigh = String::from_utf8_lossy(&neigh.stdout).into_owned();
     let (udp_ok, udp_sent) = tb.udp_echo_sizes(7);
+    let load = generated_load(&tb, xdp_user, DUT_IPV4)?;
     let out = app.wait_with_output()?;
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted; the testbed has been removed");
@@ -434,6 +444,7 @@ fn dpdk_echo(dpdk_app: &std::path::Path, interrupted: &AtomicBool) -> Result<()>
     println!(
         "  {udp_sent} UDP datagrams of 1..MTU bytes     {udp_ok} identical echoes (v4 and v6)"
     );
+    println!("  generated load: {load}");
     println!(
         "DPDK app: rx {} tx {} echoed {} malformed {} not-for-us {}",
         field("/rx"),
@@ -453,4 +464,47 @@ fn dpdk_echo(dpdk_app: &std::path::Path, interrupted: &AtomicBool) -> Result<()>
     }
     println!("demo: every request answered by the DPDK app; testbed removed");
     Ok(())
+}
+
+/// Two seconds of `xdp-user gen` from the peer at full speed: what it sent, what came back,
+/// and the round-trip latency (figures are printed, not judged: this is a shared VM).
+fn generated_load(tb: &Testbed, xdp_user: &std::path::Path, dst: &str) -> Result<String> {
+    let out = tb
+        .in_peer(xdp_user.to_str().context("path")?)
+        .args([
+            "gen",
+            "--iface",
+            testbed::PEER_IF,
+            "--dst-mac",
+            testbed::DUT_MAC,
+            "--dst",
+            dst,
+            "--duration",
+            "2",
+            "--flows",
+            "16",
+            "--core",
+            "0",
+            "--json",
+        ])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .with_context(|| {
+            format!(
+                "xdp-user gen gave no JSON: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    Ok(format!(
+        "2 s of xdp-user gen: sent {:.0} at {:.0} kpps, {:.0} came back ({:.2}% lost), \
+         latency p50 {} us p99 {} us",
+        num("sent"),
+        num("pps_sent") / 1e3,
+        num("received"),
+        num("loss") * 100.0,
+        v["latency_us"]["p50"],
+        v["latency_us"]["p99"]
+    ))
 }
