@@ -54,15 +54,24 @@ pub fn demo(iface: Option<&str>) -> Result<()> {
     }
 }
 
-/// On a real interface: count every packet for 10 seconds without changing anything (no
-/// rules, default pass), then show the counters.
+/// On a real interface: the AF_XDP echo for 30 s, with instructions to test it from another
+/// host. Only ICMP/ICMPv6 echo requests and UDP to port 7 go to the loop; everything else (ssh
+/// included) still reaches the kernel.
 fn real_interface(xdp_user: &std::path::Path, iface: &str) -> Result<()> {
+    let addrs = Command::new("ip")
+        .args(["-brief", "addr", "show", "dev", iface])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     eprintln!(
-        "demo: counting traffic on {iface} for 10 s with the XDP counter (no rules: every \
-         packet passes to the kernel as before).\n\
-         From another host, send traffic to this one, e.g. `ping <this host>`."
+        "demo: the AF_XDP echo on {iface} for 30 s ({addrs}).\n\
+         It answers ICMP/ICMPv6 echo requests and UDP to port 7 from a user-space poll loop;\n\
+         everything else still goes to the kernel. From another host on the same network, try:\n\
+         \x20 ping <an address above>\n\
+         \x20 echo hello | nc -u -w1 <address> 7\n\
+         \x20 xdp-user gen --iface <its interface> --dst-mac <{iface}'s MAC> --dst <address> --duration 5"
     );
-    run(Command::new(xdp_user).args(["load", "--iface", iface, "--duration", "10"]))
+    run(Command::new(xdp_user).args(["run", "--iface", iface, "--duration", "30"]))
 }
 
 fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()> {
@@ -79,7 +88,7 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
     // A kernel UDP socket on the device side: what a pass rule must still reach.
     let listener = spawn(
         tb.in_dut("python3")
-            .args(["-c", &udp_listener_script(PASS_PORT, 8.0)]),
+            .args(["-c", &udp_listener_script(PASS_PORT, 12.0)]),
     )?;
     let mut filter = spawn(tb.in_dut(xdp_user.to_str().context("path")?).args([
         "load",
@@ -92,7 +101,7 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         "--rule",
         "proto icmpv6 icmp-type 128 action pass",
         "--duration",
-        "6",
+        "10",
         "--interval",
         "2",
         "--json",
@@ -127,6 +136,33 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
     run(tb
         .in_peer("python3")
         .args(["-c", &udp_sender_script(&[DROP_PORT, PASS_PORT])]))?;
+    eprintln!("demo: 2 s of generated load (xdp-user gen) to port {DROP_PORT}");
+    let load = tb
+        .in_peer(xdp_user.to_str().context("path")?)
+        .args([
+            "gen",
+            "--iface",
+            testbed::PEER_IF,
+            "--dst-mac",
+            testbed::DUT_MAC,
+            "--dst",
+            DUT_IPV4,
+            "--dport",
+            "9",
+            "--duration",
+            "2",
+            "--json",
+        ])
+        .output()?;
+    let load_sent = serde_json::from_str::<serde_json::Value>(
+        String::from_utf8_lossy(&load.stdout)
+            .lines()
+            .last()
+            .unwrap_or(""),
+    )
+    .ok()
+    .and_then(|v| v["sent"].as_u64())
+    .unwrap_or(0);
 
     let filter_out = filter.wait_with_output()?;
     let listener_out = listener.wait_with_output()?;
@@ -152,6 +188,7 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
             .count()
     };
     let report = Report {
+        load_sent,
         json: json_line,
         ping4_replies: replies(&ping4),
         ping6_replies: replies(&ping6),
@@ -267,6 +304,8 @@ fn afxdp_echo(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
 }
 
 struct Report {
+    /// Datagrams xdp-user gen sent to the dropped port.
+    load_sent: u64,
     json: String,
     ping4_replies: usize,
     ping6_replies: usize,
@@ -280,6 +319,7 @@ impl Report {
             .with_context(|| format!("xdp-user printed no JSON summary: {:?}", self.json))?;
         let field = |path: &str| v.pointer(path).and_then(|x| x.as_u64()).unwrap_or(0);
         let dropped = field("/actions/drop");
+        let expected_drops = u64::from(DATAGRAMS) + self.load_sent;
         println!("\n=== demo summary: XDP filter/counter on the veth testbed");
         println!("sent by the peer             came back / arrived");
         println!(
@@ -290,7 +330,11 @@ impl Report {
             "  {PINGS} IPv6 pings                {} replies",
             self.ping6_replies
         );
-        println!("  {DATAGRAMS} UDP to port {DROP_PORT} (drop)    {dropped} dropped in XDP");
+        println!(
+            "  {DATAGRAMS} UDP to port {DROP_PORT} (drop)    and, from xdp-user gen, {} more in 2 s:",
+            self.load_sent
+        );
+        println!("                              {dropped} dropped in XDP, none delivered");
         println!(
             "  {DATAGRAMS} UDP to port {PASS_PORT}        {} received by the kernel socket",
             self.udp_received
@@ -319,7 +363,7 @@ impl Report {
         );
         let ok = self.ping4_replies == PINGS as usize
             && self.ping6_replies == PINGS as usize
-            && dropped == u64::from(DATAGRAMS)
+            && dropped == expected_drops
             && self.udp_received == DATAGRAMS
             && !self.left_attached;
         if !ok {
