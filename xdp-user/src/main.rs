@@ -43,251 +43,172 @@ enum DefaultAction {
 #[derive(Subcommand)]
 enum Command {
     /// Attach the XDP filter/counter to an interface and print its counters.
-    Load {
-        /// The interface to attach to.
-        #[arg(long)]
-        iface: String,
-        /// XDP mode: native (driver), skb (generic), or auto (native, else skb).
-        #[arg(long, value_enum, default_value = "auto")]
-        mode: Mode,
-        /// A rule, e.g. "proto udp dport 7 action drop" (repeatable; tried in order, before
-        /// the rules of --rules).
-        #[arg(long = "rule", value_name = "RULE")]
-        rules: Vec<String>,
-        /// A file of rules, one per line, `#` comments. Reloaded on SIGHUP.
-        #[arg(long = "rules", value_name = "FILE")]
-        rules_file: Option<PathBuf>,
-        /// What happens to packets that match no rule (and to non-IP and malformed frames).
-        #[arg(long = "default", value_enum, default_value = "pass")]
-        default_action: DefaultAction,
-        /// Seconds between lines of rates.
-        #[arg(long, default_value_t = 1.0)]
-        interval: f64,
-        /// Detach and exit after this many seconds (default: run until SIGINT/SIGTERM).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// On exit, print the counters as one JSON object on the last line of stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Load(LoadArgs),
     /// Run the AF_XDP poll-mode loop: the XDP program redirects chosen packets to one socket
     /// per RX queue, and a thread per queue answers (echo, reflect), counts or drops them.
-    Run {
-        /// The interface.
-        #[arg(long)]
-        iface: String,
-        /// RX queues to serve: `all`, or a list like `0,1`.
-        #[arg(long, default_value = "all")]
-        queues: String,
-        /// What the loop does with the packets it receives.
-        #[arg(long, value_enum, default_value = "echo")]
-        action: afxdp::LoopAction,
-        /// UDP echo ports (RFC 862), e.g. `7` or `7,9000-9010`.
-        #[arg(long, default_value = "7")]
-        echo_ports: String,
-        /// XDP mode of the program: native (driver), skb (generic), or auto.
-        #[arg(long, value_enum, default_value = "auto")]
-        mode: Mode,
-        /// Force copy mode for the sockets.
-        #[arg(long, conflicts_with = "zero_copy")]
-        copy: bool,
-        /// Require zero-copy sockets (fails where the driver has no zero-copy, e.g. veth).
-        #[arg(long)]
-        zero_copy: bool,
-        /// UMEM frame size.
-        #[arg(long, default_value = "2048", value_parser = clap::builder::PossibleValuesParser::new(["2048", "4096"]).map(|s| s.parse::<u32>().expect("listed values are numbers")))]
-        frame_size: u32,
-        /// UMEM frames per queue (a power of two).
-        #[arg(long, default_value_t = 4096)]
-        frames: u32,
-        /// Descriptors per RX batch.
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
-        #[arg(long)]
-        busy_poll: bool,
-        /// CPUs to pin the queue threads to, in queue order, e.g. `1` or `0,1`.
-        #[arg(long)]
-        cores: Option<String>,
-        /// Extra rules, tried before the defaults (same grammar as `load`).
-        #[arg(long = "rule", value_name = "RULE")]
-        rules: Vec<String>,
-        /// Seconds between lines of rates.
-        #[arg(long, default_value_t = 1.0)]
-        interval: f64,
-        /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// On exit, print the counters as one JSON object on the last line of stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
     /// Send UDP over AF_XDP as fast as asked and count (and time) what comes back: a load
     /// generator and loopback tester for any UDP echo service.
-    Gen {
-        /// The interface to send from.
-        #[arg(long)]
-        iface: String,
-        /// The MAC address to send to (the target, or the next hop).
-        #[arg(long)]
-        dst_mac: String,
-        /// The target's IP address (IPv4 or IPv6).
-        #[arg(long)]
-        dst: IpAddr,
-        /// Our source address (default: the interface's own address of the same family).
-        #[arg(long)]
-        src: Option<IpAddr>,
-        /// The target's UDP port.
-        #[arg(long, default_value_t = 7)]
-        dport: u16,
-        /// Source port or range LOW-HIGH; flows take ports from it in turn.
-        #[arg(long, default_value = "10000-10999")]
-        sport: String,
-        /// Frame size in bytes, without the FCS (64 by default: 60 + 4 on the wire is the
-        /// minimum; ours needs room for a 20-byte stamp, so 62 for IPv4, 82 for IPv6).
-        #[arg(long)]
-        size: Option<usize>,
-        /// Packets per second (default: as fast as possible).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Packets to send (default: until --duration ends).
-        #[arg(long)]
-        count: Option<u64>,
-        /// Number of flows (distinct source ports).
-        #[arg(long, default_value_t = 1)]
-        flows: u32,
-        /// Seconds to send (at most).
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
-        /// The RX queue replies arrive on (the socket's queue).
-        #[arg(long, default_value_t = 0)]
-        queue: u32,
-        /// CPU to pin the generator to.
-        #[arg(long)]
-        core: Option<usize>,
-        /// On exit, print the results as one JSON object on the last line of stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Gen(GenArgs),
     /// Measure the XDP program's cost per packet with a rule set, in the kernel
     /// (BPF_PROG_TEST_RUN, no interface needed), beside a bare XDP_DROP program in the same run.
-    Cost {
-        /// A rule (repeatable), as for `load`.
-        #[arg(long = "rule", value_name = "RULE")]
-        rules: Vec<String>,
-        /// A file of rules, as for `load`.
-        #[arg(long = "rules", value_name = "FILE")]
-        rules_file: Option<PathBuf>,
-        /// Runs per measurement.
-        #[arg(long, default_value_t = 2_000_000)]
-        repeat: u32,
-        /// Print one JSON object on the last line of stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Cost(CostArgs),
+}
+
+/// Arguments of `xdp-user load`.
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// The interface to attach to.
+    #[arg(long)]
+    iface: String,
+    /// XDP mode: native (driver), skb (generic), or auto (native, else skb).
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: Mode,
+    /// A rule, e.g. "proto udp dport 7 action drop" (repeatable; tried in order, before
+    /// the rules of --rules).
+    #[arg(long = "rule", value_name = "RULE")]
+    rules: Vec<String>,
+    /// A file of rules, one per line, `#` comments. Reloaded on SIGHUP.
+    #[arg(long = "rules", value_name = "FILE")]
+    rules_file: Option<PathBuf>,
+    /// What happens to packets that match no rule (and to non-IP and malformed frames).
+    #[arg(long = "default", value_enum, default_value = "pass")]
+    default_action: DefaultAction,
+    /// Seconds between lines of rates.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Detach and exit after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// On exit, print the counters as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `xdp-user run`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The interface.
+    #[arg(long)]
+    iface: String,
+    /// RX queues to serve: `all`, or a list like `0,1`.
+    #[arg(long, default_value = "all")]
+    queues: String,
+    /// What the loop does with the packets it receives.
+    #[arg(long, value_enum, default_value = "echo")]
+    action: afxdp::LoopAction,
+    /// UDP echo ports (RFC 862), e.g. `7` or `7,9000-9010`.
+    #[arg(long, default_value = "7")]
+    echo_ports: String,
+    /// XDP mode of the program: native (driver), skb (generic), or auto.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: Mode,
+    /// Force copy mode for the sockets.
+    #[arg(long, conflicts_with = "zero_copy")]
+    copy: bool,
+    /// Require zero-copy sockets (fails where the driver has no zero-copy, e.g. veth).
+    #[arg(long)]
+    zero_copy: bool,
+    /// UMEM frame size.
+    #[arg(long, default_value = "2048", value_parser = clap::builder::PossibleValuesParser::new(["2048", "4096"]).map(|s| s.parse::<u32>().expect("listed values are numbers")))]
+    frame_size: u32,
+    /// UMEM frames per queue (a power of two).
+    #[arg(long, default_value_t = 4096)]
+    frames: u32,
+    /// Descriptors per RX batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
+    #[arg(long)]
+    busy_poll: bool,
+    /// CPUs to pin the queue threads to, in queue order, e.g. `1` or `0,1`.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Extra rules, tried before the defaults (same grammar as `load`).
+    #[arg(long = "rule", value_name = "RULE")]
+    rules: Vec<String>,
+    /// Seconds between lines of rates.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// On exit, print the counters as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `xdp-user gen`.
+#[derive(clap::Args, Debug)]
+struct GenArgs {
+    /// The interface to send from.
+    #[arg(long)]
+    iface: String,
+    /// The MAC address to send to (the target, or the next hop).
+    #[arg(long)]
+    dst_mac: String,
+    /// The target's IP address (IPv4 or IPv6).
+    #[arg(long)]
+    dst: IpAddr,
+    /// Our source address (default: the interface's own address of the same family).
+    #[arg(long)]
+    src: Option<IpAddr>,
+    /// The target's UDP port.
+    #[arg(long, default_value_t = 7)]
+    dport: u16,
+    /// Source port or range LOW-HIGH; flows take ports from it in turn.
+    #[arg(long, default_value = "10000-10999")]
+    sport: String,
+    /// Frame size in bytes, without the FCS (64 by default: 60 + 4 on the wire is the
+    /// minimum; ours needs room for a 20-byte stamp, so 62 for IPv4, 82 for IPv6).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Packets per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Packets to send (default: until --duration ends).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Number of flows (distinct source ports).
+    #[arg(long, default_value_t = 1)]
+    flows: u32,
+    /// Seconds to send (at most).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// The RX queue replies arrive on (the socket's queue).
+    #[arg(long, default_value_t = 0)]
+    queue: u32,
+    /// CPU to pin the generator to.
+    #[arg(long)]
+    core: Option<usize>,
+    /// On exit, print the results as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `xdp-user cost`.
+#[derive(clap::Args, Debug)]
+struct CostArgs {
+    /// A rule (repeatable), as for `load`.
+    #[arg(long = "rule", value_name = "RULE")]
+    rules: Vec<String>,
+    /// A file of rules, as for `load`.
+    #[arg(long = "rules", value_name = "FILE")]
+    rules_file: Option<PathBuf>,
+    /// Runs per measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    repeat: u32,
+    /// Print one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() {
     let result = match Cli::parse().command {
-        Command::Load {
-            iface,
-            mode,
-            rules,
-            rules_file,
-            default_action,
-            interval,
-            duration,
-            json,
-        } => load(LoadArgs {
-            iface,
-            mode,
-            rules,
-            rules_file,
-            default: match default_action {
-                DefaultAction::Pass => Action::Pass,
-                DefaultAction::Drop => Action::Drop,
-            },
-            interval,
-            duration,
-            json,
-        }),
-        Command::Cost {
-            rules,
-            rules_file,
-            repeat,
-            json,
-        } => cost(&rules, rules_file, repeat, json),
-        Command::Gen {
-            iface,
-            dst_mac,
-            dst,
-            src,
-            dport,
-            sport,
-            size,
-            rate,
-            count,
-            flows,
-            duration,
-            queue,
-            core,
-            json,
-        } => run_gen(GenArgs {
-            iface,
-            dst_mac,
-            dst,
-            src,
-            dport,
-            sport,
-            size,
-            rate,
-            count,
-            flows,
-            duration,
-            queue,
-            core,
-            json,
-        }),
-        Command::Run {
-            iface,
-            queues,
-            action,
-            echo_ports,
-            mode,
-            copy,
-            zero_copy,
-            frame_size,
-            frames,
-            batch,
-            busy_poll,
-            cores,
-            rules,
-            interval,
-            duration,
-            json,
-        } => run(RunArgs {
-            iface,
-            queues,
-            action,
-            echo_ports,
-            mode,
-            copy_mode: if copy {
-                afxdp::CopyMode::Copy
-            } else if zero_copy {
-                afxdp::CopyMode::ZeroCopy
-            } else {
-                afxdp::CopyMode::Auto
-            },
-            frame_size,
-            frames,
-            batch,
-            busy_poll,
-            cores,
-            rules,
-            interval,
-            duration,
-            json,
-        }),
+        Command::Load(args) => load(args),
+        Command::Run(args) => run(args),
+        Command::Gen(args) => run_gen(args),
+        Command::Cost(args) => cost(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -295,24 +216,34 @@ fn main() {
     }
 }
 
-struct LoadArgs {
-    iface: String,
-    mode: Mode,
-    rules: Vec<String>,
-    rules_file: Option<PathBuf>,
-    default: Action,
-    interval: f64,
-    duration: Option<f64>,
-    json: bool,
+impl LoadArgs {
+    fn default(&self) -> Action {
+        match self.default_action {
+            DefaultAction::Pass => Action::Pass,
+            DefaultAction::Drop => Action::Drop,
+        }
+    }
+}
+
+impl RunArgs {
+    fn copy_mode(&self) -> afxdp::CopyMode {
+        if self.copy {
+            afxdp::CopyMode::Copy
+        } else if self.zero_copy {
+            afxdp::CopyMode::ZeroCopy
+        } else {
+            afxdp::CopyMode::Auto
+        }
+    }
 }
 
 /// The rules of `--rule` and `--rules FILE`, in that order.
-fn read_rules(args: &LoadArgs) -> Result<Vec<Rule>> {
+fn read_rules(rule_args: &[String], rules_file: Option<&std::path::Path>) -> Result<Vec<Rule>> {
     let mut rules = Vec::new();
-    for r in &args.rules {
+    for r in rule_args {
         rules.push(rules::parse_rule(r)?);
     }
-    if let Some(path) = &args.rules_file {
+    if let Some(path) = rules_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read rules file {}", path.display()))?;
         rules.extend(rules::parse_rules_file(&text, &path.display().to_string())?);
@@ -334,9 +265,9 @@ fn load(args: LoadArgs) -> Result<()> {
 
     // Every rule is checked, and the tables written, before the program is attached: no
     // packet ever meets an empty or partial rule set.
-    let mut rules = read_rules(&args)?;
+    let mut rules = read_rules(&args.rules, args.rules_file.as_deref())?;
     let mut filter = XdpFilter::load(&args.iface)?;
-    filter.install(&rules, args.default)?;
+    filter.install(&rules, args.default())?;
     filter.attach(args.mode)?;
     let mode = match filter.mode {
         Mode::Native => "native (driver)",
@@ -346,7 +277,7 @@ fn load(args: LoadArgs) -> Result<()> {
         "xdp-user: attached to {} in {mode} mode with {} rule(s), default {}",
         args.iface,
         rules.len(),
-        args.default.name()
+        args.default().name()
     );
 
     let start = Instant::now();
@@ -366,7 +297,9 @@ fn load(args: LoadArgs) -> Result<()> {
             break;
         }
         if reload.swap(false, Ordering::Relaxed) {
-            match read_rules(&args).and_then(|r| filter.install(&r, args.default).map(|()| r)) {
+            match read_rules(&args.rules, args.rules_file.as_deref())
+                .and_then(|r| filter.install(&r, args.default()).map(|()| r))
+            {
                 Ok(r) => {
                     eprintln!("xdp-user: reloaded {} rule(s)", r.len());
                     rules = r;
@@ -396,23 +329,6 @@ fn load(args: LoadArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-struct GenArgs {
-    iface: String,
-    dst_mac: String,
-    dst: IpAddr,
-    src: Option<IpAddr>,
-    dport: u16,
-    sport: String,
-    size: Option<usize>,
-    rate: Option<f64>,
-    count: Option<u64>,
-    flows: u32,
-    duration: f64,
-    queue: u32,
-    core: Option<usize>,
-    json: bool,
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
@@ -560,24 +476,6 @@ fn run_gen(args: GenArgs) -> Result<()> {
     Ok(())
 }
 
-struct RunArgs {
-    iface: String,
-    queues: String,
-    action: afxdp::LoopAction,
-    echo_ports: String,
-    mode: Mode,
-    copy_mode: afxdp::CopyMode,
-    frame_size: u32,
-    frames: u32,
-    batch: usize,
-    busy_poll: bool,
-    cores: Option<String>,
-    rules: Vec<String>,
-    interval: f64,
-    duration: Option<f64>,
-    json: bool,
-}
-
 fn parse_list(what: &str, s: &str) -> Result<Vec<u32>> {
     s.split(',')
         .map(|x| {
@@ -651,7 +549,7 @@ fn run(args: RunArgs) -> Result<()> {
             frames: args.frames,
             frame_size: args.frame_size,
             batch: args.batch,
-            copy_mode: args.copy_mode,
+            copy_mode: args.copy_mode(),
             busy_poll: args.busy_poll,
             core: cores.get(i).map(|c| *c as usize),
             action: args.action,
@@ -684,7 +582,7 @@ fn run(args: RunArgs) -> Result<()> {
         args.frame_size,
         rules.len()
     );
-    if sockets.iter().any(|s| !s.zero_copy) && args.copy_mode == afxdp::CopyMode::Auto {
+    if sockets.iter().any(|s| !s.zero_copy) && args.copy_mode() == afxdp::CopyMode::Auto {
         eprintln!(
             "xdp-user: zero-copy is not available on {}: copy mode",
             args.iface
@@ -854,18 +752,9 @@ fn add_counts(a: afxdp::QueueCounts, b: &afxdp::QueueCounts) -> afxdp::QueueCoun
 
 /// `xdp-user cost`: ns per packet of the filter with the given rules, and of a bare XDP_DROP
 /// program, for a few kinds of packet, measured alternately in the same run.
-fn cost(rule_args: &[String], rules_file: Option<PathBuf>, repeat: u32, json: bool) -> Result<()> {
-    let args = LoadArgs {
-        iface: String::new(),
-        mode: Mode::Auto,
-        rules: rule_args.to_vec(),
-        rules_file,
-        default: Action::Pass,
-        interval: 1.0,
-        duration: None,
-        json,
-    };
-    let rules = read_rules(&args)?;
+fn cost(args: CostArgs) -> Result<()> {
+    let (repeat, json) = (args.repeat, args.json);
+    let rules = read_rules(&args.rules, args.rules_file.as_deref())?;
     // Any interface will do: nothing is attached. Loopback always exists.
     let mut filter = XdpFilter::load("lo")?;
     filter.install(&rules, Action::Pass)?;
