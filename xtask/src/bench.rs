@@ -295,56 +295,34 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<(u64, u64)> {
             "100",
             "--json",
         ]))?,
-        Dut::TestpmdMacswap(vdev) => spawn_quiet(tb.in_dut("timeout").args([
-            "-s",
-            "INT",
+        Dut::TestpmdMacswap(vdev) => spawn_quiet(tb.in_dut("timeout").args(testpmd_args(
             &run_for,
-            "dpdk-testpmd",
-            "--lcores=(0,1)@1",
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-pci",
-            "--file-prefix",
+            1,
             &format!("kbpbt{pid}"),
-            "--vdev",
             vdev,
-            "--",
-            "--forward-mode=macswap",
-            "--stats-period",
+            8192,
             "100",
-            "--total-num-mbufs=8192",
-            "--no-mlockall",
-        ]))?,
+            &["--forward-mode=macswap"],
+        )))?,
     };
     std::thread::sleep(Duration::from_secs(2));
     let gen_out = tb
         .in_peer("timeout")
-        .args([
-            "-s",
-            "INT",
+        .args(testpmd_args(
             &format!("{seconds}"),
-            "dpdk-testpmd",
-            "--lcores=(0,1)@0",
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-pci",
-            "--file-prefix",
+            0,
             &format!("kbpbg{pid}"),
-            "--vdev",
             &format!("net_af_packet0,iface={PEER_IF}"),
-            "--",
-            "--forward-mode=txonly",
-            "--txpkts=64",
-            "--tx-ip=198.18.0.1,198.18.0.2",
-            "--tx-udp=1024,7",
-            &format!("--eth-peer=0,{DUT_MAC}"),
-            "--stats-period",
+            4096,
             "100",
-            "--total-num-mbufs=4096",
-            "--no-mlockall",
-        ])
+            &[
+                "--forward-mode=txonly",
+                "--txpkts=64",
+                "--tx-ip=198.18.0.1,198.18.0.2",
+                "--tx-udp=1024,7",
+                &format!("--eth-peer=0,{DUT_MAC}"),
+            ],
+        ))
         .output()
         .context("could not run the dpdk-testpmd generator")?;
     let dut_out = dut_child.wait_with_output()?;
@@ -368,6 +346,47 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<(u64, u64)> {
             .unwrap_or(0)
     };
     Ok((offered, handled))
+}
+
+/// The arguments of `timeout -s INT SECS dpdk-testpmd ...`: lcores 0 and 1 on CPU `cpu`, no
+/// hugepages, one `vdev`, `mbufs` mbufs, stats every `stats_period` seconds, and the
+/// forwarding options `fwd`.
+fn testpmd_args(
+    seconds: &str,
+    cpu: u32,
+    prefix: &str,
+    vdev: &str,
+    mbufs: u32,
+    stats_period: &str,
+    fwd: &[&str],
+) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "-s",
+        "INT",
+        seconds,
+        "dpdk-testpmd",
+        &format!("--lcores=(0,1)@{cpu}"),
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        "--file-prefix",
+        prefix,
+        "--vdev",
+        vdev,
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(fwd.iter().map(|s| s.to_string()));
+    v.extend([
+        "--stats-period".to_string(),
+        stats_period.to_string(),
+        format!("--total-num-mbufs={mbufs}"),
+        "--no-mlockall".to_string(),
+    ]);
+    v
 }
 
 fn path_str(p: &Path) -> Result<&str> {
@@ -604,27 +623,15 @@ fn dpdk_cpu_rows(bins: &Bins, seconds: f64, runs: u32) -> Result<Vec<Row>> {
         let v = last_json(&out)?;
         ours.push(v["tx"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0) / 1e6);
         let out = Command::new("timeout")
-            .args([
-                "-s",
-                "INT",
+            .args(testpmd_args(
                 &format!("{}", seconds + 1.0),
-                "dpdk-testpmd",
-                "--lcores=(0,1)@1",
-                "--no-huge",
-                "-m",
-                "256",
-                "--no-pci",
-                "--file-prefix",
+                1,
                 &format!("kbpbq{pid}"),
-                "--vdev",
                 &vdev,
-                "--",
-                "--forward-mode=macswap",
-                "--stats-period",
+                8192,
                 "1",
-                "--total-num-mbufs=8192",
-                "--no-mlockall",
-            ])
+                &["--forward-mode=macswap"],
+            ))
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         // The steady-state rate: the largest of the per-second Tx-pps figures.
