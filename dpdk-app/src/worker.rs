@@ -6,11 +6,11 @@
 //! [`LcoreStats`]; the main lcore only reads them to print (l2fwd's arrangement).
 
 use crate::dpdk::{Burst, Port, PortStats};
-use packet::counter::ProtocolCounters;
+use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
 use packet::echo::{Responder, Verdict, reflect_parsed};
 use packet::parse::parse;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,61 +36,18 @@ pub struct PortCtx {
 
 /// One lcore's counters, read by the main lcore.
 #[derive(Debug, Default)]
-#[repr(align(64))]
 pub struct LcoreStats {
-    pub rx: AtomicU64,
-    pub tx: AtomicU64,
-    pub echoed: AtomicU64,
-    pub reflected: AtomicU64,
-    pub counted: AtomicU64,
-    pub dropped: AtomicU64,
-    pub malformed: AtomicU64,
-    pub not_for_us: AtomicU64,
-    /// Replies the TX queue did not take: freed and counted.
-    pub tx_dropped: AtomicU64,
+    pub counters: SharedLoopCounters,
     pub protocols: Mutex<ProtocolCounters>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub rx: u64,
-    pub tx: u64,
-    pub echoed: u64,
-    pub reflected: u64,
-    pub counted: u64,
-    pub dropped: u64,
-    pub malformed: u64,
-    pub not_for_us: u64,
-    pub tx_dropped: u64,
-}
-
 impl LcoreStats {
-    pub fn counts(&self) -> Counts {
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Counts {
-            rx: r(&self.rx),
-            tx: r(&self.tx),
-            echoed: r(&self.echoed),
-            reflected: r(&self.reflected),
-            counted: r(&self.counted),
-            dropped: r(&self.dropped),
-            malformed: r(&self.malformed),
-            not_for_us: r(&self.not_for_us),
-            tx_dropped: r(&self.tx_dropped),
-        }
+    pub fn counts(&self) -> LoopCounters {
+        self.counters.load()
     }
 
-    fn publish(&self, c: &Counts, p: &ProtocolCounters, bursts: u64) {
-        let s = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        s(&self.rx, c.rx);
-        s(&self.tx, c.tx);
-        s(&self.echoed, c.echoed);
-        s(&self.reflected, c.reflected);
-        s(&self.counted, c.counted);
-        s(&self.dropped, c.dropped);
-        s(&self.malformed, c.malformed);
-        s(&self.not_for_us, c.not_for_us);
-        s(&self.tx_dropped, c.tx_dropped);
+    fn publish(&self, c: &LoopCounters, p: &ProtocolCounters, bursts: u64) {
+        self.counters.store(c);
         if bursts.is_multiple_of(64)
             && let Ok(mut shared) = self.protocols.try_lock()
         {
@@ -121,7 +78,7 @@ pub fn poll_loop(
     let stats = &shared.lcores[index];
     let mut rx = Burst::default();
     let mut tx = Burst::default();
-    let mut c = Counts::default();
+    let mut c = LoopCounters::default();
     let mut protocols = ProtocolCounters::default();
     let mut bursts: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -171,7 +128,7 @@ fn process(
     i: usize,
     action: Action,
     responder: &Responder,
-    c: &mut Counts,
+    c: &mut LoopCounters,
     protocols: &mut ProtocolCounters,
 ) -> bool {
     if action == Action::Drop {
@@ -199,26 +156,14 @@ fn process(
             return false;
         }
     };
-    match verdict {
-        Verdict::Reply { len: reply_len, .. } => {
-            if action == Action::Echo {
-                c.echoed += 1;
-            } else {
-                c.reflected += 1;
-            }
+    match c.record(&verdict) {
+        Some(reply_len) => {
             if reply_len != len {
                 rx.set_len(i, reply_len as u16);
             }
             true
         }
-        Verdict::NotForUs => {
-            c.not_for_us += 1;
-            false
-        }
-        Verdict::Malformed(_) => {
-            c.malformed += 1;
-            false
-        }
+        None => false,
     }
 }
 
@@ -228,7 +173,7 @@ pub struct Printer {
     interval: Duration,
     start: Instant,
     last_at: Instant,
-    last: Vec<Counts>,
+    last: Vec<LoopCounters>,
     last_ports: Vec<PortStats>,
 }
 
@@ -286,8 +231,8 @@ impl Printer {
 /// Totals at exit.
 #[derive(Debug)]
 pub struct Report {
-    pub total: Counts,
-    pub lcores: Vec<Counts>,
+    pub total: LoopCounters,
+    pub lcores: Vec<LoopCounters>,
     pub protocols: ProtocolCounters,
     pub ports: Vec<(Port, String, PortStats)>,
     pub seconds: f64,
@@ -295,19 +240,11 @@ pub struct Report {
 
 impl Report {
     pub fn collect(shared: &Shared, ports: &[(Port, String, PortStats)], seconds: f64) -> Report {
-        let lcores: Vec<Counts> = shared.lcores.iter().map(|l| l.counts()).collect();
-        let mut total = Counts::default();
+        let lcores: Vec<LoopCounters> = shared.lcores.iter().map(|l| l.counts()).collect();
+        let mut total = LoopCounters::default();
         let mut protocols = ProtocolCounters::default();
         for (l, c) in shared.lcores.iter().zip(&lcores) {
-            total.rx += c.rx;
-            total.tx += c.tx;
-            total.echoed += c.echoed;
-            total.reflected += c.reflected;
-            total.counted += c.counted;
-            total.dropped += c.dropped;
-            total.malformed += c.malformed;
-            total.not_for_us += c.not_for_us;
-            total.tx_dropped += c.tx_dropped;
+            total.merge(c);
             protocols.merge(&l.protocols.lock().unwrap_or_else(|e| e.into_inner()));
         }
         Report {

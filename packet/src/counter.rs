@@ -9,6 +9,7 @@
 //! thread merges copies of them.
 
 pub use crate::abi::Counter;
+use crate::echo::{ReplyKind, Verdict};
 use crate::parse::{Headers, Malformed, Net, Transport, tcp_flags};
 
 /// Per-protocol counters. See the module docs for how classes add up.
@@ -97,6 +98,119 @@ impl ProtocolCounters {
             ("other", &mut self.other),
             ("malformed", &mut self.malformed),
         ]
+    }
+}
+
+/// What a data path's poll loop did with the packets it received. Every data path reports
+/// these under the same names (`xdp-user run --json`, `dpdk-app --json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopCounters {
+    pub rx: u64,
+    pub tx: u64,
+    pub echoed: u64,
+    pub reflected: u64,
+    pub counted: u64,
+    pub dropped: u64,
+    pub malformed: u64,
+    pub not_for_us: u64,
+    /// Replies the TX path had no room for, freed and counted.
+    pub tx_dropped: u64,
+    /// Kernel wake-ups the need-wakeup flag asked for (AF_XDP; 0 elsewhere).
+    pub wakeups: u64,
+    /// Times an idle loop slept (AF_XDP; 0 elsewhere).
+    pub idle_sleeps: u64,
+}
+
+impl LoopCounters {
+    /// Counts a responder's verdict; returns the reply's length when there is one to send.
+    #[inline]
+    pub fn record(&mut self, verdict: &Verdict) -> Option<usize> {
+        match verdict {
+            Verdict::Reply { len, kind } => {
+                if *kind == ReplyKind::Reflected {
+                    self.reflected += 1;
+                } else {
+                    self.echoed += 1;
+                }
+                Some(*len)
+            }
+            Verdict::NotForUs => {
+                self.not_for_us += 1;
+                None
+            }
+            Verdict::Malformed(_) => {
+                self.malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// Adds another loop's counters.
+    pub fn merge(&mut self, o: &LoopCounters) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.echoed += o.echoed;
+        self.reflected += o.reflected;
+        self.counted += o.counted;
+        self.dropped += o.dropped;
+        self.malformed += o.malformed;
+        self.not_for_us += o.not_for_us;
+        self.tx_dropped += o.tx_dropped;
+        self.wakeups += o.wakeups;
+        self.idle_sleeps += o.idle_sleeps;
+    }
+}
+
+/// [`LoopCounters`] shared between one poll loop, the only writer (relaxed stores, once per
+/// batch), and a statistics reader. Cache-line aligned so two loops never share a line.
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct SharedLoopCounters {
+    values: [std::sync::atomic::AtomicU64; 11],
+}
+
+#[cfg(feature = "std")]
+impl SharedLoopCounters {
+    fn fields(c: &LoopCounters) -> [u64; 11] {
+        [
+            c.rx,
+            c.tx,
+            c.echoed,
+            c.reflected,
+            c.counted,
+            c.dropped,
+            c.malformed,
+            c.not_for_us,
+            c.tx_dropped,
+            c.wakeups,
+            c.idle_sleeps,
+        ]
+    }
+
+    #[inline]
+    pub fn store(&self, c: &LoopCounters) {
+        for (a, v) in self.values.iter().zip(Self::fields(c)) {
+            a.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn load(&self) -> LoopCounters {
+        let v: [u64; 11] =
+            core::array::from_fn(|i| self.values[i].load(std::sync::atomic::Ordering::Relaxed));
+        LoopCounters {
+            rx: v[0],
+            tx: v[1],
+            echoed: v[2],
+            reflected: v[3],
+            counted: v[4],
+            dropped: v[5],
+            malformed: v[6],
+            not_for_us: v[7],
+            tx_dropped: v[8],
+            wakeups: v[9],
+            idle_sleeps: v[10],
+        }
     }
 }
 
@@ -518,6 +632,44 @@ mod tests {
         t.count(&udp_flow(1), 10);
         assert_eq!(t.overflow.packets, 1);
         assert_eq!(t.top(&mut []), 0);
+    }
+
+    #[test]
+    fn loop_counters_record_verdicts_and_round_trip_through_atomics() {
+        let mut c = LoopCounters::default();
+        assert_eq!(
+            c.record(&Verdict::Reply {
+                len: 60,
+                kind: ReplyKind::UdpEcho
+            }),
+            Some(60)
+        );
+        assert_eq!(
+            c.record(&Verdict::Reply {
+                len: 60,
+                kind: ReplyKind::Reflected
+            }),
+            Some(60)
+        );
+        assert_eq!(c.record(&Verdict::NotForUs), None);
+        assert_eq!(
+            c.record(&Verdict::Malformed(Malformed::Truncated(
+                crate::parse::Layer::Udp
+            ))),
+            None
+        );
+        assert_eq!(
+            (c.echoed, c.reflected, c.not_for_us, c.malformed),
+            (1, 1, 1, 1)
+        );
+        c.rx = 4;
+        c.wakeups = 9;
+        let shared = SharedLoopCounters::default();
+        shared.store(&c);
+        assert_eq!(shared.load(), c);
+        let mut m = c;
+        m.merge(&c);
+        assert_eq!((m.rx, m.echoed, m.wakeups), (8, 2, 18));
     }
 
     #[test]

@@ -27,12 +27,12 @@
 //! above; each call site says why it holds.
 
 use anyhow::{Context, Result, anyhow, bail};
-use packet::counter::ProtocolCounters;
+use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
 use packet::echo::{Responder, Verdict, reflect_parsed};
 use packet::parse::parse;
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
@@ -75,58 +75,15 @@ pub struct QueueSettings {
 
 /// Counters of one queue, written by its loop once per batch and read by the stats thread.
 #[derive(Debug, Default)]
-#[repr(align(64))]
 pub struct QueueStats {
-    pub rx: AtomicU64,
-    pub tx: AtomicU64,
-    pub echoed: AtomicU64,
-    pub reflected: AtomicU64,
-    pub counted: AtomicU64,
-    pub dropped: AtomicU64,
-    pub malformed: AtomicU64,
-    pub not_for_us: AtomicU64,
-    /// Replies that found the TX ring full, dropped.
-    pub tx_ring_full: AtomicU64,
-    /// Kernel wake-ups the need-wakeup flag asked for (sendto / poll kicks).
-    pub wakeups: AtomicU64,
-    /// Times an idle loop slept in poll() for 1 ms.
-    pub idle_sleeps: AtomicU64,
-    /// Protocol counters, copied under the lock once per batch.
+    pub counters: SharedLoopCounters,
+    /// Protocol counters, copied under the lock every 64 batches and at the end.
     pub protocols: Mutex<ProtocolCounters>,
 }
 
-/// Plain copies of [`QueueStats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueCounts {
-    pub rx: u64,
-    pub tx: u64,
-    pub echoed: u64,
-    pub reflected: u64,
-    pub counted: u64,
-    pub dropped: u64,
-    pub malformed: u64,
-    pub not_for_us: u64,
-    pub tx_ring_full: u64,
-    pub wakeups: u64,
-    pub idle_sleeps: u64,
-}
-
 impl QueueStats {
-    pub fn counts(&self) -> QueueCounts {
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        QueueCounts {
-            rx: r(&self.rx),
-            tx: r(&self.tx),
-            echoed: r(&self.echoed),
-            reflected: r(&self.reflected),
-            counted: r(&self.counted),
-            dropped: r(&self.dropped),
-            malformed: r(&self.malformed),
-            not_for_us: r(&self.not_for_us),
-            tx_ring_full: r(&self.tx_ring_full),
-            wakeups: r(&self.wakeups),
-            idle_sleeps: r(&self.idle_sleeps),
-        }
+    pub fn counts(&self) -> LoopCounters {
+        self.counters.load()
     }
 }
 
@@ -365,7 +322,7 @@ impl QueueSocket {
         let mut rx_descs = vec![FrameDesc::default(); batch];
         let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch);
         let mut comp_descs = vec![FrameDesc::default(); self.ring_size as usize];
-        let mut local = QueueCounts::default();
+        let mut local = LoopCounters::default();
         let mut protocols = ProtocolCounters::default();
         let mut idle_spins = 0u32;
         let mut batches = 0u64;
@@ -457,7 +414,7 @@ impl QueueSocket {
         tx_descs: &mut Vec<FrameDesc>,
         free: &mut Vec<FrameDesc>,
         comp_descs: &mut [FrameDesc],
-        local: &mut QueueCounts,
+        local: &mut LoopCounters,
     ) {
         let mut done = 0;
         for attempt in 0..16 {
@@ -476,7 +433,7 @@ impl QueueSocket {
             }
             self.reclaim(free, comp_descs);
         }
-        local.tx_ring_full += (tx_descs.len() - done) as u64;
+        local.tx_dropped += (tx_descs.len() - done) as u64;
         free.extend_from_slice(&tx_descs[done..]);
         tx_descs.clear();
         // A copy-mode kick sends at most 32 frames; drain the ring now rather than let frames
@@ -506,7 +463,7 @@ impl QueueSocket {
 
     /// Hands free frames to the kernel through the fill ring.
     #[inline]
-    fn refill(&mut self, free: &mut Vec<FrameDesc>, local: &mut QueueCounts) {
+    fn refill(&mut self, free: &mut Vec<FrameDesc>, local: &mut LoopCounters) {
         if free.is_empty() {
             return;
         }
@@ -533,7 +490,7 @@ impl QueueSocket {
         desc: &mut FrameDesc,
         action: LoopAction,
         responder: &Responder,
-        local: &mut QueueCounts,
+        local: &mut LoopCounters,
         protocols: &mut ProtocolCounters,
     ) -> bool {
         if action == LoopAction::Drop {
@@ -561,25 +518,9 @@ impl QueueSocket {
                 return false;
             }
         };
-        let reply_len = match verdict {
-            Verdict::Reply { len: n, .. } => {
-                if action == LoopAction::Echo {
-                    local.echoed += 1;
-                } else {
-                    local.reflected += 1;
-                }
-                n
-            }
-            Verdict::NotForUs => {
-                local.not_for_us += 1;
-                data.cursor().set_pos(len);
-                return false;
-            }
-            Verdict::Malformed(_) => {
-                local.malformed += 1;
-                data.cursor().set_pos(len);
-                return false;
-            }
+        let Some(reply_len) = local.record(&verdict) else {
+            data.cursor().set_pos(len);
+            return false;
         };
         data.cursor().set_pos(reply_len);
         true
@@ -589,19 +530,8 @@ impl QueueSocket {
 /// Copies the loop's local counters to the shared ones: relaxed stores, once per batch; the
 /// protocol counters (a larger struct) every 64 batches and at the end.
 #[inline]
-fn publish(stats: &QueueStats, c: &QueueCounts, p: &ProtocolCounters, batches: u64) {
-    let s = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-    s(&stats.rx, c.rx);
-    s(&stats.tx, c.tx);
-    s(&stats.echoed, c.echoed);
-    s(&stats.reflected, c.reflected);
-    s(&stats.counted, c.counted);
-    s(&stats.dropped, c.dropped);
-    s(&stats.malformed, c.malformed);
-    s(&stats.not_for_us, c.not_for_us);
-    s(&stats.tx_ring_full, c.tx_ring_full);
-    s(&stats.wakeups, c.wakeups);
-    s(&stats.idle_sleeps, c.idle_sleeps);
+fn publish(stats: &QueueStats, c: &LoopCounters, p: &ProtocolCounters, batches: u64) {
+    stats.counters.store(c);
     if batches.is_multiple_of(64)
         && let Ok(mut shared) = stats.protocols.try_lock()
     {

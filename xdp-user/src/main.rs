@@ -602,7 +602,8 @@ fn run(args: RunArgs) -> Result<()> {
 
     let start = Instant::now();
     let interval = Duration::from_secs_f64(args.interval);
-    let mut last: Vec<afxdp::QueueCounts> = running.iter().map(|r| r.stats.counts()).collect();
+    let mut last: Vec<packet::counter::LoopCounters> =
+        running.iter().map(|r| r.stats.counts()).collect();
     let mut last_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
@@ -629,8 +630,8 @@ fn run(args: RunArgs) -> Result<()> {
                     rate(last[i].rx, now.rx),
                     rate(last[i].tx, now.tx),
                     rate(
-                        last[i].dropped + last[i].tx_ring_full,
-                        now.dropped + now.tx_ring_full
+                        last[i].dropped + last[i].tx_dropped,
+                        now.dropped + now.tx_dropped
                     ),
                     k.rx_dropped,
                     k.rx_ring_full,
@@ -656,12 +657,12 @@ fn run(args: RunArgs) -> Result<()> {
     filter.detach();
     eprintln!("xdp-user: detached from {}", args.iface);
 
-    let mut total = afxdp::QueueCounts::default();
+    let mut total = packet::counter::LoopCounters::default();
     let mut protocols = packet::counter::ProtocolCounters::default();
     let mut lost = 0;
     let mut queue_json = Vec::new();
     for (c, p, report) in &reports {
-        total = add_counts(total, c);
+        total.merge(c);
         protocols.merge(p);
         lost += report.frames.lost;
         eprintln!(
@@ -675,7 +676,7 @@ fn run(args: RunArgs) -> Result<()> {
             c.dropped,
             c.malformed,
             c.not_for_us,
-            c.tx_ring_full,
+            c.tx_dropped,
             c.wakeups,
             report.frames.total,
             report.frames.lost
@@ -684,8 +685,8 @@ fn run(args: RunArgs) -> Result<()> {
             "queue": report.queue,
             "zero_copy": report.zero_copy,
             "rx": c.rx, "tx": c.tx, "echoed": c.echoed, "reflected": c.reflected,
-            "counted": c.counted, "dropped": c.dropped + c.tx_ring_full, "malformed": c.malformed,
-            "not_for_us": c.not_for_us, "wakeups": c.wakeups, "tx_ring_full": c.tx_ring_full,
+            "counted": c.counted, "dropped": c.dropped + c.tx_dropped, "malformed": c.malformed,
+            "not_for_us": c.not_for_us, "wakeups": c.wakeups, "tx_ring_full": c.tx_dropped,
             "idle_sleeps": c.idle_sleeps,
             "frames": {
                 "total": report.frames.total, "free": report.frames.free,
@@ -717,7 +718,7 @@ fn run(args: RunArgs) -> Result<()> {
                 "seconds": start.elapsed().as_secs_f64(),
                 "rx": total.rx, "tx": total.tx, "echoed": total.echoed,
                 "reflected": total.reflected, "counted": total.counted,
-                "dropped": total.dropped + total.tx_ring_full, "malformed": total.malformed,
+                "dropped": total.dropped + total.tx_dropped, "malformed": total.malformed,
                 "not_for_us": total.not_for_us, "wakeups": total.wakeups,
                 "frames_lost": lost,
                 "protocols": proto,
@@ -732,22 +733,6 @@ fn run(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn add_counts(a: afxdp::QueueCounts, b: &afxdp::QueueCounts) -> afxdp::QueueCounts {
-    afxdp::QueueCounts {
-        rx: a.rx + b.rx,
-        tx: a.tx + b.tx,
-        echoed: a.echoed + b.echoed,
-        reflected: a.reflected + b.reflected,
-        counted: a.counted + b.counted,
-        dropped: a.dropped + b.dropped,
-        malformed: a.malformed + b.malformed,
-        not_for_us: a.not_for_us + b.not_for_us,
-        tx_ring_full: a.tx_ring_full + b.tx_ring_full,
-        wakeups: a.wakeups + b.wakeups,
-        idle_sleeps: a.idle_sleeps + b.idle_sleeps,
-    }
 }
 
 /// `xdp-user cost`: ns per packet of the filter with the given rules, and of a bare XDP_DROP
