@@ -199,6 +199,25 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Starts `xdp-user SUBCOMMAND --iface IFACE EXTRA... --duration SECS --json` quietly, with
+/// no interval lines (the JSON summary on exit is what the benchmark reads).
+fn xdp_user_quiet(
+    mut c: Command,
+    subcommand: &str,
+    iface: &str,
+    extra: &[&str],
+    seconds: &str,
+) -> Result<Child> {
+    c.args([subcommand, "--iface", iface]).args(extra).args([
+        "--duration",
+        seconds,
+        "--interval",
+        "100",
+        "--json",
+    ]);
+    spawn_quiet(&mut c)
+}
+
 fn spawn_quiet(c: &mut Command) -> Result<Child> {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -229,18 +248,13 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<(u64, u64)> {
     // Replies are counted, and dropped, by XDP on the peer interface. Only IP: ARP must still
     // reach the peer's kernel, or a kernel-stack device could never resolve where to reply.
     let sink_duration = format!("{}", seconds + 2.5);
-    let sink = spawn_quiet(tb.in_peer(path_str(&bins.xdp_user)?).args([
+    let sink = xdp_user_quiet(
+        tb.in_peer(path_str(&bins.xdp_user)?),
         "load",
-        "--iface",
         PEER_IF,
-        "--rule",
-        "action drop",
-        "--duration",
+        &["--rule", "action drop"],
         &sink_duration,
-        "--interval",
-        "100",
-        "--json",
-    ]))?;
+    )?;
     let dut_child = match dut {
         Dut::KernelUdp => spawn_quiet(
             tb.in_dut("taskset")
@@ -254,30 +268,20 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<(u64, u64)> {
                 .arg(format!("{}:7", xtask::testbed::DUT_IPV4))
                 .args(["--seconds", &run_for]),
         )?,
-        Dut::AfXdpEcho => spawn_quiet(tb.in_dut(path_str(&bins.xdp_user)?).args([
+        Dut::AfXdpEcho => xdp_user_quiet(
+            tb.in_dut(path_str(&bins.xdp_user)?),
             "run",
-            "--iface",
             DUT_IF,
-            "--cores",
-            "1",
-            "--duration",
+            &["--cores", "1"],
             &run_for,
-            "--interval",
-            "100",
-            "--json",
-        ]))?,
-        Dut::XdpDrop => spawn_quiet(tb.in_dut(path_str(&bins.xdp_user)?).args([
+        )?,
+        Dut::XdpDrop => xdp_user_quiet(
+            tb.in_dut(path_str(&bins.xdp_user)?),
             "load",
-            "--iface",
             DUT_IF,
-            "--default",
-            "drop",
-            "--duration",
+            &["--default", "drop"],
             &run_for,
-            "--interval",
-            "100",
-            "--json",
-        ]))?,
+        )?,
         Dut::DpdkEcho(vdev) => spawn_quiet(tb.in_dut(path_str(&bins.dpdk_app)?).args([
             "--lcores=(0,1)@1",
             "--no-huge",
@@ -422,18 +426,13 @@ fn generator_rows(bins: &Bins, seconds: f64, mpps_of: &[(Dut, f64)]) -> Result<V
 
     // Offered rate: the device drops everything in XDP and counts it.
     let tb = Testbed::new(&Options::default())?;
-    let sink = spawn_quiet(tb.in_dut(xdp_user).args([
+    let sink = xdp_user_quiet(
+        tb.in_dut(xdp_user),
         "load",
-        "--iface",
         DUT_IF,
-        "--default",
-        "drop",
-        "--duration",
+        &["--default", "drop"],
         &run_for,
-        "--interval",
-        "100",
-        "--json",
-    ]))?;
+    )?;
     std::thread::sleep(Duration::from_secs(2));
     let g = tb.in_peer(xdp_user).args(gen_args(&[])).output()?;
     let gv = last_json(&g)?;
@@ -451,18 +450,13 @@ fn generator_rows(bins: &Bins, seconds: f64, mpps_of: &[(Dut, f64)]) -> Result<V
 
     // Latency through our AF_XDP echo at a rate it keeps up with.
     let tb = Testbed::new(&Options::default())?;
-    let echo = spawn_quiet(tb.in_dut(xdp_user).args([
+    let echo = xdp_user_quiet(
+        tb.in_dut(xdp_user),
         "run",
-        "--iface",
         DUT_IF,
-        "--cores",
-        "1",
-        "--duration",
+        &["--cores", "1"],
         &run_for,
-        "--interval",
-        "100",
-        "--json",
-    ]))?;
+    )?;
     std::thread::sleep(Duration::from_secs(2));
     let l = tb
         .in_peer(xdp_user)
