@@ -359,7 +359,8 @@ fn iface_address(iface: &str, like: &IpAddr) -> Result<IpAddr> {
         .nth(1)
         .and_then(|a| a.split('/').next()?.parse().ok())
         .with_context(|| {
-            format!("{iface} has no {family} address to send from; give one with --src")
+            let name = if like.is_ipv4() { "IPv4" } else { "IPv6" };
+            format!("{iface} has no global {name} address to send from; give one with --src")
         })
 }
 
