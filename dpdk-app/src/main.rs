@@ -23,12 +23,13 @@ mod worker;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use dpdk::{Eal, Mempool, Port};
+use packet::datapath::Action;
 use packet::echo::{PortSet, Responder};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use worker::{Action, LcoreStats, Shared};
+use worker::{LcoreStats, Shared};
 
 #[derive(Parser, Debug)]
 #[command(

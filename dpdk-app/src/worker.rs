@@ -7,25 +7,12 @@
 
 use crate::dpdk::{Burst, Port, PortStats};
 use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
-use packet::echo::{Responder, Verdict, reflect_parsed};
-use packet::parse::parse;
+use packet::datapath::{Action, handle_frame};
+use packet::echo::Responder;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Action {
-    /// Answer ICMP/ICMPv6 echo, UDP to the echo ports, ARP and neighbour solicitations for
-    /// the --ip addresses; count and free the rest.
-    Echo,
-    /// Send every well-formed IP packet back with MACs, IPs and ports swapped.
-    Reflect,
-    /// Count and free.
-    Count,
-    /// Free without parsing.
-    Drop,
-}
 
 /// A port and its responder (it answers with the port's MAC and addresses).
 #[derive(Debug)]
@@ -131,11 +118,7 @@ fn process(
     c: &mut LoopCounters,
     protocols: &mut ProtocolCounters,
 ) -> bool {
-    if action == Action::Drop {
-        c.dropped += 1;
-        return false;
-    }
-    if rx.is_multi_segment(i) {
+    if action != Action::Drop && rx.is_multi_segment(i) {
         // Our mempool's buffers hold a full Ethernet frame; a chained mbuf is a jumbo frame
         // we do not handle.
         c.malformed += 1;
@@ -145,18 +128,7 @@ fn process(
         return false;
     };
     let len = p.len;
-    let parsed = parse(&p.buf[..len]);
-    protocols.count(parsed.as_ref(), len);
-    let verdict = match (&parsed, action) {
-        (Err(e), _) => Verdict::Malformed(*e),
-        (Ok(h), Action::Echo) => responder.respond_parsed(p.buf, len, h),
-        (Ok(h), Action::Reflect) => reflect_parsed(p.buf, len, h),
-        (Ok(_), _) => {
-            c.counted += 1;
-            return false;
-        }
-    };
-    match c.record(&verdict) {
+    match handle_frame(action, responder, p.buf, len, c, protocols) {
         Some(reply_len) => {
             if reply_len != len {
                 rx.set_len(i, reply_len as u16);

@@ -5,7 +5,9 @@
 //!   of etherparse's zero-copy slices, into a small [`parse::Headers`] value.
 //! - [`echo`]: the in-place echo responder (ICMP/ICMPv6 echo, UDP echo, ARP and neighbour
 //!   discovery for configured addresses) and the `reflect` benchmark mode.
-//! - [`counter`]: per-protocol counters and a fixed-capacity per-flow table.
+//! - [`counter`]: per-protocol counters, a fixed-capacity per-flow table, and the counters of
+//!   a poll loop.
+//! - [`datapath`]: the per-frame step every poll loop shares (parse, count, answer).
 //! - [`checksum`]: RFC 1071 checksums and RFC 1624 incremental updates.
 //! - [`abi`]: the `#[repr(C)]` types exchanged with the eBPF program through maps.
 //! - [`verify`]: checksum verification independent of our own code, for tests and diagnostics.
@@ -21,6 +23,8 @@ pub mod abi;
 pub mod checksum;
 #[cfg(feature = "parse")]
 pub mod counter;
+#[cfg(feature = "parse")]
+pub mod datapath;
 #[cfg(feature = "parse")]
 pub mod echo;
 #[cfg(feature = "parse")]

@@ -28,27 +28,14 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
-use packet::echo::{Responder, Verdict, reflect_parsed};
-use packet::parse::parse;
+use packet::datapath::{Action as LoopAction, handle_frame};
+use packet::echo::Responder;
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
-
-/// What the loop does with the packets the XDP program redirects to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LoopAction {
-    /// Answer ICMP/ICMPv6 echo requests and UDP to the echo ports; count the rest.
-    Echo,
-    /// Send every well-formed IP packet back with MACs, IPs and ports swapped.
-    Reflect,
-    /// Count and drop.
-    Count,
-    /// Drop without parsing.
-    Drop,
-}
 
 /// Zero-copy or copy mode for the sockets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -493,10 +480,6 @@ impl QueueSocket {
         local: &mut LoopCounters,
         protocols: &mut ProtocolCounters,
     ) -> bool {
-        if action == LoopAction::Drop {
-            local.dropped += 1;
-            return false;
-        }
         // SAFETY: the frame was just consumed from the RX ring, so the loop owns it and nothing
         // else reads or writes it until it is produced on the TX or fill ring.
         let mut data = unsafe { self.umem.data_mut(desc) };
@@ -505,25 +488,16 @@ impl QueueSocket {
         let mut cursor = data.cursor();
         let capacity = cursor.buf_len();
         cursor.set_pos(capacity);
-        let buf = data.contents_mut();
-        let parsed = parse(&buf[..len]);
-        protocols.count(parsed.as_ref(), len);
-        let verdict = match (&parsed, action) {
-            (Err(e), _) => Verdict::Malformed(*e),
-            (Ok(h), LoopAction::Echo) => responder.respond_parsed(buf, len, h),
-            (Ok(h), LoopAction::Reflect) => reflect_parsed(buf, len, h),
-            (Ok(_), _) => {
-                local.counted += 1;
-                data.cursor().set_pos(len);
-                return false;
-            }
-        };
-        let Some(reply_len) = local.record(&verdict) else {
-            data.cursor().set_pos(len);
-            return false;
-        };
-        data.cursor().set_pos(reply_len);
-        true
+        let reply = handle_frame(
+            action,
+            responder,
+            data.contents_mut(),
+            len,
+            local,
+            protocols,
+        );
+        data.cursor().set_pos(reply.unwrap_or(len));
+        reply.is_some()
     }
 }
 

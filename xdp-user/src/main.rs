@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 use packet::abi::{Action, Counter, stat};
+use packet::datapath::Action as LoopAction;
 use rules::Rule;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -96,7 +97,7 @@ struct RunArgs {
     queues: String,
     /// What the loop does with the packets it receives.
     #[arg(long, value_enum, default_value = "echo")]
-    action: afxdp::LoopAction,
+    action: LoopAction,
     /// UDP echo ports (RFC 862), e.g. `7` or `7,9000-9010`.
     #[arg(long, default_value = "7")]
     echo_ports: String,
@@ -424,7 +425,7 @@ fn run_gen(args: GenArgs) -> Result<()> {
         copy_mode: afxdp::CopyMode::Auto,
         busy_poll: false,
         core: args.core,
-        action: afxdp::LoopAction::Count,
+        action: LoopAction::Count,
     })?;
     filter.register_socket(args.queue, socket.raw_fd())?;
     filter.attach(Mode::Auto)?;
@@ -491,7 +492,7 @@ fn parse_list(what: &str, s: &str) -> Result<Vec<u32>> {
 fn run_rules(args: &RunArgs) -> Result<Vec<Rule>> {
     let mut texts: Vec<String> = args.rules.clone();
     match args.action {
-        afxdp::LoopAction::Echo => {
+        LoopAction::Echo => {
             for item in args.echo_ports.split(',') {
                 texts.push(format!("proto udp dport {} action xsk", item.trim()));
             }

@@ -1,0 +1,102 @@
+//! The per-frame step every poll loop shares: the AF_XDP loop (`xdp-user run`) and the DPDK
+//! lcores (`dpdk-app`) differ in where a frame's bytes live, not in what they do with them.
+
+use crate::counter::{LoopCounters, ProtocolCounters};
+use crate::echo::{Responder, Verdict, reflect_parsed};
+use crate::parse::parse;
+
+/// What a poll loop does with the packets it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Action {
+    /// Answer ICMP/ICMPv6 echo requests, UDP to the echo ports, and ARP / neighbour
+    /// solicitations for the configured addresses; count the rest.
+    Echo,
+    /// Send every well-formed IP packet back with MACs, IPs and ports swapped.
+    Reflect,
+    /// Count and drop.
+    Count,
+    /// Drop without parsing.
+    Drop,
+}
+
+/// Handles one received frame, `buf[..len]`; `buf` may extend past the frame, since a reply
+/// can be longer than the request. Parses and counts the frame, then answers, reflects, counts
+/// or drops it as `action` says, rewriting it in place when it is answered. Returns the reply's
+/// length when the frame is to be sent back.
+#[inline]
+pub fn handle_frame(
+    action: Action,
+    responder: &Responder,
+    buf: &mut [u8],
+    len: usize,
+    counters: &mut LoopCounters,
+    protocols: &mut ProtocolCounters,
+) -> Option<usize> {
+    if action == Action::Drop {
+        counters.dropped += 1;
+        return None;
+    }
+    let parsed = parse(buf.get(..len)?);
+    protocols.count(parsed.as_ref(), len);
+    let verdict = match (&parsed, action) {
+        (Err(e), _) => Verdict::Malformed(*e),
+        (Ok(h), Action::Echo) => responder.respond_parsed(buf, len, h),
+        (Ok(h), Action::Reflect) => reflect_parsed(buf, len, h),
+        (Ok(_), _) => {
+            counters.counted += 1;
+            return None;
+        }
+    };
+    counters.record(&verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+
+    fn run(action: Action, frame: &[u8]) -> (Option<usize>, LoopCounters, Vec<u8>) {
+        let mut responder = Responder::new();
+        responder.set_local_mac(LOCAL_MAC);
+        let mut buf = [0u8; 256];
+        buf[..frame.len()].copy_from_slice(frame);
+        let (mut c, mut p) = (LoopCounters::default(), ProtocolCounters::default());
+        let r = handle_frame(action, &responder, &mut buf, frame.len(), &mut c, &mut p);
+        let total = p.classes().iter().map(|(_, c)| c.packets).sum::<u64>();
+        if action == Action::Drop {
+            assert_eq!(total, 0, "drop does not parse");
+        } else {
+            assert!(total >= 1, "every handled frame is counted");
+        }
+        (r, c, buf[..r.unwrap_or(frame.len())].to_vec())
+    }
+
+    #[test]
+    fn each_action_does_what_it_says() {
+        let (r, c, reply) = run(Action::Echo, &UDP4_ECHO_REQUEST);
+        assert_eq!((r, c.echoed), (Some(UDP4_ECHO_REPLY.len()), 1));
+        assert_eq!(reply, UDP4_ECHO_REPLY);
+        let (r, c, _) = run(Action::Echo, &TCP_SYN);
+        assert_eq!((r, c.not_for_us), (None, 1));
+        let (r, c, _) = run(Action::Echo, &UDP4_ECHO_REQUEST[..30]);
+        assert_eq!((r, c.malformed), (None, 1));
+        let (r, c, _) = run(Action::Reflect, &TCP_SYN);
+        assert_eq!((r, c.reflected), (Some(TCP_SYN.len()), 1));
+        let (r, c, _) = run(Action::Count, &TCP_SYN);
+        assert_eq!((r, c.counted), (None, 1));
+        let (r, c, _) = run(Action::Drop, &TCP_SYN);
+        assert_eq!((r, c.dropped), (None, 1));
+    }
+
+    #[test]
+    fn a_length_past_the_buffer_is_refused_not_a_panic() {
+        let responder = Responder::new();
+        let mut buf = [0u8; 16];
+        let (mut c, mut p) = (LoopCounters::default(), ProtocolCounters::default());
+        assert_eq!(
+            handle_frame(Action::Echo, &responder, &mut buf, 64, &mut c, &mut p),
+            None
+        );
+    }
+}
