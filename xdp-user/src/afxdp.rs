@@ -281,15 +281,7 @@ impl QueueSocket {
     }
 
     fn kernel_stats(&self) -> KernelStats {
-        match self.rx.fd().xdp_statistics() {
-            Ok(s) => KernelStats {
-                rx_dropped: s.rx_dropped(),
-                rx_ring_full: s.rx_ring_full(),
-                fill_ring_empty: s.rx_fill_ring_empty_descs(),
-                invalid_descs: s.rx_invalid_descs() + s.tx_invalid_descs(),
-            },
-            Err(_) => KernelStats::default(),
-        }
+        kernel_stats_of(self.raw_fd())
     }
 
     /// Runs the poll loop until `stop` is set; returns where every frame ended up.
@@ -423,9 +415,15 @@ impl QueueSocket {
         local.tx_dropped += (tx_descs.len() - done) as u64;
         free.extend_from_slice(&tx_descs[done..]);
         tx_descs.clear();
-        // A copy-mode kick sends at most 32 frames; drain the ring now rather than let frames
-        // wait there while the fill ring runs dry. (In zero-copy mode the driver clears the
-        // need-wakeup flag once it is sending, which ends this loop.)
+        self.drain_tx(local);
+    }
+
+    /// Kicks the kernel until the TX ring is empty (8 kicks at most). A copy-mode kick sends at
+    /// most 32 frames; draining now keeps frames from waiting there while the fill ring runs
+    /// dry. (In zero-copy mode the driver clears the need-wakeup flag once it is sending, which
+    /// ends this loop.)
+    #[inline]
+    pub(crate) fn drain_tx(&mut self, local: &mut LoopCounters) {
         for _ in 0..8 {
             if !self.tx.needs_wakeup() || self.tx_in_flight() == 0 {
                 break;
@@ -441,7 +439,7 @@ impl QueueSocket {
 
     /// Completed TX frames go back to the free list.
     #[inline]
-    fn reclaim(&mut self, free: &mut Vec<FrameDesc>, comp_descs: &mut [FrameDesc]) {
+    pub(crate) fn reclaim(&mut self, free: &mut Vec<FrameDesc>, comp_descs: &mut [FrameDesc]) {
         // SAFETY: completed descriptors name frames the kernel has finished sending; they are
         // ours again.
         let n = unsafe { self.comp.consume(comp_descs) };
@@ -450,7 +448,7 @@ impl QueueSocket {
 
     /// Hands free frames to the kernel through the fill ring.
     #[inline]
-    fn refill(&mut self, free: &mut Vec<FrameDesc>, local: &mut LoopCounters) {
+    pub(crate) fn refill(&mut self, free: &mut Vec<FrameDesc>, local: &mut LoopCounters) {
         if free.is_empty() {
             return;
         }

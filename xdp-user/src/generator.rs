@@ -13,6 +13,7 @@
 use crate::afxdp::QueueSocket;
 use anyhow::{Result, bail};
 use packet::checksum;
+use packet::counter::LoopCounters;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -237,6 +238,8 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
     let end_send = start + Duration::from_secs_f64(cfg.duration);
     let limit = cfg.count.unwrap_or(u64::MAX);
     let mut send_done: Option<Instant> = None;
+    // The ring helpers count the kernel wake-ups they make; the generator does not report them.
+    let mut kicks = LoopCounters::default();
 
     loop {
         let now = Instant::now();
@@ -252,22 +255,9 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
             break;
         }
 
-        // Completed requests come back for reuse.
-        // SAFETY: completed descriptors name frames the kernel has finished sending.
-        let n = unsafe { socket.comp.consume(&mut comp_descs) };
-        tx_free.extend_from_slice(&comp_descs[..n]);
-
-        // Reply frames go (back) to the fill ring.
-        if !rx_free.is_empty() {
-            let room = socket.fill.nb_free(rx_free.len() as u32) as usize;
-            let from = rx_free.len() - room.min(rx_free.len());
-            // SAFETY: frames in rx_free are ours and referenced nowhere else.
-            let produced = unsafe { socket.fill.produce(&rx_free[from..]) };
-            rx_free.truncate(rx_free.len() - produced);
-            if socket.fill.needs_wakeup() {
-                let _ = socket.fill.wakeup(socket.rx.fd_mut(), 0);
-            }
-        }
+        // Completed requests come back for reuse; reply frames go (back) to the fill ring.
+        socket.reclaim(&mut tx_free, &mut comp_descs);
+        socket.refill(&mut rx_free, &mut kicks);
 
         if send_done.is_none() {
             let allowed = match cfg.rate {
@@ -302,12 +292,7 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
                 out.clear();
             }
         }
-        for _ in 0..8 {
-            if !socket.tx.needs_wakeup() || socket.tx_in_flight() == 0 {
-                break;
-            }
-            let _ = socket.tx.wakeup();
-        }
+        socket.drain_tx(&mut kicks);
 
         // SAFETY: scratch descriptors; consumed ones name reply frames now ours.
         let got = unsafe { socket.rx.consume(&mut rx_descs) };
