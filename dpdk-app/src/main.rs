@@ -62,7 +62,7 @@ struct Cli {
     #[arg(long, default_value_t = 1024)]
     txd: u16,
     /// Seconds between statistics lines.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = packet::cli::positive)]
     interval: f64,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
@@ -96,9 +96,6 @@ fn run() -> Result<()> {
     let (eal_args, app_args) = split_args(std::env::args().collect());
     // Our options are checked before EAL starts (EAL may take seconds and hugepages).
     let cli = Cli::parse_from(app_args);
-    if cli.interval.is_nan() || cli.interval <= 0.0 {
-        bail!("--interval must be a positive number of seconds");
-    }
     if cli.burst == 0 || cli.burst > dpdk::MAX_BURST {
         bail!("--burst must be 1 to {}", dpdk::MAX_BURST);
     }

@@ -21,6 +21,8 @@
 
 pub mod abi;
 pub mod checksum;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "parse")]
 pub mod counter;
 #[cfg(feature = "parse")]

@@ -56,6 +56,20 @@ enum Command {
     Cost(CostArgs),
 }
 
+/// How long `load` and `run` run and how they report.
+#[derive(clap::Args, Debug)]
+struct Reporting {
+    /// Seconds between lines of rates.
+    #[arg(long, default_value_t = 1.0, value_parser = packet::cli::positive)]
+    interval: f64,
+    /// Stop (and detach) after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// On exit, print the counters as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `xdp-user load`.
 #[derive(clap::Args, Debug)]
 struct LoadArgs {
@@ -75,15 +89,8 @@ struct LoadArgs {
     /// What happens to packets that match no rule (and to non-IP and malformed frames).
     #[arg(long = "default", value_enum, default_value = "pass")]
     default_action: DefaultAction,
-    /// Seconds between lines of rates.
-    #[arg(long, default_value_t = 1.0)]
-    interval: f64,
-    /// Detach and exit after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long)]
-    duration: Option<f64>,
-    /// On exit, print the counters as one JSON object on the last line of stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: Reporting,
 }
 
 /// Arguments of `xdp-user run`.
@@ -128,15 +135,8 @@ struct RunArgs {
     /// Extra rules, tried before the defaults (same grammar as `load`).
     #[arg(long = "rule", value_name = "RULE")]
     rules: Vec<String>,
-    /// Seconds between lines of rates.
-    #[arg(long, default_value_t = 1.0)]
-    interval: f64,
-    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long)]
-    duration: Option<f64>,
-    /// On exit, print the counters as one JSON object on the last line of stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: Reporting,
 }
 
 /// Arguments of `xdp-user gen`.
@@ -165,7 +165,7 @@ struct GenArgs {
     #[arg(long)]
     size: Option<usize>,
     /// Packets per second (default: as fast as possible).
-    #[arg(long)]
+    #[arg(long, value_parser = packet::cli::positive)]
     rate: Option<f64>,
     /// Packets to send (default: until --duration ends).
     #[arg(long)]
@@ -253,9 +253,6 @@ fn read_rules(rule_args: &[String], rules_file: Option<&std::path::Path>) -> Res
 }
 
 fn load(args: LoadArgs) -> Result<()> {
-    if args.interval.is_nan() || args.interval <= 0.0 {
-        bail!("--interval must be a positive number of seconds");
-    }
     // Signals first: a SIGINT that comes while we attach must still detach cleanly.
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -282,7 +279,7 @@ fn load(args: LoadArgs) -> Result<()> {
     );
 
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(args.interval);
+    let interval = Duration::from_secs_f64(args.report.interval);
     let mut last = filter.snapshot()?;
     let mut last_at = Instant::now();
     let mut next_print = last_at + interval;
@@ -292,6 +289,7 @@ fn load(args: LoadArgs) -> Result<()> {
             break;
         }
         if args
+            .report
             .duration
             .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
         {
@@ -323,7 +321,7 @@ fn load(args: LoadArgs) -> Result<()> {
     filter.detach();
     eprintln!("xdp-user: detached from {}", args.iface);
     eprintln!("{}", summary(&total, &rules));
-    if args.json {
+    if args.report.json {
         println!(
             "{}",
             to_json(&args.iface, mode, start.elapsed(), &total, &rules)
@@ -383,9 +381,6 @@ fn run_gen(args: GenArgs) -> Result<()> {
             "--sport {} must be a port or a range LOW-HIGH of ports 1-65535",
             args.sport
         );
-    }
-    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        bail!("--rate must be a positive number of packets per second");
     }
     xdp::if_index(&args.iface)?;
     let src = match args.src {
@@ -508,9 +503,6 @@ fn run_rules(args: &RunArgs) -> Result<Vec<Rule>> {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    if args.interval.is_nan() || args.interval <= 0.0 {
-        bail!("--interval must be a positive number of seconds");
-    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -603,13 +595,14 @@ fn run(args: RunArgs) -> Result<()> {
     }
 
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(args.interval);
+    let interval = Duration::from_secs_f64(args.report.interval);
     let mut last: Vec<packet::counter::LoopCounters> =
         running.iter().map(|r| r.stats.counts()).collect();
     let mut last_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
         if args
+            .report
             .duration
             .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
         {
@@ -706,7 +699,7 @@ fn run(args: RunArgs) -> Result<()> {
     if lost > 0 {
         eprintln!("xdp-user: BUG: {lost} UMEM frame(s) unaccounted for at exit");
     }
-    if args.json {
+    if args.report.json {
         let mut proto = serde_json::Map::new();
         for (name, c) in protocols.classes() {
             proto.insert(name.into(), c.packets.into());
