@@ -8,9 +8,9 @@ use common::*;
 use std::process::Stdio;
 use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, PEER_IF, Testbed};
 
-fn run_gen(tb: &Testbed, dst: &str, extra: &[&str]) -> serde_json::Value {
-    let out = tb
-        .in_peer(xdp_user())
+/// Runs `xdp-user gen` from the peer to `dst` on the DUT's MAC, with `extra` arguments.
+fn gen_output(tb: &Testbed, dst: &str, extra: &[&str]) -> std::process::Output {
+    tb.in_peer(xdp_user())
         .args([
             "gen",
             "--iface",
@@ -19,11 +19,16 @@ fn run_gen(tb: &Testbed, dst: &str, extra: &[&str]) -> serde_json::Value {
             DUT_MAC,
             "--dst",
             dst,
-            "--json",
         ])
         .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn run_gen(tb: &Testbed, dst: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let out = gen_output(tb, dst, &args);
     assert!(out.status.success(), "gen failed: {}", text(&out.stderr));
     last_json(&out)
 }
@@ -94,27 +99,13 @@ fn gen_against_an_echo_service_that_is_not_ours() {
 #[test]
 fn gen_rejects_bad_arguments() {
     let tb = quiet_testbed();
-    for (args, message) in [
+    for (mut args, message) in [
         (vec!["--size", "40"], "--size"),
         (vec!["--sport", "9-3"], "--sport"),
         (vec!["--rate", "0"], "--rate"),
     ] {
-        let out = tb
-            .in_peer(xdp_user())
-            .args([
-                "gen",
-                "--iface",
-                PEER_IF,
-                "--dst-mac",
-                DUT_MAC,
-                "--dst",
-                DUT_IPV4,
-                "--count",
-                "1",
-            ])
-            .args(&args)
-            .output()
-            .unwrap();
+        args.extend(["--count", "1"]);
+        let out = gen_output(&tb, DUT_IPV4, &args);
         assert!(!out.status.success(), "{args:?}");
         assert!(
             text(&out.stderr).contains(message),

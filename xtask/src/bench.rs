@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use xtask::cmd::{cmd, root, run};
+use xtask::cmd::{build_release, cmd, root, run};
 use xtask::testbed::{DUT_IF, DUT_MAC, Options, PEER_IF, Testbed};
 
 pub struct BenchOptions {
@@ -84,21 +84,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
     if !xtask::setup::is_root() {
         bail!("the benchmark needs root (network namespaces, XDP, DPDK); run it as root");
     }
-    run(&mut cmd(
-        "cargo",
-        [
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "xdp-user",
-            "-p",
-            "dpdk-app",
-            "-p",
-            "xtask",
-        ],
-    ))?;
-    let release = root().join("target/release");
+    let release = build_release(&["xdp-user", "dpdk-app", "xtask"])?;
     let bins = Bins {
         xdp_user: release.join("xdp-user"),
         dpdk_app: release.join("dpdk-app"),

@@ -70,3 +70,13 @@ pub fn stdout_of(c: &mut Command) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Builds `packages` in release mode (as locked) and returns the folder of the binaries.
+pub fn build_release(packages: &[&str]) -> Result<PathBuf> {
+    let mut args = vec!["build", "--release", "--locked"];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    run(&mut cmd("cargo", args))?;
+    Ok(root().join("target/release"))
+}

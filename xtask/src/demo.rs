@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use xtask::cmd::{cmd, root, run};
+use xtask::cmd::{build_release, run};
 use xtask::setup;
 use xtask::testbed::{self, DUT_IF, DUT_IPV4, DUT_IPV6, Options, Testbed};
 
@@ -27,20 +27,9 @@ const PINGS: u32 = 5;
 
 pub fn demo(iface: Option<&str>) -> Result<()> {
     setup::setup(true)?;
-    run(&mut cmd(
-        "cargo",
-        [
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "xdp-user",
-            "-p",
-            "dpdk-app",
-        ],
-    ))?;
-    let xdp_user = root().join("target/release/xdp-user");
-    let dpdk_app = root().join("target/release/dpdk-app");
+    let release = build_release(&["xdp-user", "dpdk-app"])?;
+    let xdp_user = release.join("xdp-user");
+    let dpdk_app = release.join("dpdk-app");
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted))?;
@@ -137,32 +126,9 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         .in_peer("python3")
         .args(["-c", &udp_sender_script(&[DROP_PORT, PASS_PORT])]))?;
     eprintln!("demo: 2 s of generated load (xdp-user gen) to port {DROP_PORT}");
-    let load = tb
-        .in_peer(xdp_user.to_str().context("path")?)
-        .args([
-            "gen",
-            "--iface",
-            testbed::PEER_IF,
-            "--dst-mac",
-            testbed::DUT_MAC,
-            "--dst",
-            DUT_IPV4,
-            "--dport",
-            "9",
-            "--duration",
-            "2",
-            "--json",
-        ])
-        .output()?;
-    let load_sent = serde_json::from_str::<serde_json::Value>(
-        String::from_utf8_lossy(&load.stdout)
-            .lines()
-            .last()
-            .unwrap_or(""),
-    )
-    .ok()
-    .and_then(|v| v["sent"].as_u64())
-    .unwrap_or(0);
+    let load_sent = gen_json(&tb, xdp_user, &["--dport", "9"])?["sent"]
+        .as_u64()
+        .unwrap_or(0);
 
     let filter_out = filter.wait_with_output()?;
     let listener_out = listener.wait_with_output()?;
@@ -249,7 +215,7 @@ fn afxdp_echo(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
          print(ok, len(sizes))\n"
     );
     let udp = tb.in_peer("python3").args(["-c", &script]).output()?;
-    let load = generated_load(&tb, xdp_user, DUT_IPV4)?;
+    let load = generated_load(&tb, xdp_user)?;
     let out = echo.wait_with_output()?;
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted; the testbed has been removed");
@@ -460,7 +426,7 @@ fn dpdk_echo(
         .output()?;
     let neigh = String::from_utf8_lossy(&neigh.stdout).into_owned();
     let (udp_ok, udp_sent) = tb.udp_echo_sizes(7);
-    let load = generated_load(&tb, xdp_user, DUT_IPV4)?;
+    let load = generated_load(&tb, xdp_user)?;
     let out = app.wait_with_output()?;
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted; the testbed has been removed");
@@ -510,9 +476,9 @@ fn dpdk_echo(
     Ok(())
 }
 
-/// Two seconds of `xdp-user gen` from the peer at full speed: what it sent, what came back,
-/// and the round-trip latency (figures are printed, not judged: this is a shared VM).
-fn generated_load(tb: &Testbed, xdp_user: &std::path::Path, dst: &str) -> Result<String> {
+/// Runs `xdp-user gen` from the peer at the DUT's IPv4 address for 2 s, with `extra`
+/// arguments, and returns its JSON summary.
+fn gen_json(tb: &Testbed, xdp_user: &std::path::Path, extra: &[&str]) -> Result<serde_json::Value> {
     let out = tb
         .in_peer(xdp_user.to_str().context("path")?)
         .args([
@@ -521,25 +487,23 @@ fn generated_load(tb: &Testbed, xdp_user: &std::path::Path, dst: &str) -> Result
             testbed::PEER_IF,
             "--dst-mac",
             testbed::DUT_MAC,
-            "--dst",
-            dst,
-            "--duration",
-            "2",
-            "--flows",
-            "16",
-            "--core",
-            "0",
-            "--json",
         ])
+        .args(["--dst", DUT_IPV4, "--duration", "2", "--json"])
+        .args(extra)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .with_context(|| {
-            format!(
-                "xdp-user gen gave no JSON: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).with_context(|| {
+        format!(
+            "xdp-user gen gave no JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Two seconds of `xdp-user gen` from the peer at full speed: what it sent, what came back,
+/// and the round-trip latency (figures are printed, not judged: this is a shared VM).
+fn generated_load(tb: &Testbed, xdp_user: &std::path::Path) -> Result<String> {
+    let v = gen_json(tb, xdp_user, &["--flows", "16", "--core", "0"])?;
     let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
     Ok(format!(
         "2 s of xdp-user gen: sent {:.0} at {:.0} kpps, {:.0} came back ({:.2}% lost), \

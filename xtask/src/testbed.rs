@@ -197,31 +197,26 @@ impl Testbed {
             bail!("ethtool -K {PEER_IF} tx off failed in {}", tb.peer_ns);
         }
         if opts.quiet {
-            for (addr, mac) in [(DUT_IPV4, DUT_MAC), (DUT_IPV6, DUT_MAC)] {
-                tb.ip_peer(&[
-                    "neigh",
-                    "replace",
-                    addr,
-                    "lladdr",
-                    mac,
-                    "nud",
-                    "permanent",
-                    "dev",
-                    PEER_IF,
-                ])?;
-            }
-            for (addr, mac) in [(PEER_IPV4, PEER_MAC), (PEER_IPV6, PEER_MAC)] {
-                tb.ip_dut(&[
-                    "neigh",
-                    "replace",
-                    addr,
-                    "lladdr",
-                    mac,
-                    "nud",
-                    "permanent",
-                    "dev",
-                    DUT_IF,
-                ])?;
+            // Each end learns the other's addresses for good.
+            for (ns, dev, addrs, mac) in [
+                (&tb.peer_ns, PEER_IF, [DUT_IPV4, DUT_IPV6], DUT_MAC),
+                (&tb.dut_ns, DUT_IF, [PEER_IPV4, PEER_IPV6], PEER_MAC),
+            ] {
+                for addr in addrs {
+                    ip(&[
+                        "-n",
+                        ns,
+                        "neigh",
+                        "replace",
+                        addr,
+                        "lladdr",
+                        mac,
+                        "nud",
+                        "permanent",
+                        "dev",
+                        dev,
+                    ])?;
+                }
             }
             // MLD reports go out right after link-up (two, within a second).
             std::thread::sleep(std::time::Duration::from_millis(2500));
