@@ -101,23 +101,8 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
     }
 
     eprintln!("\ndemo: {PINGS} pings over IPv4 and IPv6 from the peer");
-    let ping4 = tb
-        .in_peer("ping")
-        .args(["-c", &PINGS.to_string(), "-i", "0.2", "-W", "1", DUT_IPV4])
-        .output()?;
-    let ping6 = tb
-        .in_peer("ping")
-        .args([
-            "-6",
-            "-c",
-            &PINGS.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            DUT_IPV6,
-        ])
-        .output()?;
+    let ping4 = tb.ping(false, PINGS);
+    let ping6 = tb.ping(true, PINGS);
     eprintln!(
         "demo: {DATAGRAMS} UDP datagrams to port {DROP_PORT} (drop rule) and {DATAGRAMS} to \
          port {PASS_PORT} (no rule: passed to the kernel socket)"
@@ -147,17 +132,11 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         .trim()
         .parse()
         .unwrap_or(0);
-    let replies = |o: &std::process::Output| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .count()
-    };
     let report = Report {
         load_sent,
         json: json_line,
-        ping4_replies: replies(&ping4),
-        ping6_replies: replies(&ping6),
+        ping4_replies: ping4,
+        ping6_replies: ping6,
         udp_received: received,
         left_attached: attached,
     };
@@ -189,21 +168,7 @@ fn afxdp_echo(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         "--json",
     ]))?;
     std::thread::sleep(Duration::from_millis(1500));
-    let ping = |v6: bool| -> Result<usize> {
-        let mut c = tb.in_peer("ping");
-        if v6 {
-            c.arg("-6");
-        }
-        let dst = if v6 { DUT_IPV6 } else { DUT_IPV4 };
-        let out = c
-            .args(["-c", &PINGS.to_string(), "-i", "0.2", "-W", "1", dst])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .count())
-    };
-    let (ping4, ping6) = (ping(false)?, ping(true)?);
+    let (ping4, ping6) = (tb.ping(false, PINGS), tb.ping(true, PINGS));
     let script = format!(
         "import socket\n\
          s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(1)\n\
