@@ -100,7 +100,6 @@ pub fn poll_loop(
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 shared.stop.store(true, Ordering::Relaxed);
             }
-            stats.publish(&c, &protocols, 0);
             printer.borrow_mut().maybe_print(shared);
         }
     }
