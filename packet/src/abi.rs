@@ -8,8 +8,8 @@
 //!
 //! # How rules are matched: bit vectors, not a scan
 //! A rule set of up to [`MAX_RULES`] rules is compiled by the loader into one lookup table per
-//! packet field (protocol, source prefix, destination prefix, source port, destination port,
-//! ICMP type). Each table maps a field value to a [`RuleMask`]: the set of rules that this value
+//! packet field (protocol, fragment kind, source prefix, destination prefix, source port,
+//! destination port, ICMP type). Each table maps a field value to a [`RuleMask`]: the set of rules that this value
 //! does not exclude (rules that do not constrain the field are in every mask). The program does
 //! one lookup per field, ANDs the masks, and the lowest set bit is the first matching rule in
 //! priority order. The cost is a fixed number of map lookups, whatever the number of rules; only
@@ -23,7 +23,7 @@ pub const RULE_MASK_WORDS: usize = MAX_RULES / 64;
 
 /// A set of rule indexes; bit `i` stands for rule `i` (rule 0 has the highest priority).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleMask {
     pub words: [u64; RULE_MASK_WORDS],
 }
@@ -171,7 +171,7 @@ impl Counter {
     }
 }
 
-/// Slots of the per-CPU statistics array (`STATS` map). Each slot is a [`Counter`].
+/// Slots of the per-CPU [`Stats`] value. Each slot is a [`Counter`].
 pub mod stat {
     /// Packets that took `Action::Pass` (index = action).
     pub const ACTION_PASS: u32 = 0;
@@ -179,6 +179,7 @@ pub mod stat {
     pub const ACTION_XSK: u32 = 2;
     /// Packets whose rule said `xsk` but whose RX queue had no socket, so they were passed.
     pub const XSK_FALLBACK: u32 = 3;
+    /// Frames that cannot be trusted (see `packet::filter`); they take the malformed policy.
     pub const MALFORMED: u32 = 4;
     pub const PROTO_ARP: u32 = 5;
     pub const PROTO_IPV4: u32 = 6;
@@ -187,80 +188,237 @@ pub mod stat {
     pub const PROTO_UDP: u32 = 9;
     pub const PROTO_ICMP: u32 = 10;
     pub const PROTO_ICMPV6: u32 = 11;
+    /// Frames of another ether type (not IP, not ARP).
     pub const PROTO_OTHER: u32 = 12;
-    /// Packets that matched no rule and took the default action.
+    /// Well-formed packets that matched no rule (and non-IP frames): the default action.
     pub const DEFAULT_ACTION: u32 = 13;
+    /// IPv6 packets whose transport header could not be reached: the unparsed policy.
+    pub const UNPARSED: u32 = 14;
+    /// First fragments (offset 0, more-fragments set) and later fragments (offset > 0).
+    pub const FRAG_FIRST: u32 = 15;
+    pub const FRAG_LATER: u32 = 16;
     /// Number of slots.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 17;
 }
 
-/// Protocol classes: the index into the protocol table (`PROTO_MASKS` map).
+/// Every global counter of the program on one CPU: the single entry of the per-CPU `STATS`
+/// map, so a packet costs one map lookup for all its counting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Indexed by [`stat`].
+    pub counters: [Counter; stat::COUNT as usize],
+}
+
+/// Protocol classes: the index into [`RuleSet::proto`].
 pub mod proto_class {
     pub const TCP: u32 = 0;
     pub const UDP: u32 = 1;
     pub const ICMP: u32 = 2;
     pub const ICMPV6: u32 = 3;
-    /// IPv4/IPv6 with any other (or no parsable) transport, including fragments.
+    /// IPv4/IPv6 with any other transport protocol.
     pub const OTHER_IP: u32 = 4;
     pub const COUNT: u32 = 5;
 }
 
-/// Index of the "no port" entry in the port tables: the mask for packets without L4 ports
-/// (ICMP, fragments, other protocols). Ports 0..=65535 index the table directly.
-pub const PORT_TABLE_NO_PORT: u32 = 65536;
-/// Entries of each port table.
-pub const PORT_TABLE_LEN: u32 = 65537;
-/// Index of the "not ICMP" entry in the ICMP type table; types 0..=255 index it directly.
-pub const ICMP_TABLE_NOT_ICMP: u32 = 256;
-/// Entries of the ICMP type table.
-pub const ICMP_TABLE_LEN: u32 = 257;
+/// Fragment kinds: the index into [`RuleSet::frag`].
+pub mod frag {
+    /// A whole datagram (IPv6 atomic fragments included, RFC 6946).
+    pub const NONE: u32 = 0;
+    /// Offset 0 with more-fragments set: carries the transport header.
+    pub const FIRST: u32 = 1;
+    /// Offset above 0: carries no transport header, so no ports and no ICMP type.
+    pub const LATER: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
 
-/// The program's configuration, the single entry of the `CONFIG` array map.
+/// The most IPv6 extension headers the classifier steps over before the transport header;
+/// a longer chain is "unparsed".
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+/// Port value meaning "the packet has no port" (not TCP/UDP, or a later fragment).
+pub const NO_PORT: u32 = 0x1_0000;
+/// Port class of "no port"; ports map to classes `1..`.
+pub const PORT_CLASS_NONE: u16 = 0;
+/// Distinct port classes a rule set can need per direction: the port ranges of 256 rules cut
+/// 0..=65535 into at most 513 intervals, plus the "no port" class.
+pub const MAX_PORT_CLASSES: usize = 2 * MAX_RULES + 2;
+/// Index of the "not ICMP" entry in [`RuleSet::icmp`]; types 0..=255 index it directly.
+pub const ICMP_NOT_ICMP: u32 = 256;
+/// Entries of [`RuleSet::icmp`].
+pub const ICMP_TABLE_LEN: usize = 257;
+/// Entries of each port-to-class table.
+pub const PORT_TABLE_LEN: usize = 65536;
+
+/// One compiled rule set: everything the program needs to decide a packet, except the
+/// address prefixes (which live in LPM tries keyed by the set's slot). The `RULESETS` array
+/// holds two, and `XdpConfig::active_set` says which one is in force: a reload writes the
+/// other slot and then switches with one word (see `xdp-user`'s loader), so every packet is
+/// decided entirely by one set.
+///
+/// Ports are compiled in two steps that keep a reload small and the table in cache: a port
+/// maps to a class (`sport_class`), and a class to the mask of rules that allow it
+/// (`sport_masks`). Ports that no rule boundary separates share a class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleSet {
+    /// Increases with every rule set installed, so reports can say which set decided.
+    pub generation: u32,
+    /// The [`Action`] (as `u32`) for well-formed packets that match no rule, and non-IP frames.
+    pub default_action: u32,
+    /// The action for malformed frames.
+    pub malformed_action: u32,
+    /// The action for IPv6 packets whose transport header cannot be reached.
+    pub unparsed_action: u32,
+    /// Rules `0..rule_count` are valid.
+    pub rule_count: u32,
+    /// [`config_flags`]: which fields any rule constrains; the program skips the others.
+    pub flags: u32,
+    /// Per rule, its [`Action`] as `u32`.
+    pub actions: [u32; MAX_RULES],
+    /// Per [`proto_class`], the rules that allow it.
+    pub proto: [RuleMask; proto_class::COUNT as usize],
+    /// Per [`frag`] kind, the rules that allow it.
+    pub frag: [RuleMask; frag::COUNT as usize],
+    /// Per ICMP type (and [`ICMP_NOT_ICMP`]), the rules that allow it.
+    pub icmp: [RuleMask; ICMP_TABLE_LEN],
+    /// Per source port class, the rules that allow it.
+    pub sport_masks: [RuleMask; MAX_PORT_CLASSES],
+    /// Per destination port class, the rules that allow it.
+    pub dport_masks: [RuleMask; MAX_PORT_CLASSES],
+    /// Source port to class.
+    pub sport_class: [u16; PORT_TABLE_LEN],
+    /// Destination port to class.
+    pub dport_class: [u16; PORT_TABLE_LEN],
+}
+
+impl RuleSet {
+    /// No rules: everything takes `pass`.
+    pub const EMPTY: RuleSet = RuleSet {
+        generation: 0,
+        default_action: Action::Pass as u32,
+        malformed_action: Action::Pass as u32,
+        unparsed_action: Action::Pass as u32,
+        rule_count: 0,
+        flags: 0,
+        actions: [0; MAX_RULES],
+        proto: [RuleMask::EMPTY; proto_class::COUNT as usize],
+        frag: [RuleMask::EMPTY; frag::COUNT as usize],
+        icmp: [RuleMask::EMPTY; ICMP_TABLE_LEN],
+        sport_masks: [RuleMask::EMPTY; MAX_PORT_CLASSES],
+        dport_masks: [RuleMask::EMPTY; MAX_PORT_CLASSES],
+        sport_class: [0; PORT_TABLE_LEN],
+        dport_class: [0; PORT_TABLE_LEN],
+    };
+}
+
+/// The program's control word, the single entry of the `CONFIG` array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpConfig {
-    /// The [`Action`] for packets that match no rule, as `u32`.
-    pub default_action: u32,
-    /// Number of rules in the installed set (rules `0..rule_count` are valid).
-    pub rule_count: u32,
-    /// [`config_flags`]: which fields any rule constrains. A field no rule constrains allows
-    /// every rule, so the program skips its lookups (two LPM trie walks for addresses).
-    pub flags: u32,
+    /// The slot of `RULESETS` (0 or 1) in force. The loader writes this word last, in one
+    /// update; the program reads it once per packet.
+    pub active_set: u32,
 }
 
-/// Bits of [`XdpConfig::flags`].
+/// Bits of [`RuleSet::flags`].
 pub mod config_flags {
     /// Some rule has a `src` prefix: look up `SRC_V4` / `SRC_V6`.
     pub const SRC_USED: u32 = 1;
     /// Some rule has a `dst` prefix: look up `DST_V4` / `DST_V6`.
     pub const DST_USED: u32 = 2;
+    /// Some rule has a `sport`.
+    pub const SPORT_USED: u32 = 4;
+    /// Some rule has a `dport`.
+    pub const DPORT_USED: u32 = 8;
+    /// Some rule has an `icmp-type`.
+    pub const ICMP_USED: u32 = 16;
+}
+
+/// How the program decided a packet: the `verdict` of a [`ProbeRecord`].
+pub mod verdict {
+    /// A rule matched: `rule` says which.
+    pub const RULE: u32 = 0;
+    /// A well-formed IP packet that matched no rule: the default action.
+    pub const NO_RULE: u32 = 1;
+    /// Not IP (ARP, another ether type): the default action.
+    pub const NOT_IP: u32 = 2;
+    /// Malformed: the malformed policy.
+    pub const MALFORMED: u32 = 3;
+    /// Transport header unreachable: the unparsed policy.
+    pub const UNPARSED: u32 = 4;
+}
+
+/// What the probe program (`xdp_filter_probe`, never attached) records about the last frame it
+/// classified, for the differential test against the Rust model: the same classification and
+/// decision code as `xdp_filter`, written out instead of acted on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeRecord {
+    /// One of [`verdict`].
+    pub verdict: u32,
+    /// The matching rule, with `verdict::RULE`.
+    pub rule: u32,
+    /// The [`Action`] the filter takes (before the `xsk` fallback to `pass`).
+    pub action: u32,
+    /// The generation of the rule set that decided.
+    pub generation: u32,
+    /// The fields below are set for IP packets (`RULE` and `NO_RULE`).
+    pub v6: u32,
+    pub protocol: u32,
+    /// A [`proto_class`].
+    pub class: u32,
+    /// [`NO_PORT`] when absent.
+    pub sport: u32,
+    pub dport: u32,
+    /// [`ICMP_NOT_ICMP`] when absent.
+    pub icmp_type: u32,
+    /// A [`frag`] kind.
+    pub frag: u32,
+    pub reserved: u32,
+    /// IPv4 addresses fill the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
 }
 
 /// Map names, shared so the loader cannot look up a map the program does not define.
 pub mod map_name {
     pub const CONFIG: &str = "CONFIG";
+    pub const RULESETS: &str = "RULESETS";
     pub const STATS: &str = "STATS";
     pub const RULE_STATS: &str = "RULE_STATS";
-    pub const RULE_ACTIONS: &str = "RULE_ACTIONS";
-    pub const PROTO_MASKS: &str = "PROTO_MASKS";
     pub const SRC_V4: &str = "SRC_V4";
     pub const DST_V4: &str = "DST_V4";
     pub const SRC_V6: &str = "SRC_V6";
     pub const DST_V6: &str = "DST_V6";
-    pub const SPORT_MASKS: &str = "SPORT_MASKS";
-    pub const DPORT_MASKS: &str = "DPORT_MASKS";
-    pub const ICMP_MASKS: &str = "ICMP_MASKS";
     pub const XSKS: &str = "XSKS";
+    pub const PROBE: &str = "PROBE";
 }
 
-/// The most AF_XDP sockets (one per RX queue) the program can redirect to.
-pub const MAX_QUEUES: u32 = 64;
+/// Rule-set slots in `RULESETS` (and in `RULE_STATS`, `MAX_RULES` counters each).
+pub const RULE_SET_SLOTS: u32 = 2;
+
+/// Entries of each address trie: a /0 entry and up to one prefix per rule, per slot. Keys are
+/// the slot number as a first byte, then the address, so the two slots never meet.
+pub const TRIE_ENTRIES: u32 = RULE_SET_SLOTS * (MAX_RULES as u32 + 1);
 
 // No padding anywhere: every type's size is the sum of its fields'.
 const _: () = assert!(core::mem::size_of::<RuleMask>() == 8 * RULE_MASK_WORDS);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 12);
+const _: () = assert!(core::mem::size_of::<Stats>() == 16 * stat::COUNT as usize);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 4);
 const _: () = assert!(core::mem::size_of::<Action>() == 4);
+const _: () = assert!(core::mem::size_of::<ProbeRecord>() == 12 * 4 + 32);
+const _: () = assert!(
+    core::mem::size_of::<RuleSet>()
+        == 6 * 4
+            + 4 * MAX_RULES
+            + 32 * (proto_class::COUNT as usize
+                + frag::COUNT as usize
+                + ICMP_TABLE_LEN
+                + 2 * MAX_PORT_CLASSES)
+            + 2 * 2 * PORT_TABLE_LEN
+);
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, has no padding (asserted above) and every bit
 // pattern is a valid value (only integers inside).
@@ -274,7 +432,19 @@ unsafe impl aya::Pod for Counter {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 #[allow(unsafe_code)]
+unsafe impl aya::Pod for Stats {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
 unsafe impl aya::Pod for XdpConfig {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for RuleSet {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for ProbeRecord {}
 
 #[cfg(test)]
 mod tests {

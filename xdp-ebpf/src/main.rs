@@ -1,13 +1,30 @@
-//! The XDP program: parses each frame at the driver hook, counts it per CPU, matches it against
-//! the rule set, and passes, drops or redirects it into the AF_XDP socket of its RX queue.
+//! The XDP program: classifies each frame at the driver hook, counts it per CPU, decides it by
+//! the rule set in force, and passes, drops or redirects it into the AF_XDP socket of its RX
+//! queue.
 //!
-//! Rules are matched with bit vectors (see `packet::abi`): one map lookup per packet field
-//! gives the set of rules the field allows; the AND of those sets, lowest bit first, is the
-//! first matching rule in priority order. The cost does not grow with the number of rules.
+//! # Classification
+//! The same definition as `packet::filter` (the Rust model the differential test holds this
+//! program to, and the parser the AF_XDP and DPDK loops use). Every frame ends in one class:
+//! - not IP (ARP, other ether types): the default action;
+//! - malformed (truncated, bad lengths or IPv4 header checksum, a first fragment too short for
+//!   its transport header, a TCP fragment that would overwrite the TCP header): the malformed
+//!   policy;
+//! - unparsed (an IPv6 extension-header chain longer than `MAX_IPV6_EXT_HEADERS`, or an
+//!   extension header we do not walk): the unparsed policy;
+//! - IP: the first matching rule, else the default action. A first fragment is classified by
+//!   the transport header it carries, like a whole datagram; a later fragment has no ports and
+//!   no ICMP type, so only rules without those keys can match it.
 //!
-//! Rules apply to IPv4 and IPv6 packets. ARP, other ether types and malformed frames take the
-//! default action (pass unless told otherwise), so the kernel keeps answering ARP and
-//! neighbour discovery unless the user asks otherwise.
+//! # Matching: bit vectors
+//! One table per packet field gives the set of rules the field value allows (`packet::abi`);
+//! the AND of those sets, lowest bit first, is the first matching rule in priority order. The
+//! cost does not grow with the number of rules.
+//!
+//! # Atomic reloads
+//! `RULESETS` holds two compiled rule sets and `CONFIG.active_set` names the one in force. The
+//! program reads that word once per packet and takes every table from the same slot; the
+//! loader writes the other slot, switches the word, and waits for an RCU grace period before
+//! it touches the old slot again. So every packet is decided entirely by one rule set.
 #![no_std]
 #![no_main]
 
@@ -18,71 +35,74 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use packet::abi::{
-    Action, Counter, ICMP_TABLE_LEN, ICMP_TABLE_NOT_ICMP, MAX_QUEUES, MAX_RULES, PORT_TABLE_LEN,
-    PORT_TABLE_NO_PORT, RuleMask, XdpConfig, config_flags, proto_class, stat,
+    Action, Counter, ICMP_NOT_ICMP, MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE,
+    ProbeRecord, RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags,
+    frag, proto_class, stat, verdict,
 };
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+#[map(name = "RULESETS")]
+static RULESETS: Array<RuleSet> = Array::with_max_entries(RULE_SET_SLOTS, 0);
 #[map(name = "STATS")]
-static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "RULE_STATS")]
-static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES as u32, 0);
-#[map(name = "RULE_ACTIONS")]
-static RULE_ACTIONS: Array<u32> = Array::with_max_entries(MAX_RULES as u32, 0);
-#[map(name = "PROTO_MASKS")]
-static PROTO_MASKS: Array<RuleMask> = Array::with_max_entries(proto_class::COUNT, 0);
+static RULE_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(RULE_SET_SLOTS * MAX_RULES as u32, 0);
 #[map(name = "SRC_V4")]
-static SRC_V4: LpmTrie<[u8; 4], RuleMask> = LpmTrie::with_max_entries(MAX_RULES as u32 + 1, 0);
+static SRC_V4: LpmTrie<[u8; 5], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTRIES, 0);
 #[map(name = "DST_V4")]
-static DST_V4: LpmTrie<[u8; 4], RuleMask> = LpmTrie::with_max_entries(MAX_RULES as u32 + 1, 0);
+static DST_V4: LpmTrie<[u8; 5], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTRIES, 0);
 #[map(name = "SRC_V6")]
-static SRC_V6: LpmTrie<[u8; 16], RuleMask> = LpmTrie::with_max_entries(MAX_RULES as u32 + 1, 0);
+static SRC_V6: LpmTrie<[u8; 17], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTRIES, 0);
 #[map(name = "DST_V6")]
-static DST_V6: LpmTrie<[u8; 16], RuleMask> = LpmTrie::with_max_entries(MAX_RULES as u32 + 1, 0);
-#[map(name = "SPORT_MASKS")]
-static SPORT_MASKS: Array<RuleMask> = Array::with_max_entries(PORT_TABLE_LEN, 0);
-#[map(name = "DPORT_MASKS")]
-static DPORT_MASKS: Array<RuleMask> = Array::with_max_entries(PORT_TABLE_LEN, 0);
-#[map(name = "ICMP_MASKS")]
-static ICMP_MASKS: Array<RuleMask> = Array::with_max_entries(ICMP_TABLE_LEN, 0);
+static DST_V6: LpmTrie<[u8; 17], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTRIES, 0);
+/// Sized by the loader from the interface's RX queue count.
 #[map(name = "XSKS")]
-static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
+static XSKS: XskMap = XskMap::with_max_entries(1, 0);
+/// Written only by `xdp_filter_probe`.
+#[map(name = "PROBE")]
+static PROBE: Array<ProbeRecord> = Array::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
+const MAX_VLAN_TAGS: usize = 3;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
 const IPPROTO_ICMPV6: u8 = 58;
-/// IPv6 extension headers we step over (hop-by-hop, routing, fragment, destination options,
-/// authentication), at most this many.
-const MAX_IPV6_EXT: usize = 6;
-const MAX_VLAN_TAGS: usize = 3;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// The smallest TCP header: a later fragment starting below it would overwrite it.
+const TCP_MIN_HEADER: usize = 20;
 
 #[xdp]
 pub fn xdp_filter(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let action = match classify(&ctx, len) {
-        Some(Verdict::Rule(rule)) => {
-            count_rule(rule, len);
-            RULE_ACTIONS
-                .get(rule)
-                .copied()
-                .unwrap_or(Action::Pass as u32)
-        }
-        Some(Verdict::NoRule) => {
-            count(stat::DEFAULT_ACTION, len);
-            default_action()
-        }
-        None => {
-            count(stat::MALFORMED, len);
-            default_action()
-        }
+    let Some(stats) = STATS.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
     };
-    act(&ctx, action, len)
+    // SAFETY: a per-CPU array element is only touched by this CPU, and XDP programs do not
+    // preempt each other on one CPU; the pointer is valid for the program's run.
+    let stats = unsafe { &mut (*stats).counters };
+    let Some((set, rules)) = rule_set() else {
+        return xdp_action::XDP_PASS;
+    };
+    let class = classify(&ctx);
+    count_class(stats, &class, len);
+    let decision = decide(&ctx, &class, set, rules);
+    match decision.verdict {
+        verdict::RULE => count_rule(set, decision.rule, len),
+        verdict::MALFORMED => stats[stat::MALFORMED as usize].add(len),
+        verdict::UNPARSED => stats[stat::UNPARSED as usize].add(len),
+        _ => stats[stat::DEFAULT_ACTION as usize].add(len),
+    }
+    act(&ctx, stats, decision.action, len)
 }
 
 /// The reference for benchmarks: a program that only returns `XDP_DROP`. The filter's cost
@@ -92,65 +112,89 @@ pub fn xdp_drop_bare(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-enum Verdict {
-    /// The first matching rule.
-    Rule(u32),
-    /// A well-formed frame that matched no rule (or is not IP).
-    NoRule,
-}
-
-#[inline(always)]
-fn default_action() -> u32 {
-    CONFIG
-        .get(0)
-        .map(|c| c.default_action)
-        .unwrap_or(Action::Pass as u32)
-}
-
-/// Carries out an action and counts it. `xsk` falls back to `pass` when the packet's RX queue
-/// has no socket, so traffic is never black-holed by a missing socket.
-#[inline(always)]
-fn act(ctx: &XdpContext, action: u32, len: u64) -> u32 {
-    if action == Action::Drop as u32 {
-        count(stat::ACTION_DROP, len);
-        return xdp_action::XDP_DROP;
-    }
-    if action == Action::Xsk as u32 {
-        let queue = ctx.rx_queue_index();
-        if XSKS.get(queue).is_some() {
-            count(stat::ACTION_XSK, len);
-            // The lower bits of the flags are the action if the socket went away meanwhile.
-            return XSKS
-                .redirect(queue, u64::from(xdp_action::XDP_PASS))
-                .unwrap_or(xdp_action::XDP_PASS);
-        }
-        count(stat::XSK_FALLBACK, len);
-    }
-    count(stat::ACTION_PASS, len);
-    xdp_action::XDP_PASS
-}
-
-#[inline(always)]
-fn count(slot: u32, bytes: u64) {
-    if let Some(c) = STATS.get_ptr_mut(slot) {
-        // SAFETY: a per-CPU array element is only touched by this CPU, and XDP programs do
-        // not preempt each other on one CPU; the pointer is valid for the program's run.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
+/// The differential test's window into `xdp_filter`: the same classification and decision,
+/// written into `PROBE` instead of counted and acted on. Never attached to an interface; run
+/// only through `BPF_PROG_TEST_RUN`. Returns `verdict << 16 | rule`.
+#[xdp]
+pub fn xdp_filter_probe(ctx: XdpContext) -> u32 {
+    let (Some((set, rules)), Some(out)) = (rule_set(), PROBE.get_ptr_mut(0)) else {
+        return u32::MAX;
+    };
+    let class = classify(&ctx);
+    let d = decide(&ctx, &class, set, rules);
+    // SAFETY: `out` points at the single element of an array map, valid for the program's
+    // run; only this program writes it, and the test runs it from one thread.
+    let out = unsafe { &mut *out };
+    *out = ProbeRecord {
+        verdict: d.verdict,
+        rule: d.rule,
+        action: d.action,
+        generation: rules.generation,
+        ..ProbeRecord::default()
+    };
+    if let Class::Ip(f) = &class {
+        out.v6 = u32::from(f.v6);
+        out.protocol = u32::from(f.protocol);
+        out.class = f.class;
+        out.sport = f.sport;
+        out.dport = f.dport;
+        out.icmp_type = f.icmp_type;
+        out.frag = f.frag;
+        if f.v6 {
+            if let (Some(s), Some(d)) = (bytes::<16>(&ctx, f.l3 + 8), bytes::<16>(&ctx, f.l3 + 24))
+            {
+                out.src = s;
+                out.dst = d;
+            }
+        } else if let (Some(s), Some(d)) =
+            (bytes::<4>(&ctx, f.l3 + 12), bytes::<4>(&ctx, f.l3 + 16))
+        {
+            out.src[..4].copy_from_slice(&s);
+            out.dst[..4].copy_from_slice(&d);
         }
     }
+    (d.verdict << 16) | d.rule
 }
 
+/// The slot in force and its rule set. Read once per packet: everything after comes from
+/// this one slot.
 #[inline(always)]
-fn count_rule(rule: u32, bytes: u64) {
-    if let Some(c) = RULE_STATS.get_ptr_mut(rule) {
-        // SAFETY: as in `count`: a per-CPU element, valid for the program's run.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
-    }
+fn rule_set() -> Option<(u32, &'static RuleSet)> {
+    let set = CONFIG.get(0)?.active_set;
+    Some((set, RULESETS.get(set)?))
+}
+
+/// What a frame is, as far as rules are concerned.
+enum Class {
+    /// ARP (`arp` true) or another ether type.
+    NotIp {
+        arp: bool,
+    },
+    Malformed,
+    /// IPv6 whose transport header cannot be reached.
+    Unparsed,
+    Ip(Fields),
+}
+
+/// The fields of an IP packet that rules look at.
+struct Fields {
+    v6: bool,
+    /// Where the IP header starts (the addresses are read from there when needed).
+    l3: usize,
+    protocol: u8,
+    class: u32,
+    /// `NO_PORT` when absent.
+    sport: u32,
+    dport: u32,
+    /// `ICMP_NOT_ICMP` when absent.
+    icmp_type: u32,
+    frag: u32,
+}
+
+struct Decision {
+    verdict: u32,
+    rule: u32,
+    action: u32,
 }
 
 /// Reads `N` bytes at `offset`, or `None` past the end of the frame.
@@ -171,190 +215,427 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-/// What the transport layer gives the classifier.
-struct L4 {
-    class: u32,
-    sport: u32,
-    dport: u32,
-    icmp_type: u32,
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
 }
 
-/// Parses the frame, counts its protocols, and finds its first matching rule. `None` means
-/// malformed.
+/// Layer 2: Ethernet, up to three VLAN tags, then IPv4, IPv6 or ARP.
 #[inline(always)]
-fn classify(ctx: &XdpContext, len: u64) -> Option<Verdict> {
+fn classify(ctx: &XdpContext) -> Class {
+    let Some(t) = bytes::<2>(ctx, 12) else {
+        return Class::Malformed;
+    };
+    let mut ether_type = be16(t);
     let mut off = ETH_HLEN;
-    let mut ether_type = be16(bytes::<2>(ctx, 12)?);
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != 0x8100 && ether_type != 0x88a8 && ether_type != 0x9100 {
             break;
         }
-        ether_type = be16(bytes::<2>(ctx, off + 2)?);
+        let Some(t) = bytes::<4>(ctx, off) else {
+            return Class::Malformed;
+        };
+        ether_type = be16([t[2], t[3]]);
         off += 4;
     }
     match ether_type {
-        ETH_P_IPV4 => {
-            let ip = bytes::<20>(ctx, off)?;
-            let header_len = usize::from(ip[0] & 0x0f) * 4;
-            let total_len = usize::from(be16([ip[2], ip[3]]));
-            if ip[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
-                return None;
+        ETH_P_IPV4 => ipv4(ctx, off),
+        ETH_P_IPV6 => ipv6(ctx, off),
+        ETH_P_ARP => {
+            // The fixed part, then two hardware and two protocol addresses.
+            let Some(h) = bytes::<8>(ctx, off) else {
+                return Class::Malformed;
+            };
+            let need = 8 + 2 * (usize::from(h[4]) + usize::from(h[5]));
+            if off + need > frame_len(ctx) {
+                return Class::Malformed;
             }
-            if ctx.data() + off + total_len > ctx.data_end() {
-                return None;
-            }
-            count(stat::PROTO_IPV4, len);
-            let fragment = be16([ip[6], ip[7]]) & 0x3fff != 0;
-            let l4 = transport(ctx, off + header_len, ip[9], fragment, len)?;
-            let flags = rule_fields();
-            let src = (flags & config_flags::SRC_USED != 0)
-                .then(|| SRC_V4.get(Key::new(32, [ip[12], ip[13], ip[14], ip[15]])));
-            let dst = (flags & config_flags::DST_USED != 0)
-                .then(|| DST_V4.get(Key::new(32, [ip[16], ip[17], ip[18], ip[19]])));
-            Some(match_rules(src, dst, &l4))
+            Class::NotIp { arp: true }
         }
-        ETH_P_IPV6 => {
-            let ip = bytes::<40>(ctx, off)?;
-            let payload_len = usize::from(be16([ip[4], ip[5]]));
-            if ip[0] >> 4 != 6 || ctx.data() + off + 40 + payload_len > ctx.data_end() {
-                return None;
+        _ => Class::NotIp { arp: false },
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, l3: usize) -> Class {
+    let Some(ip) = bytes::<20>(ctx, l3) else {
+        return Class::Malformed;
+    };
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let total_len = usize::from(be16([ip[2], ip[3]]));
+    if ip[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
+        return Class::Malformed;
+    }
+    if l3 + total_len > frame_len(ctx) {
+        return Class::Malformed;
+    }
+    if !ipv4_checksum_ok(ctx, &ip, l3, header_len) {
+        return Class::Malformed;
+    }
+    let word = be16([ip[6], ip[7]]);
+    let offset = usize::from(word & 0x1fff);
+    let kind = if offset > 0 {
+        frag::LATER
+    } else if word & 0x2000 != 0 {
+        frag::FIRST
+    } else {
+        frag::NONE
+    };
+    transport(
+        ctx,
+        false,
+        l3,
+        ip[9],
+        kind,
+        offset,
+        l3 + header_len,
+        l3 + total_len,
+    )
+}
+
+/// The one's complement sum over the header (options included) must be 0xffff.
+#[inline(always)]
+fn ipv4_checksum_ok(ctx: &XdpContext, ip: &[u8; 20], l3: usize, header_len: usize) -> bool {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < 20 {
+        sum += u32::from(be16([ip[i], ip[i + 1]]));
+        i += 2;
+    }
+    // Options: up to 40 bytes, in 4-byte words.
+    for word in 0..10 {
+        let at = 20 + word * 4;
+        if at >= header_len {
+            break;
+        }
+        let Some(o) = bytes::<4>(ctx, l3 + at) else {
+            return false;
+        };
+        sum += u32::from(be16([o[0], o[1]])) + u32::from(be16([o[2], o[3]]));
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
+/// Extension header types that are neither walked nor a transport protocol.
+#[inline(always)]
+fn unwalkable_extension(next: u8) -> bool {
+    matches!(next, 135 | 139 | 140 | 253 | 254)
+}
+
+#[inline(always)]
+fn walkable_extension(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
+    )
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
+    let Some(ip) = bytes::<8>(ctx, l3) else {
+        return Class::Malformed;
+    };
+    let end = l3 + 40 + usize::from(be16([ip[4], ip[5]]));
+    if ip[0] >> 4 != 6 || end > frame_len(ctx) {
+        return Class::Malformed;
+    }
+    let mut next = ip[6];
+    let mut at = l3 + 40;
+    let mut kind = frag::NONE;
+    for i in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // Hop-by-hop options may only come first (RFC 8200, section 4.1).
+                if next == IPPROTO_HOPOPTS && i != 0 {
+                    return Class::Malformed;
+                }
+                let Some(h) = bytes::<2>(ctx, at) else {
+                    return Class::Malformed;
+                };
+                let size = (usize::from(h[1]) + 1) * 8;
+                if at + size > end {
+                    return Class::Malformed;
+                }
+                next = h[0];
+                at += size;
             }
-            count(stat::PROTO_IPV6, len);
-            let mut next = ip[6];
-            let mut l4_off = off + 40;
-            let mut fragment = false;
-            for _ in 0..MAX_IPV6_EXT {
-                match next {
-                    0 | 43 | 60 => {
-                        let h = bytes::<2>(ctx, l4_off)?;
-                        next = h[0];
-                        l4_off += (usize::from(h[1]) + 1) * 8;
+            IPPROTO_AH => {
+                let Some(h) = bytes::<2>(ctx, at) else {
+                    return Class::Malformed;
+                };
+                let size = (usize::from(h[1]) + 2) * 4;
+                if h[1] == 0 || at + size > end {
+                    return Class::Malformed;
+                }
+                next = h[0];
+                at += size;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(h) = bytes::<4>(ctx, at) else {
+                    return Class::Malformed;
+                };
+                if at + 8 > end {
+                    return Class::Malformed;
+                }
+                next = h[0];
+                at += 8;
+                let offset = usize::from(be16([h[2], h[3]]) >> 3);
+                if offset > 0 {
+                    // A later fragment: what follows is fragment data, not headers.
+                    if walkable_extension(next) || unwalkable_extension(next) {
+                        return Class::Unparsed;
                     }
-                    44 => {
-                        let h = bytes::<4>(ctx, l4_off)?;
-                        next = h[0];
-                        // Offset or more-fragments set: not the whole datagram.
-                        fragment |= be16([h[2], h[3]]) & 0xfff9 != 0;
-                        l4_off += 8;
-                    }
-                    51 => {
-                        let h = bytes::<2>(ctx, l4_off)?;
-                        next = h[0];
-                        l4_off += (usize::from(h[1]) + 2) * 4;
-                    }
-                    _ => break,
+                    return transport(ctx, true, l3, next, frag::LATER, offset, at, end);
+                }
+                if h[3] & 1 != 0 {
+                    kind = frag::FIRST;
                 }
             }
-            let l4 = transport(ctx, l4_off, next, fragment, len)?;
-            let flags = rule_fields();
-            let src = (flags & config_flags::SRC_USED != 0)
-                .then(|| SRC_V6.get(Key::new(128, ip_bytes16(&ip, 8))));
-            let dst = (flags & config_flags::DST_USED != 0)
-                .then(|| DST_V6.get(Key::new(128, ip_bytes16(&ip, 24))));
-            Some(match_rules(src, dst, &l4))
-        }
-        ETH_P_ARP => {
-            count(stat::PROTO_ARP, len);
-            Some(Verdict::NoRule)
-        }
-        _ => {
-            count(stat::PROTO_OTHER, len);
-            Some(Verdict::NoRule)
+            _ => break,
         }
     }
-}
-
-#[inline(always)]
-fn ip_bytes16(ip: &[u8; 40], at: usize) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        a[i] = ip[at + i];
-        i += 1;
+    if walkable_extension(next) || unwalkable_extension(next) {
+        return Class::Unparsed;
     }
-    a
+    transport(ctx, true, l3, next, kind, 0, at, end)
 }
 
-/// The transport layer: protocol class, ports, ICMP type; counts TCP/UDP/ICMP/ICMPv6. `None`
-/// when the header is cut short. Fragments keep their protocol class but have no ports.
+/// The transport header in `[l4, end)`: ports for TCP and UDP, the type for ICMP and ICMPv6.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn transport(ctx: &XdpContext, off: usize, protocol: u8, fragment: bool, len: u64) -> Option<L4> {
-    let mut l4 = L4 {
+fn transport(
+    ctx: &XdpContext,
+    v6: bool,
+    l3: usize,
+    protocol: u8,
+    kind: u32,
+    frag_offset: usize,
+    l4: usize,
+    end: usize,
+) -> Class {
+    let mut f = Fields {
+        v6,
+        l3,
+        protocol,
         class: proto_class::OTHER_IP,
-        sport: PORT_TABLE_NO_PORT,
-        dport: PORT_TABLE_NO_PORT,
-        icmp_type: ICMP_TABLE_NOT_ICMP,
+        sport: NO_PORT,
+        dport: NO_PORT,
+        icmp_type: ICMP_NOT_ICMP,
+        frag: kind,
     };
     match protocol {
+        IPPROTO_TCP => f.class = proto_class::TCP,
+        IPPROTO_UDP => f.class = proto_class::UDP,
+        IPPROTO_ICMP if !v6 => f.class = proto_class::ICMP,
+        IPPROTO_ICMPV6 if v6 => f.class = proto_class::ICMPV6,
+        // ICMP inside IPv6 or ICMPv6 inside IPv4.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => return Class::Malformed,
+        _ => {}
+    }
+    if kind == frag::LATER {
+        // A fragment that starts inside the TCP header would overwrite it after the filter
+        // saw the first fragment (RFC 1858, RFC 3128).
+        if protocol == IPPROTO_TCP && frag_offset * 8 < TCP_MIN_HEADER {
+            return Class::Malformed;
+        }
+        return Class::Ip(f);
+    }
+    match protocol {
         IPPROTO_TCP => {
-            count(stat::PROTO_TCP, len);
-            l4.class = proto_class::TCP;
-            if !fragment {
-                let h = bytes::<20>(ctx, off)?;
-                let data_offset = usize::from(h[12] >> 4) * 4;
-                if data_offset < 20 || ctx.data() + off + data_offset > ctx.data_end() {
-                    return None;
-                }
-                l4.sport = u32::from(be16([h[0], h[1]]));
-                l4.dport = u32::from(be16([h[2], h[3]]));
+            let Some(h) = bytes::<20>(ctx, l4) else {
+                return Class::Malformed;
+            };
+            let data_offset = usize::from(h[12] >> 4) * 4;
+            if l4 + 20 > end || data_offset < 20 || l4 + data_offset > end {
+                return Class::Malformed;
             }
+            f.sport = u32::from(be16([h[0], h[1]]));
+            f.dport = u32::from(be16([h[2], h[3]]));
         }
         IPPROTO_UDP => {
-            count(stat::PROTO_UDP, len);
-            l4.class = proto_class::UDP;
-            if !fragment {
-                let h = bytes::<8>(ctx, off)?;
-                l4.sport = u32::from(be16([h[0], h[1]]));
-                l4.dport = u32::from(be16([h[2], h[3]]));
+            let Some(h) = bytes::<8>(ctx, l4) else {
+                return Class::Malformed;
+            };
+            if l4 + 8 > end {
+                return Class::Malformed;
             }
+            // A first fragment's UDP length covers the whole datagram, not this fragment.
+            if kind == frag::NONE && usize::from(be16([h[4], h[5]])) != end - l4 {
+                return Class::Malformed;
+            }
+            f.sport = u32::from(be16([h[0], h[1]]));
+            f.dport = u32::from(be16([h[2], h[3]]));
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if protocol == IPPROTO_ICMP {
-                count(stat::PROTO_ICMP, len);
-                l4.class = proto_class::ICMP;
-            } else {
-                count(stat::PROTO_ICMPV6, len);
-                l4.class = proto_class::ICMPV6;
+            let Some(h) = bytes::<8>(ctx, l4) else {
+                return Class::Malformed;
+            };
+            if l4 + 8 > end {
+                return Class::Malformed;
             }
-            if !fragment {
-                let h = bytes::<8>(ctx, off)?;
-                l4.icmp_type = u32::from(h[0]);
-            }
+            f.icmp_type = u32::from(h[0]);
         }
         _ => {}
     }
-    Some(l4)
+    Class::Ip(f)
 }
 
-/// Every rule: the mask of a field that no rule constrains.
-static ALL: RuleMask = RuleMask::first_n(MAX_RULES);
-
+/// The rule set's decision for a classified frame.
 #[inline(always)]
-fn rule_fields() -> u32 {
-    CONFIG.get(0).map(|c| c.flags).unwrap_or(u32::MAX)
+fn decide(ctx: &XdpContext, class: &Class, set: u32, rules: &RuleSet) -> Decision {
+    let (verdict, rule, action) = match class {
+        Class::NotIp { .. } => (verdict::NOT_IP, 0, rules.default_action),
+        Class::Malformed => (verdict::MALFORMED, 0, rules.malformed_action),
+        Class::Unparsed => (verdict::UNPARSED, 0, rules.unparsed_action),
+        Class::Ip(f) => match match_rules(ctx, f, set, rules) {
+            Some(rule) => (
+                verdict::RULE,
+                rule,
+                rules
+                    .actions
+                    .get(rule as usize)
+                    .copied()
+                    .unwrap_or(Action::Pass as u32),
+            ),
+            None => (verdict::NO_RULE, 0, rules.default_action),
+        },
+    };
+    Decision {
+        verdict,
+        rule,
+        action,
+    }
 }
 
-/// ANDs the masks of every field; the lowest set bit is the first matching rule. `src` and
-/// `dst` are `None` when no rule constrains that field (no lookup was made: every rule
-/// allows it), `Some(None)` when the trie had no entry.
+/// ANDs the masks of every field; the lowest set bit is the first matching rule. The protocol
+/// and fragment masks hold only the set's rules, so the result never names a rule past
+/// `rule_count`; fields no rule constrains are skipped (every rule allows them).
 #[inline(always)]
-fn match_rules(src: Option<Option<&RuleMask>>, dst: Option<Option<&RuleMask>>, l4: &L4) -> Verdict {
-    // The loader always installs a /0 entry in each trie, so a miss means "no rule can match".
-    let (Some(src), Some(dst)) = (src.unwrap_or(Some(&ALL)), dst.unwrap_or(Some(&ALL))) else {
-        return Verdict::NoRule;
+fn match_rules(ctx: &XdpContext, f: &Fields, set: u32, rules: &RuleSet) -> Option<u32> {
+    let mut m = rules
+        .proto
+        .get(f.class as usize)?
+        .and(rules.frag.get(f.frag as usize)?);
+    let flags = rules.flags;
+    if flags & config_flags::ICMP_USED != 0 {
+        m = m.and(rules.icmp.get(f.icmp_type as usize)?);
+    }
+    if flags & config_flags::SPORT_USED != 0 {
+        m = m.and(port_mask(&rules.sport_class, &rules.sport_masks, f.sport)?);
+    }
+    if flags & config_flags::DPORT_USED != 0 {
+        m = m.and(port_mask(&rules.dport_class, &rules.dport_masks, f.dport)?);
+    }
+    // The loader installs a /0 entry per family and slot, so a trie miss cannot happen; if it
+    // did, no rule can match.
+    let slot = set as u8;
+    if flags & config_flags::SRC_USED != 0 {
+        m = m.and(address_mask(ctx, f, slot, true)?);
+    }
+    if flags & config_flags::DST_USED != 0 {
+        m = m.and(address_mask(ctx, f, slot, false)?);
+    }
+    m.first().map(|r| r as u32)
+}
+
+#[inline(always)]
+fn port_mask<'a>(classes: &[u16; 65536], masks: &'a [RuleMask], port: u32) -> Option<&'a RuleMask> {
+    let class = if port == NO_PORT {
+        PORT_CLASS_NONE
+    } else {
+        classes[(port & 0xffff) as usize]
     };
-    let (Some(proto), Some(sport), Some(dport), Some(icmp)) = (
-        PROTO_MASKS.get(l4.class),
-        SPORT_MASKS.get(l4.sport),
-        DPORT_MASKS.get(l4.dport),
-        ICMP_MASKS.get(l4.icmp_type),
-    ) else {
-        return Verdict::NoRule;
+    masks.get(usize::from(class))
+}
+
+/// The longest-prefix entry for the packet's source (`src`) or destination address, in the
+/// trie of its family, under the slot's key byte.
+#[inline(always)]
+fn address_mask(ctx: &XdpContext, f: &Fields, slot: u8, src: bool) -> Option<&'static RuleMask> {
+    if f.v6 {
+        let a = bytes::<16>(ctx, f.l3 + if src { 8 } else { 24 })?;
+        let mut key = [slot; 17];
+        key[1..].copy_from_slice(&a);
+        let trie = if src { &SRC_V6 } else { &DST_V6 };
+        trie.get(Key::new(8 + 128, key))
+    } else {
+        let a = bytes::<4>(ctx, f.l3 + if src { 12 } else { 16 })?;
+        let key = [slot, a[0], a[1], a[2], a[3]];
+        let trie = if src { &SRC_V4 } else { &DST_V4 };
+        trie.get(Key::new(8 + 32, key))
+    }
+}
+
+/// Protocol and fragment counters: one place, from the final class.
+#[inline(always)]
+fn count_class(stats: &mut [Counter; stat::COUNT as usize], class: &Class, len: u64) {
+    let (l3, l4, kind) = match class {
+        Class::NotIp { arp: true } => (stat::PROTO_ARP, None, frag::NONE),
+        Class::NotIp { arp: false } => (stat::PROTO_OTHER, None, frag::NONE),
+        Class::Malformed => return,
+        Class::Unparsed => (stat::PROTO_IPV6, None, frag::NONE),
+        Class::Ip(f) => {
+            let l4 = match f.class {
+                proto_class::TCP => Some(stat::PROTO_TCP),
+                proto_class::UDP => Some(stat::PROTO_UDP),
+                proto_class::ICMP => Some(stat::PROTO_ICMP),
+                proto_class::ICMPV6 => Some(stat::PROTO_ICMPV6),
+                _ => None,
+            };
+            let l3 = if f.v6 {
+                stat::PROTO_IPV6
+            } else {
+                stat::PROTO_IPV4
+            };
+            (l3, l4, f.frag)
+        }
     };
-    let m = proto.and(src).and(dst).and(sport).and(dport).and(icmp);
-    match m.first() {
-        Some(rule) => Verdict::Rule(rule as u32),
-        None => Verdict::NoRule,
+    stats[l3 as usize].add(len);
+    if let Some(l4) = l4 {
+        stats[l4 as usize].add(len);
+    }
+    if kind == frag::FIRST {
+        stats[stat::FRAG_FIRST as usize].add(len);
+    } else if kind == frag::LATER {
+        stats[stat::FRAG_LATER as usize].add(len);
+    }
+}
+
+/// Carries out an action and counts it. `xsk` falls back to `pass` when the packet's RX queue
+/// has no socket, so traffic is never black-holed by a missing socket.
+#[inline(always)]
+fn act(
+    ctx: &XdpContext,
+    stats: &mut [Counter; stat::COUNT as usize],
+    action: u32,
+    len: u64,
+) -> u32 {
+    if action == Action::Drop as u32 {
+        stats[stat::ACTION_DROP as usize].add(len);
+        return xdp_action::XDP_DROP;
+    }
+    if action == Action::Xsk as u32 {
+        let queue = ctx.rx_queue_index();
+        if XSKS.get(queue).is_some() {
+            stats[stat::ACTION_XSK as usize].add(len);
+            // The lower bits of the flags are the action if the socket went away meanwhile.
+            return XSKS
+                .redirect(queue, u64::from(xdp_action::XDP_PASS))
+                .unwrap_or(xdp_action::XDP_PASS);
+        }
+        stats[stat::XSK_FALLBACK as usize].add(len);
+    }
+    stats[stat::ACTION_PASS as usize].add(len);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn count_rule(set: u32, rule: u32, bytes: u64) {
+    if let Some(c) = RULE_STATS.get_ptr_mut(set * MAX_RULES as u32 + rule) {
+        // SAFETY: a per-CPU element, only touched by this CPU, valid for the program's run.
+        unsafe { (*c).add(bytes) };
     }
 }
 

@@ -7,7 +7,10 @@
 //! - `xdp-user gen`: a UDP traffic generator that matches and times the replies.
 
 mod afxdp;
+#[cfg(test)]
+mod differential;
 mod generator;
+mod iface;
 mod rules;
 mod xdp;
 
@@ -16,7 +19,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 use packet::abi::{Action, Counter, stat};
 use packet::datapath::Action as LoopAction;
-use rules::Rule;
+use rules::{Policy, Rule};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,10 +38,20 @@ struct Cli {
     command: Command,
 }
 
+/// `pass` or `drop`: what the filter does with a kind of packet no rule decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum DefaultAction {
+enum PassDrop {
     Pass,
     Drop,
+}
+
+impl PassDrop {
+    fn action(self) -> Action {
+        match self {
+            PassDrop::Pass => Action::Pass,
+            PassDrop::Drop => Action::Drop,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -86,9 +99,19 @@ struct LoadArgs {
     /// A file of rules, one per line, `#` comments. Reloaded on SIGHUP.
     #[arg(long = "rules", value_name = "FILE")]
     rules_file: Option<PathBuf>,
-    /// What happens to packets that match no rule (and to non-IP and malformed frames).
+    /// What happens to well-formed packets that match no rule, and to non-IP frames.
     #[arg(long = "default", value_enum, default_value = "pass")]
-    default_action: DefaultAction,
+    default_action: PassDrop,
+    /// What happens to malformed frames: truncated, bad lengths or IPv4 header checksum, a
+    /// first fragment too short for its transport header, a TCP fragment overlapping the TCP
+    /// header. Dropping them is what keeps fragments from slipping past port rules.
+    #[arg(long, value_enum, default_value = "drop")]
+    malformed: PassDrop,
+    /// What happens to IPv6 packets whose transport header the filter cannot reach (more than
+    /// 8 extension headers, or an extension header it does not walk), so port rules cannot be
+    /// checked.
+    #[arg(long, value_enum, default_value = "drop")]
+    unparsed: PassDrop,
     #[command(flatten)]
     report: Reporting,
 }
@@ -218,13 +241,22 @@ fn main() {
 }
 
 impl LoadArgs {
-    fn default(&self) -> Action {
-        match self.default_action {
-            DefaultAction::Pass => Action::Pass,
-            DefaultAction::Drop => Action::Drop,
+    fn policy(&self) -> Policy {
+        Policy {
+            default: self.default_action.action(),
+            malformed: self.malformed.action(),
+            unparsed: self.unparsed.action(),
         }
     }
 }
+
+/// `run` and `gen` redirect traffic to their sockets rather than filter it: everything they do
+/// not take goes on to the kernel, which makes its own decisions about malformed frames.
+const PASS_ALL: Policy = Policy {
+    default: Action::Pass,
+    malformed: Action::Pass,
+    unparsed: Action::Pass,
+};
 
 impl RunArgs {
     fn copy_mode(&self) -> afxdp::CopyMode {
@@ -263,20 +295,26 @@ fn load(args: LoadArgs) -> Result<()> {
 
     // Every rule is checked, and the tables written, before the program is attached: no
     // packet ever meets an empty or partial rule set.
+    let policy = args.policy();
     let mut rules = read_rules(&args.rules, args.rules_file.as_deref())?;
+    let watch = iface::IfaceWatch::new(&args.iface)?;
     let mut filter = XdpFilter::load(&args.iface)?;
-    filter.install(&rules, args.default())?;
+    filter.install(&rules, policy)?;
     filter.attach(args.mode)?;
     let mode = match filter.mode {
         Mode::Native => "native (driver)",
         _ => "skb (generic)",
     };
     eprintln!(
-        "xdp-user: attached to {} in {mode} mode with {} rule(s), default {}",
+        "xdp-user: attached to {} in {mode} mode with {} rule(s), default {}, malformed {}, \
+         unparsed {}",
         args.iface,
         rules.len(),
-        args.default().name()
+        policy.default.name(),
+        policy.malformed.name(),
+        policy.unparsed.name(),
     );
+    let (mut reloads, mut reload_failures) = (0u64, 0u64);
 
     let start = Instant::now();
     let interval = Duration::from_secs_f64(args.report.interval);
@@ -295,17 +333,28 @@ fn load(args: LoadArgs) -> Result<()> {
         {
             break;
         }
+        watch.check()?;
         if reload.swap(false, Ordering::Relaxed) {
             match read_rules(&args.rules, args.rules_file.as_deref())
-                .and_then(|r| filter.install(&r, args.default()).map(|()| r))
+                .and_then(|r| filter.install(&r, policy).map(|done| (r, done)))
             {
-                Ok(r) => {
-                    eprintln!("xdp-user: reloaded {} rule(s)", r.len());
+                Ok((r, done)) => {
+                    reloads += 1;
+                    eprintln!(
+                        "xdp-user: reloaded {} rule(s): rule set {} in force after {:.2} ms",
+                        r.len(),
+                        done.generation,
+                        done.in_force_after.as_secs_f64() * 1e3
+                    );
                     rules = r;
                 }
-                // A bad rules file keeps the old rules running: never leave the
-                // interface without its filter because of a typo.
-                Err(e) => eprintln!("xdp-user: reload failed, keeping the old rules: {e:#}"),
+                // A bad rules file keeps the old rules running: never leave the interface
+                // without its filter because of a typo. `install` changes nothing a packet
+                // can see unless it succeeds.
+                Err(e) => {
+                    reload_failures += 1;
+                    eprintln!("xdp-user: reload failed, keeping the old rules: {e:#}");
+                }
             }
         }
         if Instant::now() >= next_print {
@@ -317,15 +366,21 @@ fn load(args: LoadArgs) -> Result<()> {
             next_print = last_at + interval;
         }
     }
-    let total = filter.snapshot()?;
+    // Detach first, then read: no packet is counted after the totals are taken.
     filter.detach();
+    let total = filter.snapshot()?;
     eprintln!("xdp-user: detached from {}", args.iface);
     eprintln!("{}", summary(&total, &rules));
     if args.report.json {
-        println!(
-            "{}",
-            to_json(&args.iface, mode, start.elapsed(), &total, &rules)
-        );
+        let mut v = to_json(&args.iface, mode, start.elapsed(), &total, &rules);
+        v["policy"] = serde_json::json!({
+            "default": policy.default.name(),
+            "malformed": policy.malformed.name(),
+            "unparsed": policy.unparsed.name(),
+        });
+        v["reloads"] = reloads.into();
+        v["reload_failures"] = reload_failures.into();
+        println!("{v}");
     }
     Ok(())
 }
@@ -410,7 +465,7 @@ fn run_gen(args: GenArgs) -> Result<()> {
         args.dst, args.dport
     ))?];
     let mut filter = XdpFilter::load(&args.iface)?;
-    filter.install(&rules, Action::Pass)?;
+    filter.install(&rules, PASS_ALL)?;
     let socket = afxdp::QueueSocket::bind(afxdp::QueueSettings {
         iface: args.iface.clone(),
         queue: args.queue,
@@ -533,8 +588,9 @@ fn run(args: RunArgs) -> Result<()> {
 
     // Load, install the rules, bind and register every socket, and only then attach: no
     // packet meets a half-built data path.
+    let watch = iface::IfaceWatch::new(&args.iface)?;
     let mut filter = XdpFilter::load(&args.iface)?;
-    filter.install(&rules, Action::Pass)?;
+    filter.install(&rules, PASS_ALL)?;
     let mut sockets = Vec::new();
     for (i, q) in queues.iter().enumerate() {
         let socket = afxdp::QueueSocket::bind(afxdp::QueueSettings {
@@ -599,6 +655,7 @@ fn run(args: RunArgs) -> Result<()> {
     let mut last: Vec<packet::counter::LoopCounters> =
         running.iter().map(|r| r.stats.counts()).collect();
     let mut last_at = Instant::now();
+    let mut gone = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
         if args
@@ -610,6 +667,10 @@ fn run(args: RunArgs) -> Result<()> {
         }
         if running.iter().any(|r| r.handle.is_finished()) {
             eprintln!("xdp-user: a queue thread ended unexpectedly; stopping");
+            break;
+        }
+        if let Err(e) = watch.check() {
+            gone = Some(e);
             break;
         }
         if last_at.elapsed() >= interval {
@@ -648,8 +709,12 @@ fn run(args: RunArgs) -> Result<()> {
         let protocols = *r.stats.protocols.lock().unwrap_or_else(|e| e.into_inner());
         reports.push((r.stats.counts(), protocols, report));
     }
-    let xdp_counters = filter.snapshot()?;
     filter.detach();
+    if let Some(e) = gone {
+        // The queues are stopped and their threads joined; nothing is left to clean up.
+        return Err(e);
+    }
+    let xdp_counters = filter.snapshot()?;
     eprintln!("xdp-user: detached from {}", args.iface);
 
     let mut total = packet::counter::LoopCounters::default();
@@ -737,7 +802,7 @@ fn cost(args: CostArgs) -> Result<()> {
     let rules = read_rules(&args.rules, args.rules_file.as_deref())?;
     // Any interface will do: nothing is attached. Loopback always exists.
     let mut filter = XdpFilter::load("lo")?;
-    filter.install(&rules, Action::Pass)?;
+    filter.install(&rules, PASS_ALL)?;
     let frames: [(&str, &[u8]); 4] = [
         ("udp4", &packet::fixtures::UDP4_ECHO_REQUEST),
         ("tcp4_syn", &packet::fixtures::TCP_SYN),
@@ -770,14 +835,42 @@ fn cost(args: CostArgs) -> Result<()> {
             "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio
         }));
     }
+    // Reloads: the same rule set installed again and again through the atomic path (write
+    // the other slot, switch), as SIGHUP does; then the grace period that frees the old slot
+    // for the next reload, which runs in the background and is timed apart.
+    let mut in_force = Vec::new();
+    let mut retired = Vec::new();
+    for _ in 0..RELOADS {
+        let done = filter.install(&rules, PASS_ALL)?;
+        in_force.push(done.in_force_after.as_secs_f64() * 1e3);
+        let t = Instant::now();
+        filter.wait_retired();
+        retired.push((done.in_force_after + t.elapsed()).as_secs_f64() * 1e3);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (in_force, retired) = (median(&mut in_force), median(&mut retired));
+    println!(
+        "reload of {} rule(s), median of {RELOADS}: in force after {in_force:.2} ms; the old \
+         set retired after {retired:.2} ms (an RCU grace period, in the background)",
+        rules.len()
+    );
     if json {
         println!(
             "{}",
-            serde_json::json!({"rules": rules.len(), "repeat": repeat, "rows": rows})
+            serde_json::json!({
+                "rules": rules.len(), "repeat": repeat, "rows": rows,
+                "reload_ms": {"in_force_median": in_force, "retired_median": retired},
+            })
         );
     }
     Ok(())
 }
+
+/// Reloads timed by `cost`.
+const RELOADS: usize = 21;
 
 fn rate_line(t: Duration, a: &Snapshot, b: &Snapshot, secs: f64) -> String {
     let rate = |slot: u32| (b.get(slot).packets - a.get(slot).packets) as f64 / secs;
@@ -810,13 +903,16 @@ const PROTOCOLS: [(&str, u32); 8] = [
 fn summary(s: &Snapshot, rules: &[Rule]) -> String {
     let mut out = format!(
         "actions: pass {} drop {} xsk {} (xsk without a socket, passed: {}); malformed {}; \
-         no rule matched: {}\nprotocols:",
+         unparsed {}; no rule matched: {}; fragments: first {} later {}\nprotocols:",
         s.get(stat::ACTION_PASS).packets,
         s.get(stat::ACTION_DROP).packets,
         s.get(stat::ACTION_XSK).packets,
         s.get(stat::XSK_FALLBACK).packets,
         s.get(stat::MALFORMED).packets,
+        s.get(stat::UNPARSED).packets,
         s.get(stat::DEFAULT_ACTION).packets,
+        s.get(stat::FRAG_FIRST).packets,
+        s.get(stat::FRAG_LATER).packets,
     );
     for (name, slot) in PROTOCOLS {
         out.push_str(&format!(" {name} {}", s.get(slot).packets));
@@ -830,7 +926,13 @@ fn summary(s: &Snapshot, rules: &[Rule]) -> String {
     out
 }
 
-fn to_json(iface: &str, mode: &str, t: Duration, s: &Snapshot, rules: &[Rule]) -> String {
+fn to_json(
+    iface: &str,
+    mode: &str,
+    t: Duration,
+    s: &Snapshot,
+    rules: &[Rule],
+) -> serde_json::Value {
     let counter = |c: Counter| serde_json::json!({"packets": c.packets, "bytes": c.bytes});
     let mut protocols = serde_json::Map::new();
     for (name, slot) in PROTOCOLS {
@@ -853,6 +955,12 @@ fn to_json(iface: &str, mode: &str, t: Duration, s: &Snapshot, rules: &[Rule]) -
         "xsk_fallback": s.get(stat::XSK_FALLBACK).packets,
         "default_action": s.get(stat::DEFAULT_ACTION).packets,
         "malformed": s.get(stat::MALFORMED).packets,
+        "unparsed": s.get(stat::UNPARSED).packets,
+        "fragments": {
+            "first": s.get(stat::FRAG_FIRST).packets,
+            "later": s.get(stat::FRAG_LATER).packets,
+        },
+        "rule_set_generation": s.generation,
         "protocols": protocols,
         "bytes": {
             "pass": counter(s.get(stat::ACTION_PASS)),
@@ -861,5 +969,4 @@ fn to_json(iface: &str, mode: &str, t: Duration, s: &Snapshot, rules: &[Rule]) -
         },
         "rules": rules,
     })
-    .to_string()
 }

@@ -10,19 +10,25 @@
 //! ```
 //!
 //! Keys: `proto` (tcp, udp, icmp, icmpv6, any), `src` and `dst` (an IPv4 or IPv6 address or
-//! prefix), `sport` and `dport` (a port or a range `LOW-HIGH`), `icmp-type` (0-255), `action`
-//! (pass, drop, xsk). Rules are tried in order and the first match wins. Rules match IPv4 and
-//! IPv6 packets only; other frames (ARP, ...) take the default action.
+//! prefix), `sport` and `dport` (a port or a range `LOW-HIGH`), `icmp-type` (0-255), `frag`
+//! (none, first, later, any), `action` (pass, drop, xsk). Rules are tried in order and the
+//! first match wins. Rules match IPv4 and IPv6 packets only; other frames (ARP, ...) take the
+//! default action, malformed and unparsed packets their policies (see `packet::filter`).
 //!
-//! [`compile`] turns a rule set into the bit-vector tables of `packet::abi`; [`Tables::lookup`]
-//! evaluates them the way the eBPF program does, and [`first_match`] is the plain linear scan
-//! the tests hold it to.
+//! A later fragment (offset above 0) carries no transport header: a rule with `sport`,
+//! `dport` or `icmp-type` never matches it. A first fragment is matched on the transport header
+//! it carries, like a whole datagram.
+//!
+//! [`compile`] turns a rule set into the bit-vector tables of `packet::abi`;
+//! [`Compiled::lookup`] evaluates them the way the eBPF program does, and [`first_match`] is
+//! the plain linear scan the tests hold it to.
 
 use anyhow::{Result, bail};
 use packet::abi::{
-    Action, ICMP_TABLE_LEN, ICMP_TABLE_NOT_ICMP, MAX_RULES, PORT_TABLE_LEN, PORT_TABLE_NO_PORT,
-    RuleMask, config_flags, proto_class,
+    Action, MAX_PORT_CLASSES, MAX_RULES, PORT_CLASS_NONE, PORT_TABLE_LEN, RuleMask, RuleSet,
+    config_flags, frag, proto_class,
 };
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -35,7 +41,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    fn class(self) -> u32 {
+    pub(crate) fn class(self) -> u32 {
         match self {
             Proto::Tcp => proto_class::TCP,
             Proto::Udp => proto_class::UDP,
@@ -98,6 +104,30 @@ fn masked<const N: usize>(mut a: [u8; N], len: u8) -> [u8; N] {
     a
 }
 
+/// Which fragments a rule matches (`frag` key); without the key, every kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FragMatch {
+    /// Whole datagrams only.
+    None,
+    /// First fragments only (offset 0, more fragments follow).
+    First,
+    /// Later fragments only (offset above 0).
+    Later,
+    /// Any fragment, first or later.
+    Any,
+}
+
+impl FragMatch {
+    fn allows(self, kind: u32) -> bool {
+        match self {
+            FragMatch::None => kind == frag::NONE,
+            FragMatch::First => kind == frag::FIRST,
+            FragMatch::Later => kind == frag::LATER,
+            FragMatch::Any => kind != frag::NONE,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// `None` is `proto any`.
@@ -107,6 +137,8 @@ pub struct Rule {
     pub sport: Option<(u16, u16)>,
     pub dport: Option<(u16, u16)>,
     pub icmp_type: Option<u8>,
+    /// `None`: every fragment kind.
+    pub frag: Option<FragMatch>,
     pub action: Action,
     /// The rule as written, for reports.
     pub text: String,
@@ -137,7 +169,7 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
-const KEYS: &str = "proto, src, dst, sport, dport, icmp-type, action";
+const KEYS: &str = "proto, src, dst, sport, dport, icmp-type, frag, action";
 
 /// Parses one rule.
 pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
@@ -158,6 +190,7 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
         sport: None,
         dport: None,
         icmp_type: None,
+        frag: None,
         action: Action::Pass,
         text: rule_text.clone(),
     };
@@ -171,7 +204,7 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
         }
         if !matches!(
             key,
-            "proto" | "src" | "dst" | "sport" | "dport" | "icmp-type" | "action"
+            "proto" | "src" | "dst" | "sport" | "dport" | "icmp-type" | "frag" | "action"
         ) {
             return Err(err(
                 Some(i),
@@ -225,6 +258,23 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
                         .map_err(|_| err(v, format!("`{value}` is not an ICMP type (0-255)")))?,
                 );
             }
+            "frag" => {
+                rule.frag = Some(match value {
+                    "none" => FragMatch::None,
+                    "first" => FragMatch::First,
+                    "later" => FragMatch::Later,
+                    "any" => FragMatch::Any,
+                    _ => {
+                        return Err(err(
+                            v,
+                            format!(
+                                "unknown fragment kind `{value}` (none: whole datagrams, \
+                                 first, later, any: any fragment)"
+                            ),
+                        ));
+                    }
+                });
+            }
             "action" => {
                 action = Some(match value {
                     "pass" => Action::Pass,
@@ -262,6 +312,16 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
         return Err(err(
             word_of("icmp-type"),
             "icmp-type needs `proto icmp` or `proto icmpv6`".into(),
+        ));
+    }
+    if rule.frag == Some(FragMatch::Later)
+        && (rule.sport.is_some() || rule.dport.is_some() || rule.icmp_type.is_some())
+    {
+        return Err(err(
+            word_of("frag"),
+            "a later fragment carries no ports and no ICMP type, so this rule could never \
+             match; drop the port/icmp-type key or use `frag first`"
+                .into(),
         ));
     }
     let family = |p: &Option<Prefix>| p.map(|p| p.is_v4());
@@ -363,11 +423,13 @@ pub struct PacketFields {
     pub class: u32,
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// `None` when the packet has no ports (ICMP, fragments, other protocols).
+    /// `None` when the packet has no ports (ICMP, later fragments, other protocols).
     pub sport: Option<u16>,
     pub dport: Option<u16>,
-    /// `None` when not ICMP / ICMPv6 (or a fragment).
+    /// `None` when not ICMP / ICMPv6 (or a later fragment).
     pub icmp_type: Option<u8>,
+    /// A `packet::abi::frag` kind.
+    pub frag: u32,
 }
 
 #[cfg(test)]
@@ -391,28 +453,37 @@ pub fn first_match(rules: &[Rule], p: &PacketFields) -> Option<usize> {
             && r.dport
                 .is_none_or(|(lo, hi)| p.dport.is_some_and(|x| lo <= x && x <= hi))
             && r.icmp_type.is_none_or(|t| p.icmp_type == Some(t))
+            && r.frag.is_none_or(|f| f.allows(p.frag))
     })
 }
 
-/// The compiled tables, ready to be written into the program's maps.
+/// What packets that are not matched against rules get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Well-formed packets that match no rule, and non-IP frames.
+    pub default: Action,
+    /// Malformed frames (see `packet::filter`).
+    pub malformed: Action,
+    /// IPv6 packets whose transport header cannot be reached.
+    pub unparsed: Action,
+}
+
+/// One address trie's entries: (prefix length, address, mask); each trie has a /0 entry.
+pub type TrieEntries<const N: usize> = Vec<(u8, [u8; N], RuleMask)>;
+
+/// A compiled rule set, ready to be written into the program's maps: the [`RuleSet`] value
+/// and the entries of the four address tries.
 #[derive(Clone, Debug)]
-pub struct Tables {
-    pub actions: Vec<u32>,
-    pub proto: Vec<RuleMask>,
-    /// (prefix length, address, mask) entries of each trie; each has a /0 entry.
-    pub src_v4: Vec<(u8, [u8; 4], RuleMask)>,
-    pub dst_v4: Vec<(u8, [u8; 4], RuleMask)>,
-    pub src_v6: Vec<(u8, [u8; 16], RuleMask)>,
-    pub dst_v6: Vec<(u8, [u8; 16], RuleMask)>,
-    pub sport: Vec<RuleMask>,
-    pub dport: Vec<RuleMask>,
-    pub icmp: Vec<RuleMask>,
-    /// `packet::abi::config_flags`: which address fields any rule constrains.
-    pub flags: u32,
+pub struct Compiled {
+    pub set: Box<RuleSet>,
+    pub src_v4: TrieEntries<4>,
+    pub dst_v4: TrieEntries<4>,
+    pub src_v6: TrieEntries<16>,
+    pub dst_v6: TrieEntries<16>,
 }
 
 /// Compiles up to [`MAX_RULES`] rules into bit-vector tables (see `packet::abi`).
-pub fn compile(rules: &[Rule]) -> Result<Tables> {
+pub fn compile(rules: &[Rule], policy: Policy) -> Result<Compiled> {
     if rules.len() > MAX_RULES {
         bail!(
             "{} rules given; the XDP program holds at most {MAX_RULES}",
@@ -428,11 +499,72 @@ pub fn compile(rules: &[Rule]) -> Result<Tables> {
         }
         m
     };
-    let proto = (0..proto_class::COUNT)
-        .map(|class| mask_of(&|r: &Rule| r.proto.is_none_or(|p| p.class() == class)))
-        .collect();
+    let mut set = Box::new(RuleSet::EMPTY);
+    set.default_action = policy.default as u32;
+    set.malformed_action = policy.malformed as u32;
+    set.unparsed_action = policy.unparsed as u32;
+    set.rule_count = rules.len() as u32;
+    for (slot, r) in set.actions.iter_mut().zip(rules) {
+        *slot = r.action as u32;
+    }
+    for (class, m) in set.proto.iter_mut().enumerate() {
+        *m = mask_of(&|r: &Rule| r.proto.is_none_or(|p| p.class() == class as u32));
+    }
+    for (kind, m) in set.frag.iter_mut().enumerate() {
+        *m = mask_of(&|r: &Rule| r.frag.is_none_or(|f| f.allows(kind as u32)));
+    }
+    let icmp_unconstrained = mask_of(&|r: &Rule| r.icmp_type.is_none());
+    set.icmp = [icmp_unconstrained; packet::abi::ICMP_TABLE_LEN];
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(t) = r.icmp_type {
+            set.icmp[usize::from(t)].insert(i);
+        }
+    }
+    port_classes(
+        rules,
+        |r| r.sport,
+        &mut set.sport_class,
+        &mut set.sport_masks,
+    );
+    port_classes(
+        rules,
+        |r| r.dport,
+        &mut set.dport_class,
+        &mut set.dport_masks,
+    );
 
-    let trie = |field: &dyn Fn(&Rule) -> Option<Prefix>, v4: bool| -> Vec<Prefix> {
+    let mut flags = 0;
+    for (used, flag) in [
+        (
+            rules.iter().any(|r| r.src.is_some()),
+            config_flags::SRC_USED,
+        ),
+        (
+            rules.iter().any(|r| r.dst.is_some()),
+            config_flags::DST_USED,
+        ),
+        (
+            rules.iter().any(|r| r.sport.is_some()),
+            config_flags::SPORT_USED,
+        ),
+        (
+            rules.iter().any(|r| r.dport.is_some()),
+            config_flags::DPORT_USED,
+        ),
+        (
+            rules.iter().any(|r| r.icmp_type.is_some()),
+            config_flags::ICMP_USED,
+        ),
+    ] {
+        if used {
+            flags |= flag;
+        }
+    }
+    set.flags = flags;
+
+    // Each trie entry P holds the rules whose prefix contains P, plus the rules with no prefix:
+    // the longest entry matching an address then holds exactly the rules that match it.
+    let entries = |field: &dyn Fn(&Rule) -> Option<Prefix>, v4: bool| {
         let mut prefixes: Vec<Prefix> = vec![if v4 {
             Prefix::V4([0; 4], 0)
         } else {
@@ -447,11 +579,6 @@ pub fn compile(rules: &[Rule]) -> Result<Tables> {
             }
         }
         prefixes
-    };
-    // Each trie entry P holds the rules whose prefix contains P, plus the rules with no prefix:
-    // the longest entry matching an address then holds exactly the rules that match it.
-    let entries = |field: &dyn Fn(&Rule) -> Option<Prefix>, v4: bool| {
-        trie(field, v4)
             .into_iter()
             .map(|p| {
                 let m = mask_of(&|r: &Rule| field(r).is_none_or(|rp| rp.contains(&p)));
@@ -477,52 +604,66 @@ pub fn compile(rules: &[Rule]) -> Result<Tables> {
     };
     let src = |r: &Rule| r.src;
     let dst = |r: &Rule| r.dst;
-
-    let port_table = |field: &dyn Fn(&Rule) -> Option<(u16, u16)>| {
-        let unconstrained = mask_of(&|r: &Rule| field(r).is_none());
-        let mut table = vec![unconstrained; PORT_TABLE_LEN as usize];
-        for (i, r) in rules.iter().enumerate() {
-            if let Some((lo, hi)) = field(r) {
-                for p in lo..=hi {
-                    table[usize::from(p)].insert(i);
-                }
-            }
-        }
-        table[PORT_TABLE_NO_PORT as usize] = unconstrained;
-        table
-    };
-    let icmp_unconstrained = mask_of(&|r: &Rule| r.icmp_type.is_none());
-    let mut icmp = vec![icmp_unconstrained; ICMP_TABLE_LEN as usize];
-    for (i, r) in rules.iter().enumerate() {
-        if let Some(t) = r.icmp_type {
-            icmp[usize::from(t)].insert(i);
-        }
-    }
-    icmp[ICMP_TABLE_NOT_ICMP as usize] = icmp_unconstrained;
-
-    let mut flags = 0;
-    if rules.iter().any(|r| r.src.is_some()) {
-        flags |= config_flags::SRC_USED;
-    }
-    if rules.iter().any(|r| r.dst.is_some()) {
-        flags |= config_flags::DST_USED;
-    }
-    Ok(Tables {
-        flags,
-        actions: rules.iter().map(|r| r.action as u32).collect(),
-        proto,
+    Ok(Compiled {
+        set,
         src_v4: v4(entries(&src, true)),
         dst_v4: v4(entries(&dst, true)),
         src_v6: v6(entries(&src, false)),
         dst_v6: v6(entries(&dst, false)),
-        sport: port_table(&|r: &Rule| r.sport),
-        dport: port_table(&|r: &Rule| r.dport),
-        icmp,
     })
 }
 
+/// Fills one direction's port tables: the range boundaries of the rules cut the ports into
+/// intervals; each interval's mask (the rules whose range holds it, plus the rules without a
+/// range) gets a class, intervals with equal masks share one. Class 0 is "no port".
+fn port_classes(
+    rules: &[Rule],
+    field: impl Fn(&Rule) -> Option<(u16, u16)>,
+    classes: &mut [u16; PORT_TABLE_LEN],
+    masks: &mut [RuleMask; MAX_PORT_CLASSES],
+) {
+    let mut unconstrained = RuleMask::EMPTY;
+    let mut starts: Vec<u32> = vec![0];
+    for (i, r) in rules.iter().enumerate() {
+        match field(r) {
+            None => unconstrained.insert(i),
+            Some((lo, hi)) => {
+                starts.push(u32::from(lo));
+                starts.push(u32::from(hi) + 1);
+            }
+        }
+    }
+    starts.retain(|s| *s < PORT_TABLE_LEN as u32);
+    starts.sort_unstable();
+    starts.dedup();
+    let mut class_of: HashMap<RuleMask, u16> = HashMap::new();
+    class_of.insert(unconstrained, PORT_CLASS_NONE);
+    masks[usize::from(PORT_CLASS_NONE)] = unconstrained;
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(PORT_TABLE_LEN as u32);
+        let port = start as u16;
+        let mut m = unconstrained;
+        for (i, r) in rules.iter().enumerate() {
+            if let Some((lo, hi)) = field(r)
+                && lo <= port
+                && port <= hi
+            {
+                m.insert(i);
+            }
+        }
+        let next = class_of.len() as u16;
+        let class = *class_of.entry(m).or_insert(next);
+        // At most 2 * MAX_RULES + 1 intervals, plus "no port": always room.
+        masks[usize::from(class)] = m;
+        classes[start as usize..end as usize].fill(class);
+    }
+}
+
 #[cfg(test)]
-impl Tables {
+use packet::abi::ICMP_NOT_ICMP;
+
+#[cfg(test)]
+impl Compiled {
     /// Evaluates the tables as the eBPF program does: longest-prefix lookups, one mask per
     /// field, AND, lowest bit.
     pub fn lookup(&self, p: &PacketFields) -> Option<usize> {
@@ -543,16 +684,17 @@ impl Tables {
             ),
             _ => return None,
         };
-        let port =
-            |t: &[RuleMask], x: Option<u16>| t[x.map_or(PORT_TABLE_NO_PORT as usize, usize::from)];
-        let icmp = self.icmp[p
-            .icmp_type
-            .map_or(ICMP_TABLE_NOT_ICMP as usize, usize::from)];
-        self.proto[p.class as usize]
+        let set = &self.set;
+        let port = |classes: &[u16; PORT_TABLE_LEN], masks: &[RuleMask], x: Option<u16>| {
+            masks[usize::from(x.map_or(PORT_CLASS_NONE, |x| classes[usize::from(x)]))]
+        };
+        let icmp = set.icmp[p.icmp_type.map_or(ICMP_NOT_ICMP as usize, usize::from)];
+        set.proto[p.class as usize]
+            .and(&set.frag[p.frag as usize])
             .and(&src)
             .and(&dst)
-            .and(&port(&self.sport, p.sport))
-            .and(&port(&self.dport, p.dport))
+            .and(&port(&set.sport_class, &set.sport_masks, p.sport))
+            .and(&port(&set.dport_class, &set.dport_masks, p.dport))
             .and(&icmp)
             .first()
     }
@@ -562,6 +704,12 @@ impl Tables {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const POLICY: Policy = Policy {
+        default: Action::Pass,
+        malformed: Action::Drop,
+        unparsed: Action::Drop,
+    };
 
     fn r(s: &str) -> Rule {
         parse_rule(s).unwrap_or_else(|e| panic!("{e}"))
@@ -664,6 +812,7 @@ mod tests {
             sport: Some(sport),
             dport: Some(dport),
             icmp_type: None,
+            frag: frag::NONE,
         }
     }
 
@@ -674,7 +823,7 @@ mod tests {
             r("proto udp dport 7 action xsk"),
             r("src 198.18.0.0/16 action pass"),
         ];
-        let t = compile(&rules).unwrap();
+        let t = compile(&rules, POLICY).unwrap();
         for (p, want) in [
             (udp([198, 18, 0, 1], 1000, 9), Some(0)),
             (udp([198, 18, 0, 1], 1000, 7), Some(1)),
@@ -695,10 +844,76 @@ mod tests {
     }
 
     #[test]
+    fn frag_key() {
+        assert_eq!(
+            r("proto udp frag later action drop").frag,
+            Some(FragMatch::Later)
+        );
+        assert_eq!(r("frag any action drop").frag, Some(FragMatch::Any));
+        assert_eq!(bad("frag sometimes action drop").word, Some(1));
+        let e = bad("proto udp dport 53 frag later action drop");
+        assert_eq!(e.word, Some(4), "{e}");
+        assert!(e.message.contains("later fragment"), "{e}");
+        assert!(
+            r("proto udp dport 53 frag first action drop")
+                .dport
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn port_rules_see_first_fragments_and_never_later_ones() {
+        let rules = vec![
+            r("proto udp dport 6100 action drop"),
+            r("proto udp frag later action pass"),
+        ];
+        let t = compile(&rules, POLICY).unwrap();
+        let first = PacketFields {
+            frag: frag::FIRST,
+            ..udp([198, 18, 0, 1], 1000, 6100)
+        };
+        assert_eq!(
+            t.lookup(&first),
+            Some(0),
+            "the first fragment meets the port rule"
+        );
+        let later = PacketFields {
+            sport: None,
+            dport: None,
+            frag: frag::LATER,
+            ..udp([198, 18, 0, 1], 0, 0)
+        };
+        assert_eq!(t.lookup(&later), Some(1));
+        assert_eq!(first_match(&rules, &later), Some(1));
+    }
+
+    #[test]
+    fn port_classes_are_few_and_exact() {
+        // 256 rules with distinct ranges: at most 2 * 256 + 2 classes, and every port lands in
+        // the class of exactly the rules whose range holds it.
+        let rules: Vec<Rule> = (0..MAX_RULES as u16)
+            .map(|i| {
+                r(&format!(
+                    "proto udp dport {}-{} action drop",
+                    i * 200,
+                    i * 200 + 150
+                ))
+            })
+            .collect();
+        let t = compile(&rules, POLICY).unwrap();
+        let max = *t.set.dport_class.iter().max().unwrap() as usize;
+        assert!(max < MAX_PORT_CLASSES, "{max}");
+        for port in [0u16, 150, 151, 199, 200, 51150, 51151, 65535] {
+            let p = udp([198, 18, 0, 1], 1, port);
+            assert_eq!(t.lookup(&p), first_match(&rules, &p), "port {port}");
+        }
+    }
+
+    #[test]
     fn too_many_rules() {
         let rules: Vec<Rule> = (0..=MAX_RULES).map(|_| r("action drop")).collect();
-        assert!(compile(&rules).is_err());
-        assert!(compile(&rules[..MAX_RULES]).is_ok());
+        assert!(compile(&rules, POLICY).is_err());
+        assert!(compile(&rules[..MAX_RULES], POLICY).is_ok());
     }
 
     fn arb_rule() -> impl Strategy<Value = Rule> {
@@ -709,7 +924,15 @@ mod tests {
         ];
         let ports = prop_oneof![
             Just(None),
-            (0u16..20, 0u16..20).prop_map(|(a, b)| Some((a.min(b), a.max(b))))
+            (0u16..20, 0u16..20).prop_map(|(a, b)| Some((a.min(b), a.max(b)))),
+            (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Some((a.min(b), a.max(b)))),
+        ];
+        let frags = prop_oneof![
+            Just(None),
+            Just(Some(FragMatch::None)),
+            Just(Some(FragMatch::First)),
+            Just(Some(FragMatch::Later)),
+            Just(Some(FragMatch::Any)),
         ];
         (
             prop_oneof![
@@ -724,8 +947,9 @@ mod tests {
             ports,
             prop_oneof![Just(None), (0u8..4).prop_map(Some)],
             prop_oneof![Just(Action::Pass), Just(Action::Drop), Just(Action::Xsk)],
+            frags,
         )
-            .prop_map(|(proto, src, dst, sport, dport, icmp_type, action)| {
+            .prop_map(|(proto, src, dst, sport, dport, icmp_type, action, frag)| {
                 let icmp = proto == Some(Proto::Icmp);
                 Rule {
                     proto,
@@ -734,6 +958,7 @@ mod tests {
                     sport: if icmp { None } else { sport },
                     dport: if icmp { None } else { dport },
                     icmp_type: if icmp { icmp_type } else { None },
+                    frag,
                     action,
                     text: String::new(),
                 }
@@ -748,17 +973,23 @@ mod tests {
             0u16..20,
             0u16..20,
             0u8..4,
+            0u32..frag::COUNT,
+            any::<bool>(),
         )
-            .prop_map(|(class, a, b, sp, dp, t)| {
-                let has_ports = class == proto_class::TCP || class == proto_class::UDP;
-                let is_icmp = class == proto_class::ICMP;
+            .prop_map(|(class, a, b, sp, dp, t, kind, wide)| {
+                let later = kind == frag::LATER;
+                let has_ports = (class == proto_class::TCP || class == proto_class::UDP) && !later;
+                let is_icmp = class == proto_class::ICMP && !later;
+                // Mostly small ports, where the rules' ranges are; sometimes any port.
+                let port = |p: u16| if wide { p.wrapping_mul(3277) } else { p };
                 PacketFields {
                     class,
                     src: IpAddr::from([198, 18, a, 1]),
                     dst: IpAddr::from([198, 18, b, 1]),
-                    sport: has_ports.then_some(sp),
-                    dport: has_ports.then_some(dp),
+                    sport: has_ports.then_some(port(sp)),
+                    dport: has_ports.then_some(port(dp)),
                     icmp_type: is_icmp.then_some(t),
+                    frag: kind,
                 }
             })
     }
@@ -770,7 +1001,7 @@ mod tests {
             rules in prop::collection::vec(arb_rule(), 0..40),
             packets in prop::collection::vec(arb_packet(), 1..40),
         ) {
-            let t = compile(&rules).unwrap();
+            let t = compile(&rules, POLICY).unwrap();
             for p in &packets {
                 prop_assert_eq!(t.lookup(p), first_match(&rules, p), "{:?}", p);
             }

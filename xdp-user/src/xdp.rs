@@ -7,16 +7,38 @@
 //! netlink attachment would stay on the interface and keep filtering (or black-holing) traffic
 //! with nobody left to read or remove it; aya falls back to netlink when the kernel refuses a
 //! link, and we refuse that fallback.
+//!
+//! # Atomic rule reloads
+//! The program holds two rule-set slots (`RULESETS`, and for the address tries, keys that
+//! start with the slot number) and one control word, `CONFIG.active_set`, which it reads once
+//! per packet before it takes any table from that slot. [`XdpFilter::install`]:
+//! 1. compiles the rules (a bad rule set fails here, before anything is written);
+//! 2. writes the slot *not* in force: its trie entries, its per-rule counters (zeroed) and its
+//!    [`RuleSet`] value, in one update;
+//! 3. switches `active_set` to it: one 4-byte map update, the only step packets can see;
+//! 4. retires the old slot after an RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`
+//!    runs `synchronize_rcu()`; every XDP program run is an RCU read-side section), after
+//!    which no packet is still being decided by the old slot. The wait runs on a thread of
+//!    its own, so the reload returns as soon as the new set is in force; the next reload (and
+//!    the detach) joins it before it writes that slot again.
+//!
+//! Every packet is thus decided entirely by the old or entirely by the new set, and a reload
+//! that fails before step 3 leaves the old set in force untouched. This is the scheme Cilium
+//! uses for its Maglev tables (build aside, switch one word), without map-in-map, which aya's
+//! eBPF side does not offer here.
 
-use crate::rules::{Rule, Tables, compile};
+use crate::rules::{Compiled, Policy, Rule, compile};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::links::FdLink;
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use packet::abi::{Action, Counter, MAX_RULES, RuleMask, XdpConfig, map_name, stat};
+#[cfg(test)]
+use packet::abi::ProbeRecord;
+use packet::abi::{Counter, MAX_RULES, RuleMask, RuleSet, Stats, XdpConfig, map_name, stat};
 use std::ffi::CString;
+use std::time::{Duration, Instant};
 
 /// The program object, built by build.rs and embedded in the binary.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ebpf"));
@@ -41,7 +63,24 @@ pub struct XdpFilter {
     pub mode: Mode,
     pub iface: String,
     if_index: u32,
+    /// The rule-set slot in force, once a set is installed.
+    active: Option<u32>,
+    /// Rule sets installed so far; the generation of the set in force.
+    generation: u32,
+    /// The grace period that retires the previous slot, while it runs.
+    retiring: Option<std::thread::JoinHandle<()>>,
     rule_count: usize,
+    cpus: usize,
+}
+
+/// What [`XdpFilter::install`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct Installed {
+    /// The new set's generation (1 for the first).
+    pub generation: u32,
+    /// From the start of the install until the switch: how long the new rules took to be in
+    /// force.
+    pub in_force_after: Duration,
 }
 
 impl std::fmt::Debug for XdpFilter {
@@ -88,11 +127,14 @@ fn explain(e: anyhow::Error, what: &str) -> anyhow::Error {
 
 impl XdpFilter {
     /// Loads the program for `iface`, without attaching it: install rules first, then
-    /// [`attach`](Self::attach), so no packet ever meets an empty rule table.
+    /// [`attach`](Self::attach), so no packet ever meets an empty rule table. The AF_XDP
+    /// socket map gets one slot per RX queue of the interface.
     pub fn load(iface: &str) -> Result<XdpFilter> {
         let if_index = if_index(iface)?;
+        let queues = crate::afxdp::rx_queue_count(iface)?.max(1);
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map_name::XSKS, queues)
             .load(PROGRAM)
             .map_err(|e| explain(e.into(), "could not load the XDP program's maps"))?;
         let program: &mut Xdp = ebpf
@@ -108,7 +150,11 @@ impl XdpFilter {
             mode: Mode::Auto,
             iface: iface.to_string(),
             if_index,
+            active: None,
+            generation: 0,
+            retiring: None,
             rule_count: 0,
+            cpus: aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?,
         })
     }
 
@@ -174,32 +220,47 @@ impl XdpFilter {
         Ok(())
     }
 
-    /// Compiles `rules` and writes them, with the default action, into the program's maps.
-    /// Per-rule counters restart at zero (rule numbers may mean other rules now); the global
-    /// counters keep running.
-    pub fn install(&mut self, rules: &[Rule], default: Action) -> Result<()> {
-        let tables = compile(rules)?;
-        self.write_tables(&tables)?;
-        let mut rule_stats: PerCpuArray<&mut MapData, Counter> =
-            PerCpuArray::try_from(self.map(map_name::RULE_STATS)?)?;
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        for i in 0..MAX_RULES as u32 {
-            let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
-            rule_stats.set(i, zeros, 0)?;
-        }
+    /// Compiles `rules` and makes them the rule set in force, atomically (see the module
+    /// docs). On error the rule set in force before the call is still in force, unchanged.
+    /// Per-rule counters start at zero with the new set; the global counters keep running.
+    pub fn install(&mut self, rules: &[Rule], policy: Policy) -> Result<Installed> {
+        let mut compiled = compile(rules, policy)?;
+        let start = Instant::now();
+        self.wait_retired();
+        let slot = self.active.map_or(0, |a| 1 - a);
+        let generation = self.generation + 1;
+        compiled.set.generation = generation;
+        self.write_slot(slot, &compiled, rules.len())
+            .with_context(|| format!("could not write the new rule set (slot {slot})"))?;
+        // The switch: the only write a packet can observe.
         let mut config: Array<&mut MapData, XdpConfig> =
             Array::try_from(self.map(map_name::CONFIG)?)?;
-        config.set(
-            0,
-            XdpConfig {
-                default_action: default as u32,
-                rule_count: rules.len() as u32,
-                flags: tables.flags,
-            },
-            0,
-        )?;
+        config
+            .set(0, XdpConfig { active_set: slot }, 0)
+            .context("could not switch to the new rule set")?;
+        let in_force_after = start.elapsed();
+        let previous = self.active.replace(slot);
+        self.generation = generation;
         self.rule_count = rules.len();
-        Ok(())
+        if previous.is_some() {
+            // Packets that read the old slot number before the switch may still be running.
+            self.retiring = Some(std::thread::spawn(grace_period));
+        }
+        Ok(Installed {
+            generation,
+            in_force_after,
+        })
+    }
+
+    /// Waits until the slot retired by the last install is free: no packet is still being
+    /// decided by it.
+    pub fn wait_retired(&mut self) {
+        if let Some(t) = self.retiring.take() {
+            // `grace_period` cannot panic; if the thread died anyway, wait here instead.
+            if t.join().is_err() {
+                grace_period();
+            }
+        }
     }
 
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
@@ -208,58 +269,64 @@ impl XdpFilter {
             .with_context(|| format!("the XDP program has no map {name}"))
     }
 
-    fn write_tables(&mut self, t: &Tables) -> Result<()> {
-        {
-            let mut actions: Array<&mut MapData, u32> =
-                Array::try_from(self.map(map_name::RULE_ACTIONS)?)?;
-            for (i, a) in t.actions.iter().enumerate() {
-                actions.set(i as u32, *a, 0)?;
-            }
+    /// Writes everything of a rule set into `slot`, which no packet reads (it is not in force,
+    /// and a grace period has passed since it last was).
+    fn write_slot(&mut self, slot: u32, c: &Compiled, rule_count: usize) -> Result<()> {
+        let s = slot as u8;
+        let key4 = |e: &(u8, [u8; 4], RuleMask)| {
+            let (len, a, m) = *e;
+            (8 + u32::from(len), [s, a[0], a[1], a[2], a[3]], m)
+        };
+        let key6 = |e: &(u8, [u8; 16], RuleMask)| {
+            let (len, a, m) = *e;
+            let mut k = [s; 17];
+            k[1..].copy_from_slice(&a);
+            (8 + u32::from(len), k, m)
+        };
+        self.write_trie(map_name::SRC_V4, s, c.src_v4.iter().map(key4))?;
+        self.write_trie(map_name::DST_V4, s, c.dst_v4.iter().map(key4))?;
+        self.write_trie(map_name::SRC_V6, s, c.src_v6.iter().map(key6))?;
+        self.write_trie(map_name::DST_V6, s, c.dst_v6.iter().map(key6))?;
+        let cpus = self.cpus;
+        let mut rule_stats: PerCpuArray<&mut MapData, Counter> =
+            PerCpuArray::try_from(self.map(map_name::RULE_STATS)?)?;
+        for i in 0..rule_count as u32 {
+            let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+            rule_stats.set(slot * MAX_RULES as u32 + i, zeros, 0)?;
         }
-        for (name, table) in [
-            (map_name::PROTO_MASKS, &t.proto),
-            (map_name::SPORT_MASKS, &t.sport),
-            (map_name::DPORT_MASKS, &t.dport),
-            (map_name::ICMP_MASKS, &t.icmp),
-        ] {
-            let mut map: Array<&mut MapData, RuleMask> = Array::try_from(self.map(name)?)?;
-            for (i, m) in table.iter().enumerate() {
-                map.set(i as u32, *m, 0)?;
-            }
-        }
-        self.write_trie(map_name::SRC_V4, &t.src_v4)?;
-        self.write_trie(map_name::DST_V4, &t.dst_v4)?;
-        self.write_trie(map_name::SRC_V6, &t.src_v6)?;
-        self.write_trie(map_name::DST_V6, &t.dst_v6)?;
+        let mut sets: Array<&mut MapData, RuleSet> =
+            Array::try_from(self.map(map_name::RULESETS)?)?;
+        sets.set(slot, &*c.set, 0)?;
         Ok(())
     }
 
-    /// Writes the new entries first, then removes entries no longer wanted, so a lookup never
-    /// finds an empty trie while a rule set is being replaced.
-    fn write_trie<const N: usize>(
+    /// Makes the trie's entries under `slot` exactly `entries`: inserts them, then removes
+    /// the slot's entries that are not among them. Entries of the other slot are not touched.
+    fn write_trie<const K: usize>(
         &mut self,
         name: &str,
-        entries: &[(u8, [u8; N], RuleMask)],
+        slot: u8,
+        entries: impl Iterator<Item = (u32, [u8; K], RuleMask)>,
     ) -> Result<()>
     where
-        [u8; N]: aya::Pod,
+        [u8; K]: aya::Pod,
     {
-        let mut trie: LpmTrie<&mut MapData, [u8; N], RuleMask> =
+        let mut trie: LpmTrie<&mut MapData, [u8; K], RuleMask> =
             LpmTrie::try_from(self.map(name)?)?;
-        for (len, addr, mask) in entries {
-            trie.insert(&Key::new(u32::from(*len), *addr), *mask, 0)?;
+        let mut wanted = Vec::new();
+        for (len, key, mask) in entries {
+            trie.insert(&Key::new(len, key), mask, 0)
+                .with_context(|| format!("could not write {name}"))?;
+            wanted.push((len, key));
         }
-        let stale: Vec<Key<[u8; N]>> = trie
+        let stale: Vec<Key<[u8; K]>> = trie
             .keys()
             .filter_map(|k| k.ok())
-            .filter(|k| {
-                !entries
-                    .iter()
-                    .any(|(l, a, _)| u32::from(*l) == k.prefix_len() && *a == k.data())
-            })
+            .filter(|k| k.data()[0] == slot && !wanted.contains(&(k.prefix_len(), k.data())))
             .collect();
         for k in stale {
-            trie.remove(&k)?;
+            trie.remove(&k)
+                .with_context(|| format!("could not clean {name}"))?;
         }
         Ok(())
     }
@@ -302,35 +369,61 @@ impl XdpFilter {
         Ok(())
     }
 
-    /// The counters now, summed over CPUs.
+    /// Runs the probe program (`xdp_filter_probe`: the filter's classification and decision,
+    /// recorded instead of acted on) over `frame` with the rule set in force, and returns what
+    /// it recorded. For the differential test.
+    #[cfg(test)]
+    pub fn probe(&mut self, frame: &[u8]) -> Result<ProbeRecord> {
+        self.test_run("xdp_filter_probe", frame, 1)?;
+        let probe: Array<&mut MapData, ProbeRecord> = Array::try_from(self.map(map_name::PROBE)?)?;
+        Ok(probe.get(&0, 0)?)
+    }
+
+    /// The counters now, summed over CPUs; the per-rule counters of the set in force.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        let stats: PerCpuArray<&mut MapData, Counter> =
+        let stats: PerCpuArray<&mut MapData, Stats> =
             PerCpuArray::try_from(self.map(map_name::STATS)?)?;
         let mut s = Snapshot::default();
-        for i in 0..stat::COUNT {
-            let per_cpu = stats.get(&i, 0)?;
-            let mut c = Counter::default();
-            for v in per_cpu.iter() {
-                c.merge(v);
+        for per_cpu in stats.get(&0, 0)?.iter() {
+            for (sum, c) in s.stats.iter_mut().zip(&per_cpu.counters) {
+                sum.merge(c);
             }
-            s.stats[i as usize] = c;
         }
+        let base = self.active.unwrap_or(0) * MAX_RULES as u32;
         let rule_count = self.rule_count;
         let rule_stats: PerCpuArray<&mut MapData, Counter> =
             PerCpuArray::try_from(self.map(map_name::RULE_STATS)?)?;
         for i in 0..rule_count as u32 {
             let mut c = Counter::default();
-            for v in rule_stats.get(&i, 0)?.iter() {
+            for v in rule_stats.get(&(base + i), 0)?.iter() {
                 c.merge(v);
             }
             s.rules.push(c);
         }
+        s.generation = self.generation;
         Ok(s)
     }
 
-    /// Detaches the program now (dropping the filter does the same).
+    /// Detaches the program and waits until no packet is still inside it, so counters read
+    /// afterwards are final and agree with each other (dropping the filter also detaches).
     pub fn detach(&mut self) {
-        self.link.take();
+        self.wait_retired();
+        if self.link.take().is_some() {
+            grace_period();
+        }
+    }
+}
+
+/// Waits for an RCU grace period: every XDP program run that started before the call has
+/// finished when it returns (XDP runs inside RCU read-side sections; `MEMBARRIER_CMD_GLOBAL`
+/// is `synchronize_rcu()`). Kernels booted with `nohz_full` refuse that command; there we
+/// wait a generous 50 ms instead, far longer than any program run.
+fn grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers; any failure is reported through the result.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r != 0 {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -351,8 +444,10 @@ fn raise_memlock_limit() {
 pub struct Snapshot {
     /// Indexed by `packet::abi::stat`.
     pub stats: [Counter; stat::COUNT as usize],
-    /// Per rule, in rule order.
+    /// Per rule of the set in force, in rule order.
     pub rules: Vec<Counter>,
+    /// The generation of the set in force.
+    pub generation: u32,
 }
 
 impl Snapshot {

@@ -94,7 +94,9 @@ fn counts_exactly(mode: &str) {
         ("/protocols/arp", 1),
         ("/protocols/other", 1),
         ("/malformed", malformed.len() as u64),
-        ("/actions/drop", u64::from(udp9)),
+        ("/unparsed", 0),
+        // The drop rule's datagrams, and the malformed frames (the malformed policy's default).
+        ("/actions/drop", u64::from(udp9) + malformed.len() as u64),
         ("/actions/xsk", 0),
         ("/rules/0/packets", u64::from(udp9)),
         ("/rules/1/packets", u64::from(udp10)),
@@ -110,6 +112,9 @@ fn counts_exactly(mode: &str) {
         "{v}"
     );
     assert_eq!(v["rules"][0]["rule"], RULES[0]);
+    assert_eq!(v["policy"]["malformed"], "drop", "{v}");
+    assert_eq!(v["policy"]["unparsed"], "drop", "{v}");
+    assert_eq!(v["policy"]["default"], "pass", "{v}");
 
     // The drop rule really dropped; the pass rule really passed to the kernel socket.
     let got = listener_counts(listener);

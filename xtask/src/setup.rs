@@ -32,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "bpftool",
     "python3",
+    // Crafted frames in the filter tests (IPv4/IPv6 fragments, extension-header chains,
+    // VLAN tags), sent from the peer namespace with scapy's `sendp`.
+    "python3-scapy",
 ];
 
 #[derive(Debug)]
