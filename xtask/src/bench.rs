@@ -478,17 +478,33 @@ fn generator_rows(bins: &Bins, seconds: f64, mpps_of: &[(Dut, f64)]) -> Result<V
     ])
 }
 
-/// The XDP program's ns/packet with 1 and 16 rules against the bare XDP_DROP program.
+/// The XDP program's ns/packet with 1, 16 and 256 rules against the bare XDP_DROP program,
+/// and how long a reload of 256 rules takes to be in force (the atomic A/B switch).
 fn xdp_cost(bins: &Bins, quick: bool) -> Result<Vec<Row>> {
     let repeat = if quick { "200000" } else { "2000000" };
     let rules16: Vec<String> = (0..15)
         .map(|i| format!("proto tcp dport {} action drop", 1000 + i))
         .chain(std::iter::once("proto udp dport 7 action pass".into()))
         .collect();
+    // Every key, both families, distinct prefixes and ranges: the largest tables a set makes.
+    let rules256: Vec<String> = (0..256u32)
+        .map(|i| match i % 4 {
+            0 => format!(
+                "src 198.18.{}.0/24 proto udp dport {}-{} action drop",
+                i % 256,
+                i * 200,
+                i * 200 + 99
+            ),
+            1 => format!("proto tcp sport {} action pass", 1000 + i),
+            2 => format!("dst 2001:db8:{i:x}::/48 proto udp frag first action drop"),
+            _ => format!("proto icmp icmp-type {} action drop", i % 256),
+        })
+        .collect();
     let mut rows = Vec::new();
     for (label, rules) in [
         ("1 rule", vec!["proto udp dport 7 action pass".to_string()]),
         ("16 rules", rules16),
+        ("256 rules", rules256),
     ] {
         let mut c = Command::new(&bins.xdp_user);
         c.args(["cost", "--repeat", repeat, "--json"]);
@@ -518,6 +534,21 @@ fn xdp_cost(bins: &Bins, quick: bool) -> Result<Vec<Row>> {
             ratio: Some(filter / bare.max(1.0)),
             note: String::new(),
         });
+        if rules.len() == 256 {
+            let ms = |k: &str| v["reload_ms"][k].as_f64().unwrap_or(f64::NAN);
+            rows.push(Row {
+                name: "rule reload, 256 rules: until the new set is in force".into(),
+                value: ms("in_force_median"),
+                unit: "ms",
+                loss: None,
+                reference: Some("goal: 10 ms".into()),
+                ratio: Some(ms("in_force_median") / 10.0),
+                note: format!(
+                    "old set retired (RCU grace period, in the background) after {:.1} ms",
+                    ms("retired_median")
+                ),
+            });
+        }
     }
     Ok(rows)
 }

@@ -34,6 +34,10 @@ enum Command {
         /// Seconds to fuzz the packet parser and echo responder (0 skips fuzzing).
         #[arg(long, default_value_t = 30)]
         fuzz_seconds: u32,
+        /// Frames in the differential test of the XDP program against the Rust model
+        /// (BPF_PROG_TEST_RUN); e.g. 1000000 for a long run.
+        #[arg(long, default_value_t = 100_000)]
+        diff_cases: u64,
     },
     /// Measure every data path beside its reference on the veth testbed; write
     /// target/bench/report.{md,json,svg}.
@@ -61,7 +65,13 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::setup(false),
-        Command::Test { fuzz_seconds } => test::test(&test::Options { fuzz_seconds }),
+        Command::Test {
+            fuzz_seconds,
+            diff_cases,
+        } => test::test(&test::Options {
+            fuzz_seconds,
+            diff_cases,
+        }),
         Command::Demo { iface } => demo::demo(iface.as_deref()),
         Command::Bench { quick } => bench::bench(&bench::BenchOptions { quick }),
         Command::UdpEchoServer { addr, seconds } => udp_echo::serve(&addr, seconds),

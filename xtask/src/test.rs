@@ -13,6 +13,8 @@ use xtask::setup;
 pub struct Options {
     /// Seconds of fuzzing (0 skips it).
     pub fuzz_seconds: u32,
+    /// Frames in the XDP program's differential test (`KBP_DIFF_CASES`).
+    pub diff_cases: u64,
 }
 
 pub fn test(opts: &Options) -> Result<()> {
@@ -93,7 +95,10 @@ pub fn test(opts: &Options) -> Result<()> {
     )?;
     let mut totals = (0u64, 0u64);
     stage("unit and integration tests", &mut || {
-        totals = cargo_test(&["test", "--locked", "--workspace", "--exclude", "xdp-ebpf"])?;
+        totals = cargo_test(
+            &["test", "--locked", "--workspace", "--exclude", "xdp-ebpf"],
+            opts.diff_cases,
+        )?;
         Ok(())
     })?;
     eprintln!("\nxtask test: every stage succeeded: {}", stages.join(", "));
@@ -104,10 +109,12 @@ pub fn test(opts: &Options) -> Result<()> {
 }
 
 /// Runs `cargo ARGS`, passing its output through, and sums the `test result:` lines.
-fn cargo_test(args: &[&str]) -> Result<(u64, u64)> {
+/// `diff_cases` goes to the XDP differential test as `KBP_DIFF_CASES`.
+fn cargo_test(args: &[&str], diff_cases: u64) -> Result<(u64, u64)> {
     use std::io::{BufRead, BufReader};
-    eprintln!("+ cargo {}", args.join(" "));
+    eprintln!("+ KBP_DIFF_CASES={diff_cases} cargo {}", args.join(" "));
     let mut child = cmd("cargo", args)
+        .env("KBP_DIFF_CASES", diff_cases.to_string())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("could not start cargo test")?;
