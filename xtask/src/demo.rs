@@ -2,7 +2,9 @@
 //!
 //! It shows the data paths that exist today, each against real clients in the peer namespace:
 //! 1. the in-kernel XDP filter/counter (`xdp-user load`): `ping`, and a UDP client sending to a
-//!    dropped port and to a passed port where a kernel socket listens;
+//!    dropped port and to a passed port, kernel sockets listening on both, with datagrams too
+//!    large for the link, which the client's kernel fragments (IPv4 and IPv6): the first
+//!    fragment meets the port rule, so a dropped datagram never reassembles;
 //! 2. the AF_XDP echo (`xdp-user run`): `ping` over IPv4 and IPv6 answered by the user-space
 //!    loop, and a UDP client that checks every echoed datagram byte for byte.
 //!
@@ -24,6 +26,9 @@ const DATAGRAMS: u32 = 200;
 const DROP_PORT: u16 = 9;
 const PASS_PORT: u16 = 9000;
 const PINGS: u32 = 5;
+/// Datagrams of `BIG` bytes, per family, that the peer's kernel splits into fragments.
+const FRAGMENTED: u32 = 20;
+const BIG: usize = 3000;
 
 pub fn demo(iface: Option<&str>) -> Result<()> {
     setup::setup(true)?;
@@ -74,10 +79,11 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         DUT_IPV6
     );
 
-    // A kernel UDP socket on the device side: what a pass rule must still reach.
+    // Kernel UDP sockets on the device side, IPv4 and IPv6: what a pass rule must still reach,
+    // and what a drop rule must keep from ever arriving.
     let listener = spawn(
         tb.in_dut("python3")
-            .args(["-c", &udp_listener_script(PASS_PORT, 12.0)]),
+            .args(["-c", &udp_listener_script(&[DROP_PORT, PASS_PORT], 12.0)]),
     )?;
     let mut filter = spawn(tb.in_dut(xdp_user.to_str().context("path")?).args([
         "load",
@@ -105,7 +111,8 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
     let ping6 = tb.ping(true, PINGS);
     eprintln!(
         "demo: {DATAGRAMS} UDP datagrams to port {DROP_PORT} (drop rule) and {DATAGRAMS} to \
-         port {PASS_PORT} (no rule: passed to the kernel socket)"
+         port {PASS_PORT} (no rule: passed to the kernel socket), and to each {FRAGMENTED} \
+         datagrams of {BIG} bytes over IPv4 and over IPv6, fragmented by the peer's kernel"
     );
     run(tb
         .in_peer("python3")
@@ -128,16 +135,23 @@ fn on_testbed(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         .last()
         .unwrap_or("")
         .to_string();
-    let received: u32 = String::from_utf8_lossy(&listener_out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    // (small, large) datagrams received on a port.
+    let received = |port: u16| -> (u32, u32) {
+        let text = String::from_utf8_lossy(&listener_out.stdout);
+        let counts = text
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{port}=")))
+            .unwrap_or("");
+        let mut n = counts.split(',').map(|x| x.parse().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0))
+    };
     let report = Report {
         load_sent,
         json: json_line,
         ping4_replies: ping4,
         ping6_replies: ping6,
-        udp_received: received,
+        udp_received: received(PASS_PORT),
+        drop_port_received: received(DROP_PORT),
         left_attached: attached,
     };
     eprintln!(
@@ -240,7 +254,11 @@ struct Report {
     json: String,
     ping4_replies: usize,
     ping6_replies: usize,
-    udp_received: u32,
+    /// Small and large (fragmented, reassembled) datagrams the sockets on the passed port
+    /// received.
+    udp_received: (u32, u32),
+    /// Datagrams that reached the sockets on the dropped port: must be none.
+    drop_port_received: (u32, u32),
     left_attached: bool,
 }
 
@@ -250,7 +268,8 @@ impl Report {
             .with_context(|| format!("xdp-user printed no JSON summary: {:?}", self.json))?;
         let field = |path: &str| v.pointer(path).and_then(|x| x.as_u64()).unwrap_or(0);
         let dropped = field("/actions/drop");
-        let expected_drops = u64::from(DATAGRAMS) + self.load_sent;
+        // Each fragmented datagram loses its first fragment; its later ones pass and expire.
+        let expected_drops = u64::from(DATAGRAMS + 2 * FRAGMENTED) + self.load_sent;
         println!("\n=== demo summary: XDP filter/counter on the veth testbed");
         println!("sent by the peer             came back / arrived");
         println!(
@@ -265,17 +284,29 @@ impl Report {
             "  {DATAGRAMS} UDP to port {DROP_PORT} (drop)    and, from xdp-user gen, {} more in 2 s:",
             self.load_sent
         );
-        println!("                              {dropped} dropped in XDP, none delivered");
+        println!("  + {FRAGMENTED} v4 and {FRAGMENTED} v6 datagrams of {BIG} B, fragmented");
         println!(
-            "  {DATAGRAMS} UDP to port {PASS_PORT}        {} received by the kernel socket",
-            self.udp_received
+            "                              {dropped} dropped in XDP (first fragments by the \
+             port rule); {} delivered",
+            self.drop_port_received.0 + self.drop_port_received.1
         );
         println!(
-            "XDP counters: pass {} drop {} malformed {}; protocols: arp {} ipv4 {} ipv6 {} udp {} \
-             icmp {} icmpv6 {}",
+            "  {DATAGRAMS} UDP to port {PASS_PORT}        {} received by the kernel socket",
+            self.udp_received.0
+        );
+        println!(
+            "  + {FRAGMENTED} v4 and {FRAGMENTED} v6 fragmented     {} reassembled and received",
+            self.udp_received.1
+        );
+        println!(
+            "XDP counters: pass {} drop {} malformed {} unparsed {}; fragments: first {} later {}; \
+             protocols: arp {} ipv4 {} ipv6 {} udp {} icmp {} icmpv6 {}",
             field("/actions/pass"),
             dropped,
             field("/malformed"),
+            field("/unparsed"),
+            field("/fragments/first"),
+            field("/fragments/later"),
             field("/protocols/arp"),
             field("/protocols/ipv4"),
             field("/protocols/ipv6"),
@@ -295,7 +326,9 @@ impl Report {
         let ok = self.ping4_replies == PINGS as usize
             && self.ping6_replies == PINGS as usize
             && dropped == expected_drops
-            && self.udp_received == DATAGRAMS
+            && self.udp_received == (DATAGRAMS, 2 * FRAGMENTED)
+            && self.drop_port_received == (0, 0)
+            && field("/fragments/first") == u64::from(4 * FRAGMENTED)
             && !self.left_attached;
         if !ok {
             bail!("the demo's traffic did not give the expected results (see above)");
@@ -313,34 +346,45 @@ fn spawn(c: &mut Command) -> Result<Child> {
         .context("could not start a process in the testbed")
 }
 
-/// Counts datagrams on a UDP port for `seconds`, then prints the count.
-fn udp_listener_script(port: u16, seconds: f64) -> String {
+/// Counts datagrams on UDP ports (IPv4 and IPv6 sockets) for `seconds`, then prints
+/// `PORT=SMALL,LARGE` for each port (LARGE: datagrams over 1500 bytes, which crossed the link
+/// as fragments and were reassembled).
+fn udp_listener_script(ports: &[u16], seconds: f64) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     format!(
-        "import socket,time\n\
-         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-         s.bind(('{DUT_IPV4}',{port}))\n\
-         s.settimeout(0.1)\n\
-         n=0\n\
+        "import socket,select,time\n\
+         ss={{}}\n\
+         for p in [{}]:\n\
+         \x20   for fam, a in ((socket.AF_INET, '{DUT_IPV4}'), (socket.AF_INET6, '{DUT_IPV6}')):\n\
+         \x20       s=socket.socket(fam, socket.SOCK_DGRAM); s.bind((a, p)); ss[s]=p\n\
+         n={{p: [0, 0] for p in ss.values()}}\n\
          end=time.time()+{seconds}\n\
          while time.time()<end:\n\
-         \x20   try:\n\
-         \x20       s.recv(2048); n+=1\n\
-         \x20   except socket.timeout:\n\
-         \x20       pass\n\
-         print(n)\n"
+         \x20   r,_,_=select.select(list(ss),[],[],0.1)\n\
+         \x20   for s in r:\n\
+         \x20       n[ss[s]][len(s.recv(65535)) > 1500]+=1\n\
+         print(' '.join('%d=%d,%d' % (p, c[0], c[1]) for p, c in sorted(n.items())))\n",
+        ports.join(",")
     )
 }
 
-/// Sends DATAGRAMS datagrams to each port, paced so nothing is lost to buffer overflow.
+/// Sends DATAGRAMS small datagrams to each port, then FRAGMENTED datagrams of BIG bytes over
+/// IPv4 and over IPv6, which the kernel splits into fragments; paced so nothing is lost to
+/// buffer overflow.
 fn udp_sender_script(ports: &[u16]) -> String {
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     format!(
         "import socket,time\n\
          s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s6=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n\
          for p in [{}]:\n\
          \x20   for i in range({DATAGRAMS}):\n\
          \x20       s.sendto(b'demo %d' % i, ('{DUT_IPV4}', p))\n\
-         \x20       if i % 50 == 49: time.sleep(0.01)\n",
+         \x20       if i % 50 == 49: time.sleep(0.01)\n\
+         \x20   for i in range({FRAGMENTED}):\n\
+         \x20       s.sendto(bytes({BIG}), ('{DUT_IPV4}', p))\n\
+         \x20       s6.sendto(bytes({BIG}), ('{DUT_IPV6}', p))\n\
+         \x20       time.sleep(0.005)\n",
         ports.join(",")
     )
 }
