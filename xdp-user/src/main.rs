@@ -250,11 +250,20 @@ impl LoadArgs {
     }
 }
 
-/// `run` and `gen` redirect traffic to their sockets rather than filter it: everything they do
-/// not take goes on to the kernel, which makes its own decisions about malformed frames.
+/// `gen` redirects its replies to its socket rather than filter: everything else goes on to
+/// the kernel. `cost` measures with the same policy.
 const PASS_ALL: Policy = Policy {
     default: Action::Pass,
     malformed: Action::Pass,
+    unparsed: Action::Pass,
+};
+
+/// `run` takes malformed frames into the loop, which counts them and never answers them (the
+/// kernel would answer some, e.g. a UDP datagram whose length field is short, with an ICMP
+/// error); everything else no rule redirects goes on to the kernel.
+const RUN_POLICY: Policy = Policy {
+    default: Action::Pass,
+    malformed: Action::Xsk,
     unparsed: Action::Pass,
 };
 
@@ -590,7 +599,7 @@ fn run(args: RunArgs) -> Result<()> {
     // packet meets a half-built data path.
     let watch = iface::IfaceWatch::new(&args.iface)?;
     let mut filter = XdpFilter::load(&args.iface)?;
-    filter.install(&rules, PASS_ALL)?;
+    filter.install(&rules, RUN_POLICY)?;
     let mut sockets = Vec::new();
     for (i, q) in queues.iter().enumerate() {
         let socket = afxdp::QueueSocket::bind(afxdp::QueueSettings {

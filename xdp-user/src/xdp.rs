@@ -296,7 +296,7 @@ impl XdpFilter {
         }
         let mut sets: Array<&mut MapData, RuleSet> =
             Array::try_from(self.map(map_name::RULESETS)?)?;
-        sets.set(slot, &*c.set, 0)?;
+        sets.set(slot, c.set.as_ref(), 0)?;
         Ok(())
     }
 
