@@ -2,8 +2,10 @@
 //!
 //! Protocol classes count at two levels. Every frame counts once at the network level: `arp`,
 //! `ipv4`, `ipv6`, `other` (any other ether type) or `malformed`. IP packets count a second time
-//! at the transport level when it is TCP, UDP, ICMP or ICMPv6. So `ipv4 + ipv6 >= tcp + udp +
-//! icmp + icmpv6`, and the difference is fragments and other IP protocols.
+//! at the transport level when their transport header was read and is TCP, UDP, ICMP or ICMPv6
+//! (whole datagrams and first fragments). So `ipv4 + ipv6 >= tcp + udp + icmp + icmpv6`, and
+//! the difference is later fragments, other IP protocols, and IPv6 packets whose transport
+//! header the parser cannot reach (`Transport::Unparsed`).
 //!
 //! Each poll loop owns its counters (no sharing, no atomics on the fast path); the statistics
 //! thread merges copies of them.
@@ -57,7 +59,10 @@ impl ProtocolCounters {
             Transport::Udp => self.udp.add(bytes),
             Transport::Icmpv4 { .. } => self.icmp.add(bytes),
             Transport::Icmpv6 { .. } => self.icmpv6.add(bytes),
-            Transport::None | Transport::Fragment | Transport::Other { .. } => {}
+            Transport::None
+            | Transport::Fragment
+            | Transport::Unparsed
+            | Transport::Other { .. } => {}
         }
     }
 
@@ -215,7 +220,9 @@ impl SharedLoopCounters {
 }
 
 /// An IP 5-tuple. IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) so both families
-/// share one key type. ICMP and other protocols without ports have ports 0.
+/// share one key type. ICMP, other protocols, later fragments and unparsed IPv6 have ports 0
+/// (a first fragment has its ports, so a fragmented datagram's later fragments count under
+/// a flow of their own).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -238,23 +245,16 @@ impl FlowKey {
                 key.dst[10..12].copy_from_slice(&[0xff, 0xff]);
                 key.src[12..].copy_from_slice(&ip[12..16]);
                 key.dst[12..].copy_from_slice(&ip[16..20]);
-                key.protocol = ip[9];
             }
             Net::Ipv6 { .. } => {
                 let ip = frame.get(l3..l3 + 40)?;
                 key.src.copy_from_slice(&ip[8..24]);
                 key.dst.copy_from_slice(&ip[24..40]);
-                // The upper-layer protocol, after any extension headers.
-                key.protocol = match h.transport {
-                    Transport::Tcp { .. } => crate::parse::IP_PROTO_TCP,
-                    Transport::Udp => crate::parse::IP_PROTO_UDP,
-                    Transport::Icmpv6 { .. } => crate::parse::IP_PROTO_ICMPV6,
-                    Transport::Other { protocol } => protocol,
-                    _ => ip[6],
-                };
             }
             _ => return None,
         }
+        // The upper-layer protocol, after any IPv6 extension headers.
+        key.protocol = h.protocol;
         if matches!(h.transport, Transport::Tcp { .. } | Transport::Udp) {
             let p = frame.get(l4..l4 + 4)?;
             key.src_port = u16::from_be_bytes([p[0], p[1]]);
@@ -520,8 +520,26 @@ mod tests {
             }
         );
         assert_eq!(c.other.packets, 1);
-        // A fragment is IPv4 but has no transport class.
-        assert_eq!((c.ipv4.packets, c.udp.packets), (1, 0));
+        // A first fragment carries its UDP header and counts as UDP.
+        assert_eq!((c.ipv4.packets, c.udp.packets), (1, 1));
+    }
+
+    #[test]
+    fn later_fragments_and_unparsed_ipv6_have_no_transport_class() {
+        let later = crate::parse::tests::V4_UDP_LATER_FRAGMENT;
+        let unparsed = crate::parse::tests::v6_dest_opts_chain(9);
+        let c = count_all(&[&later, &unparsed]);
+        assert_eq!((c.ipv4.packets, c.ipv6.packets), (1, 1));
+        assert_eq!(
+            (c.udp.packets, c.other.packets, c.malformed.packets),
+            (0, 0, 0)
+        );
+        let k = key_of(&later);
+        assert_eq!((k.src_port, k.dst_port, k.protocol), (0, 0, 17));
+        let k = key_of(&unparsed);
+        assert_eq!((k.src_port, k.dst_port, k.protocol), (0, 0, 60));
+        let k = key_of(&crate::parse::tests::V4_UDP_FIRST_FRAGMENT);
+        assert_eq!((k.src_port, k.dst_port, k.protocol), (40000, 7, 17));
     }
 
     #[test]

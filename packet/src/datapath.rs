@@ -89,6 +89,49 @@ mod tests {
         assert_eq!((r, c.dropped), (None, 1));
     }
 
+    /// Handles `frame` with a fresh responder; returns the reply length and the counters.
+    fn handle(action: Action, frame: &[u8]) -> (Option<usize>, LoopCounters, ProtocolCounters) {
+        let responder = Responder::new();
+        let mut buf = [0u8; 256];
+        buf[..frame.len()].copy_from_slice(frame);
+        let (mut c, mut p) = (LoopCounters::default(), ProtocolCounters::default());
+        let r = handle_frame(action, &responder, &mut buf, frame.len(), &mut c, &mut p);
+        if r.is_none() {
+            assert_eq!(&buf[..frame.len()], frame, "a refused frame is left alone");
+        }
+        (r, c, p)
+    }
+
+    #[test]
+    fn fragments_are_counted_never_answered_nor_reflected() {
+        use crate::parse::tests::{V4_UDP_FIRST_FRAGMENT, V4_UDP_LATER_FRAGMENT};
+        // The first fragment is UDP to port 7: it counts as UDP, but is not echoed.
+        for (frame, udp) in [
+            (&V4_UDP_FIRST_FRAGMENT[..], 1),
+            (&V4_UDP_LATER_FRAGMENT[..], 0),
+        ] {
+            for action in [Action::Echo, Action::Reflect] {
+                let (r, c, p) = handle(action, frame);
+                assert_eq!((r, c.not_for_us, c.malformed), (None, 1, 0), "{action:?}");
+                assert_eq!((p.ipv4.packets, p.udp.packets), (1, udp));
+            }
+        }
+    }
+
+    #[test]
+    fn unparsed_ipv6_is_counted_not_answered() {
+        let frame = crate::parse::tests::v6_dest_opts_chain(9);
+        let (r, c, p) = handle(Action::Echo, &frame);
+        assert_eq!((r, c.not_for_us), (None, 1));
+        assert_eq!(
+            (p.ipv6.packets, p.udp.packets, p.malformed.packets),
+            (1, 0, 0)
+        );
+        // Reflect turns it around like any other IP protocol (addresses and MACs only).
+        let (r, c, _) = handle(Action::Reflect, &frame);
+        assert_eq!((r, c.reflected), (Some(frame.len()), 1));
+    }
+
     #[test]
     fn a_length_past_the_buffer_is_refused_not_a_panic() {
         let responder = Responder::new();

@@ -16,17 +16,19 @@
 //! whose L4 checksum was wrong therefore gets a reply whose checksum is equally wrong, and the
 //! sender's stack discards it: we never turn a corrupt packet into a valid one.
 //!
-//! The responder never answers: malformed frames, IP fragments, frames from group (broadcast or
-//! multicast) MAC addresses, IP packets from multicast, broadcast or unspecified addresses,
-//! packets to multicast addresses, UDP from port 0, from port 7 or from another echo port (two
-//! echo services would otherwise ping-pong forever), ICMP other than echo requests, IPv4 packets
-//! with a bad header checksum (see [`crate::parse`]), IPv6 packets with a routing header.
+//! The responder never answers: malformed frames, IP fragments (first fragments included,
+//! although they carry their UDP or ICMP header), IPv6 packets whose transport header the
+//! parser cannot reach, frames from group (broadcast or multicast) MAC addresses, IP packets
+//! from multicast, broadcast or unspecified addresses, packets to multicast addresses, UDP from
+//! port 0, from port 7 or from another echo port (two echo services would otherwise ping-pong
+//! forever), ICMP other than echo requests, IPv4 packets with a bad header checksum (see
+//! [`crate::parse`](mod@crate::parse)), IPv6 packets with a routing header.
 //!
 //! When local addresses are configured, IP echo answers only packets addressed to them; when a
 //! local MAC is configured, only frames addressed to it. ARP and neighbour discovery need both.
 
 use crate::checksum::{self, update_word};
-use crate::parse::{self, Headers, IPV6_HEADER_LEN, Malformed, Net, Transport};
+use crate::parse::{self, Frag, Headers, IPV6_HEADER_LEN, Malformed, Net, Transport};
 
 /// Default UDP echo port (RFC 862).
 pub const ECHO_PORT: u16 = 7;
@@ -305,6 +307,12 @@ impl Responder {
     /// panic.
     #[inline]
     pub fn respond_parsed(&self, buf: &mut [u8], len: usize, h: &Headers) -> Verdict {
+        // No fragment of any kind is answered: a first fragment carries its UDP or ICMP header,
+        // but an echo of it alone would be a fragment of a datagram that never completes.
+        // (Neighbour discovery never comes fragmented, RFC 6980; ARP is never fragmented.)
+        if h.frag != Frag::None {
+            return Verdict::NotForUs;
+        }
         let done = match (h.net, h.transport) {
             (Net::Ipv4, Transport::Icmpv4 { icmp_type, code }) => {
                 if icmp_type == ICMP_TYPE_ECHO_REQUEST && code == 0 {
@@ -596,7 +604,7 @@ impl Responder {
 
 /// Turns any well-formed IPv4/IPv6 frame around, like testpmd's `5tswap`: swaps MACs, IP
 /// addresses and TCP/UDP ports. Every checksum stays valid (swaps do not change sums); TTL is
-/// left alone. Non-IP frames are `NotForUs`.
+/// left alone. Non-IP frames and IP fragments (first or later) are `NotForUs`.
 pub fn reflect(buf: &mut [u8], len: usize) -> Verdict {
     let Some(frame) = buf.get(..len) else {
         return Verdict::Malformed(Malformed::Truncated(parse::Layer::Ethernet));
@@ -612,6 +620,11 @@ pub fn reflect_parsed(buf: &mut [u8], len: usize, h: &Headers) -> Verdict {
     let Some(frame) = buf.get_mut(..len) else {
         return Verdict::NotForUs;
     };
+    // A fragment is not turned around: a first fragment would get its ports swapped and the
+    // later ones would not.
+    if h.frag != Frag::None {
+        return Verdict::NotForUs;
+    }
     let l3 = usize::from(h.l3_offset);
     let l4 = usize::from(h.l4_offset);
     let (addr_at, addr_len) = match h.net {
@@ -701,6 +714,7 @@ fn turn_ipv6(frame: &mut [u8], l3: usize, hop_limit: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::craft;
     use crate::fixtures::*;
     use crate::parse::tests::{fix_ipv4_checksum, with_vlan};
     use crate::verify::verify_checksums;
@@ -963,6 +977,107 @@ mod tests {
         f[20] = 0x20; // more fragments
         fix_ipv4_checksum(&mut f, 14);
         assert_refused(&local(), &f);
+    }
+
+    /// The UDP echo request as the first fragment of a longer datagram: MF set, and the UDP
+    /// length (and checksum) covering the whole datagram. It carries the UDP header, so parse
+    /// reads the ports, but it must not be answered.
+    #[test]
+    fn never_answer_a_first_fragment_udp_to_the_echo_port() {
+        let mut f = UDP4_ECHO_REQUEST;
+        f[20] = 0x20;
+        f[38..40].copy_from_slice(&1000u16.to_be_bytes());
+        fix_ipv4_checksum(&mut f, 14);
+        let h = parse::parse(&f).unwrap();
+        assert_eq!((h.transport, h.frag), (Transport::Udp, Frag::First));
+        assert_refused(&local(), &f);
+        assert_refused(&Responder::new(), &f);
+        // IPv6: a fragment header (offset 0, M) between the fixed header and UDP. The same
+        // datagram unfragmented is answered.
+        let (src, payload) = (craft::V6_POOL[0], [0x5a; 64]);
+        let datagram = craft::udp(
+            craft::Addrs::V6(src, LOCAL_IPV6),
+            40001,
+            ECHO_PORT,
+            &payload,
+        );
+        let whole = craft::frame_v6(&craft::Ipv6::new(src, LOCAL_IPV6), &[], 17, &datagram);
+        let (v, _) = answer(&local(), &whole, 2048);
+        assert!(matches!(
+            v,
+            Verdict::Reply {
+                kind: ReplyKind::UdpEcho,
+                ..
+            }
+        ));
+        let f = craft::udp6_fragments(src, LOCAL_IPV6, 40001, ECHO_PORT, &payload, 32);
+        let h = parse::parse(&f[0]).unwrap();
+        assert_eq!((h.transport, h.frag), (Transport::Udp, Frag::First));
+        assert_refused(&local(), &f[0]);
+        assert_refused(&Responder::new(), &f[0]);
+    }
+
+    #[test]
+    fn never_answer_a_first_fragment_icmp_echo_request() {
+        let mut f = ICMPV4_ECHO_REQUEST;
+        f[20] = 0x20;
+        fix_ipv4_checksum(&mut f, 14);
+        let h = parse::parse(&f).unwrap();
+        assert_eq!(
+            (h.transport, h.frag),
+            (
+                Transport::Icmpv4 {
+                    icmp_type: ICMP_TYPE_ECHO_REQUEST,
+                    code: 0
+                },
+                Frag::First
+            )
+        );
+        assert_refused(&local(), &f);
+        assert_refused(&Responder::new(), &f);
+        // An ICMPv6 echo request behind a first-fragment header.
+        let f = craft::frame_v6(
+            &craft::Ipv6::new(craft::V6_POOL[0], LOCAL_IPV6),
+            &[craft::Ext::Fragment {
+                offset: 0,
+                more: true,
+                id: 7,
+            }],
+            parse::IP_PROTO_ICMPV6,
+            &ICMPV6_ECHO_REQUEST[54..],
+        );
+        let h = parse::parse(&f).unwrap();
+        assert_eq!(
+            (h.transport, h.frag),
+            (
+                Transport::Icmpv6 {
+                    icmp_type: ICMPV6_TYPE_ECHO_REQUEST,
+                    code: 0
+                },
+                Frag::First
+            )
+        );
+        assert_refused(&local(), &f);
+    }
+
+    #[test]
+    fn reflect_refuses_fragments() {
+        let mut f = TCP_SYN;
+        f[20] = 0x20;
+        fix_ipv4_checksum(&mut f, 14);
+        let len = f.len();
+        assert_eq!(reflect(&mut f.clone(), len), Verdict::NotForUs);
+        f[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+        fix_ipv4_checksum(&mut f, 14);
+        assert_eq!(reflect(&mut f.clone(), len), Verdict::NotForUs);
+    }
+
+    #[test]
+    fn unparsed_ipv6_is_not_for_us() {
+        // A UDP echo request behind nine destination options headers.
+        let f = crate::parse::tests::v6_dest_opts_chain(9);
+        assert_eq!(parse::parse(&f).unwrap().transport, Transport::Unparsed);
+        assert_refused(&Responder::new(), &f);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub const UDP4_ECHO_REPLY: [u8; 53] = hex(concat!(
     "a08c68656c6c6f2c206563686f",
 ));
 
-/// `hello, echo v6` from [2001:db8::1]:40001 to port 7 (checksum completed).
+/// `hello, echo v6` from `[2001:db8::1]:40001` to port 7 (checksum completed).
 pub const UDP6_ECHO_REQUEST: [u8; 76] = hex(concat!(
     "02000000000202000000000186dd600dbe730016114020010db80000000000000000000000012001",
     "0db80000000000000000000000029c41000700165ae268656c6c6f2c206563686f207636",

@@ -1,8 +1,13 @@
 //! Packet logic shared by every data path of the toolkit: the AF_XDP loop in `xdp-user`, the
 //! DPDK application, and (for [`abi`] only) the XDP program itself.
 //!
-//! - [`parse`]: Ethernet (up to two VLAN tags), ARP, IPv4, IPv6, TCP, UDP, ICMPv4, ICMPv6, on top
-//!   of etherparse's zero-copy slices, into a small [`parse::Headers`] value.
+//! - [`parse`](mod@parse): Ethernet (up to three VLAN tags), ARP, IPv4, IPv6 (a bounded extension-header
+//!   walk), fragments, TCP, UDP, ICMPv4, ICMPv6, on top of etherparse's zero-copy slices, into a
+//!   small [`parse::Headers`] value: the toolkit's one definition of a frame's class
+//!   (`spec/classifier.md`).
+//! - [`filter`]: the classifier's view of a frame as the XDP filter sees it (class, addresses,
+//!   protocol class, ports, ICMP type, fragment kind): the model the eBPF program is tested
+//!   against.
 //! - [`echo`]: the in-place echo responder (ICMP/ICMPv6 echo, UDP echo, ARP and neighbour
 //!   discovery for configured addresses) and the `reflect` benchmark mode.
 //! - [`counter`]: per-protocol counters, a fixed-capacity per-flow table, and the counters of
@@ -12,9 +17,12 @@
 //! - [`abi`]: the `#[repr(C)]` types exchanged with the eBPF program through maps.
 //! - [`verify`]: checksum verification independent of our own code, for tests and diagnostics.
 //! - [`fixtures`]: real frames captured from the Linux stack, and their expected replies.
+//! - [`craft`] (`std`): a seeded PRNG, header builders and a generator of hostile and
+//!   well-formed random frames, for tests.
 //!
 //! Nothing here allocates per packet, logs, or panics on any input: every function that takes
-//! bytes from the wire returns a verdict or an error instead. The crate is `no_std`; the `std`
+//! bytes from the wire returns a verdict or an error instead. (`craft` is a test helper and
+//! allocates the frames it builds.) The crate is `no_std`; the `std`
 //! feature (on by default) adds `std::error::Error` impls and heap-backed constructors.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
@@ -25,10 +33,14 @@ pub mod checksum;
 pub mod cli;
 #[cfg(feature = "parse")]
 pub mod counter;
+#[cfg(feature = "std")]
+pub mod craft;
 #[cfg(feature = "parse")]
 pub mod datapath;
 #[cfg(feature = "parse")]
 pub mod echo;
+#[cfg(feature = "parse")]
+pub mod filter;
 #[cfg(feature = "parse")]
 pub mod fixtures;
 #[cfg(feature = "parse")]

@@ -2,7 +2,12 @@
 //! arbitrary input: one function, so libFuzzer and `cargo test` check exactly the same things.
 //!
 //! For any bytes `frame`:
-//! - parsing, counting, echoing and reflecting return without panicking;
+//! - parsing, classifying, counting, echoing and reflecting return without panicking;
+//! - the offsets `parse` returns are ordered and inside the frame, the transport headers it
+//!   reports lie below `ip_end`, and its fragment kind agrees with its transport (a later
+//!   fragment is `Transport::Fragment` and nothing else is);
+//! - [`crate::filter::classify`] agrees with `parse` on the class;
+//! - no fragment, first or later, is answered or reflected;
 //! - a reply parses again;
 //! - a reply to a request whose checksums were valid has valid checksums (checked with
 //!   etherparse, not our code), and a new packet (a neighbour advertisement) always has;
@@ -12,8 +17,9 @@
 
 use crate::counter::{FlowKey, FlowSlot, FlowTable, ProtocolCounters};
 use crate::echo::{ReplyKind, Responder, Verdict, reflect};
+use crate::filter::{Class, classify};
 use crate::fixtures::{LOCAL_IPV4, LOCAL_IPV6, LOCAL_MAC};
-use crate::parse::parse;
+use crate::parse::{Frag, Headers, Net, Transport, parse};
 use crate::verify::verify_checksums;
 
 /// Room for the largest frame the fuzzer gives plus a neighbour advertisement's growth.
@@ -34,7 +40,23 @@ pub fn check_frame(frame: &[u8]) {
         + counters.malformed.packets;
     assert_eq!(total, 1, "every frame counts once at the network level");
 
+    match (&parsed, classify(frame)) {
+        (Err(e), Class::Malformed(m)) => assert_eq!(*e, m),
+        (Ok(h), Class::NotIp) => assert!(!h.is_ip()),
+        (Ok(h), Class::Unparsed) => assert_eq!(h.transport, Transport::Unparsed),
+        (Ok(h), Class::Ip(f)) => {
+            assert!(h.is_ip() && h.transport != Transport::Unparsed);
+            assert_eq!((f.protocol, f.frag), (h.protocol, h.frag));
+            assert_eq!(
+                f.sport.is_some(),
+                matches!(h.transport, Transport::Tcp { .. } | Transport::Udp)
+            );
+        }
+        (p, c) => panic!("classify {c:?} disagrees with parse {p:?}"),
+    }
+
     if let Ok(h) = &parsed {
+        check_headers(frame, h);
         let mut slots = [FlowSlot::default(); 4];
         let mut flows = FlowTable::new(&mut slots[..], 0);
         if let Some(key) = FlowKey::from_frame(frame, h) {
@@ -54,6 +76,10 @@ pub fn check_frame(frame: &[u8]) {
         match responder.respond(&mut buf, frame.len()) {
             Verdict::Reply { len, kind } => {
                 assert!(parsed.is_ok(), "replied to a malformed frame");
+                assert!(
+                    parsed.is_ok_and(|h| h.frag == Frag::None),
+                    "replied to a fragment"
+                );
                 let reply = &buf[..len];
                 assert!(parse(reply).is_ok(), "reply does not parse: {reply:02x?}");
                 let must_be_valid = request_valid || kind == ReplyKind::NeighborAdvertisement;
@@ -80,6 +106,10 @@ pub fn check_frame(frame: &[u8]) {
     buf[..frame.len()].copy_from_slice(frame);
     if let Verdict::Reply { len, .. } = reflect(&mut buf, frame.len()) {
         assert_eq!(len, frame.len());
+        assert!(
+            parsed.is_ok_and(|h| h.frag == Frag::None),
+            "reflected a fragment"
+        );
         if request_valid {
             assert!(
                 verify_checksums(&buf[..len]).is_ok(),
@@ -88,6 +118,44 @@ pub fn check_frame(frame: &[u8]) {
         }
         reflect(&mut buf, len);
         assert_eq!(&buf[..len], frame, "reflect twice is not the identity");
+    }
+}
+
+/// The guarantee of [`crate::parse`]'s module docs, and the consistency of its fields.
+fn check_headers(frame: &[u8], h: &Headers) {
+    let (l3, l4, end) = (
+        usize::from(h.l3_offset),
+        usize::from(h.l4_offset),
+        usize::from(h.ip_end),
+    );
+    assert!(l3 <= l4 && l4 <= end && end <= frame.len(), "offsets {h:?}");
+    let l4_header = match h.transport {
+        Transport::Tcp { .. } => frame.get(l4 + 12).map(|b| usize::from(b >> 4) * 4),
+        Transport::Udp | Transport::Icmpv4 { .. } | Transport::Icmpv6 { .. } => Some(8),
+        _ => None,
+    };
+    if let Some(len) = l4_header {
+        assert!(
+            len >= 8 && l4 + len <= end,
+            "transport header past ip_end: {h:?}"
+        );
+    }
+    match h.net {
+        Net::Ipv4 => assert!(l3 + 20 <= l4, "{h:?}"),
+        Net::Ipv6 { .. } => assert!(l3 + 40 <= l4, "{h:?}"),
+        Net::Arp | Net::Other { .. } => {
+            assert_eq!(
+                (h.transport, h.frag, h.protocol),
+                (Transport::None, Frag::None, 0)
+            );
+        }
+    }
+    if h.transport != Transport::Unparsed {
+        assert_eq!(
+            h.frag == Frag::Later,
+            h.transport == Transport::Fragment,
+            "fragment kind and transport disagree: {h:?}"
+        );
     }
 }
 
@@ -120,6 +188,17 @@ mod tests {
                 v.truncate(keep);
                 v
             })
+    }
+
+    /// 50 000 frames of the differential test's generator: hostile fragments and extension
+    /// chains, truncations, flipped bytes, padding.
+    #[cfg(feature = "std")]
+    #[test]
+    fn random_crafted_frames() {
+        let mut rng = crate::craft::Rng::new(0x6b62_7000_5e1f);
+        for _ in 0..50_000 {
+            check_frame(&crate::craft::random_frame(&mut rng));
+        }
     }
 
     proptest! {
