@@ -307,7 +307,13 @@ fn differential(seed: u64, cases: u64) -> (u64, String) {
         "{done} frames over {sets} rule sets (seed {seed:#x}): {failures} disagreement(s)\n\
          by verdict: rule {} no-rule {} not-ip {} malformed {} unparsed {}; IP packets by \
          fragment kind: none {} first {} later {}",
-        verdicts[0], verdicts[1], verdicts[2], verdicts[3], verdicts[4], frags[0], frags[1],
+        verdicts[0],
+        verdicts[1],
+        verdicts[2],
+        verdicts[3],
+        verdicts[4],
+        frags[0],
+        frags[1],
         frags[2]
     );
     (failures, report)
