@@ -402,10 +402,31 @@ fn ipv6(rest: &[u8]) -> Result<Ip<'_>, Malformed> {
     // The payload is exactly payload_length bytes: 0 is an empty payload (no jumbograms on
     // Ethernet), and anything after it is Ethernet padding.
     let payload_len = usize::from(header.payload_length());
-    let mut region = rest
+    let payload = rest
         .get(IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len)
         .ok_or(Malformed::Truncated(Layer::Ipv6))?;
-    let mut next = header.next_header().0;
+    let next = header.next_header().0;
+    if is_walked_extension(next) || is_unwalked_extension(next) {
+        return ipv6_extensions(payload, next);
+    }
+    // No extension headers (nearly every packet): the payload is the transport region.
+    Ok(Ip {
+        net: Net::Ipv6 {
+            routing_header: false,
+        },
+        protocol: next,
+        frag: Frag::None,
+        frag_offset: 0,
+        l4: payload,
+        unparsed: false,
+    })
+}
+
+/// The extension-header walk, from the first extension header (`next`) at the start of the
+/// payload. Out of line, so that the common path of every family stays small.
+#[inline(never)]
+fn ipv6_extensions(payload: &[u8], mut next: u8) -> Result<Ip<'_>, Malformed> {
+    let mut region = payload;
     let mut frag = Frag::None;
     let mut frag_offset = 0u16;
     let mut routing_header = false;
