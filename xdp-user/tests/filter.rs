@@ -378,22 +378,14 @@ fn the_frag_key_matches_each_kind_of_fragment() {
 #[test]
 fn frag_later_with_a_port_is_rejected() {
     let tb = quiet_testbed();
-    let out = tb
-        .in_dut(xdp_user())
-        .args([
-            "load",
+    fails_with(
+        &tb,
+        &[
             "--iface",
             DUT_IF,
             "--rule",
             "proto udp dport 6100 frag later action drop",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("later fragment"),
-        "{}",
-        text(&out.stderr)
+        ],
+        "later fragment",
     );
-    assert!(!tb.dut_xdp_attached().unwrap());
 }

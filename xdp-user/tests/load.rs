@@ -254,25 +254,6 @@ fn kill_9_leaves_nothing_attached() {
     ends_detached(libc::SIGKILL);
 }
 
-fn fails_with(tb: &Testbed, args: &[&str], message: &str) {
-    let out = tb
-        .in_dut(xdp_user())
-        .arg("load")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "expected a failure for {args:?}");
-    let err = text(&out.stderr);
-    assert!(
-        err.contains(message),
-        "{args:?}: expected `{message}` in:\n{err}"
-    );
-    assert!(
-        !tb.dut_xdp_attached().unwrap(),
-        "nothing may stay attached after {args:?}"
-    );
-}
-
 #[test]
 fn errors_are_clear_and_attach_nothing() {
     let tb = quiet_testbed();

@@ -575,3 +575,24 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs `xdp-user load ARGS` in the DUT namespace and checks that it fails, says `message`,
+/// and leaves nothing attached.
+pub fn fails_with(tb: &Testbed, args: &[&str], message: &str) {
+    let out = tb
+        .in_dut(xdp_user())
+        .arg("load")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "expected a failure for {args:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(message),
+        "{args:?}: expected `{message}` in:\n{err}"
+    );
+    assert!(
+        !tb.dut_xdp_attached().unwrap(),
+        "nothing may stay attached after {args:?}"
+    );
+}
