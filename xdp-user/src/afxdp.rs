@@ -13,8 +13,16 @@
 //!
 //! The loop keeps the free list; the kernel owns what sits in the fill and TX rings; the RX and
 //! completion rings hold frames the kernel has handed back but the loop has not yet consumed.
-//! When a queue stops, [`QueueReport::frames`] counts each place, and `lost` is what is
-//! missing from the total: a test asserts it is zero.
+//! A [`FrameLedger`] records each frame's place by its address, and every ring step below
+//! moves frames in it, checking that the kernel only hands back frames it was lent: a frame
+//! owned twice is caught, and frames the kernel legitimately holds at exit (the fill ring, a
+//! zero-copy driver's RX ring, its pool after an `rx_ring_full` drop) are named as such in
+//! [`QueueReport::frames`], never called lost.
+//!
+//! # Errors of the ring syscalls
+//! Wake-ups (`sendto`, `poll`) that fail are counted, not discarded: "busy" ones (`EAGAIN`,
+//! `EBUSY`, `ENOBUFS`, `EINTR`: the kernel is still sending) and "link down" (`ENETDOWN`) are
+//! transient; anything else stops the queue, and `run` exits non-zero saying why.
 //!
 //! # The hot loop
 //! In batches: reclaim completed TX frames, refill the fill ring, consume up to `batch` RX
@@ -26,6 +34,8 @@
 //! The xsk-rs ring calls are `unsafe` because the library cannot check the ownership rule
 //! above; each call site says why it holds.
 
+pub use crate::frames::FrameAccount;
+use crate::frames::{FrameLedger, Place};
 use anyhow::{Context, Result, anyhow, bail};
 use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
 use packet::datapath::{Action as LoopAction, handle_frame};
@@ -83,17 +93,29 @@ pub struct KernelStats {
     pub invalid_descs: u64,
 }
 
-/// Where a queue's frames were when it stopped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FrameAccount {
-    pub total: u64,
-    pub free: u64,
-    pub fill: u64,
-    pub rx: u64,
-    pub tx: u64,
-    pub completion: u64,
-    /// `total` minus every place above: frames nobody owns. Must be 0.
-    pub lost: u64,
+/// Failed wake-up syscalls of a queue (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingErrors {
+    /// `EAGAIN`, `EBUSY`, `ENOBUFS`, `EINTR`: the kernel was busy; tried again later.
+    pub busy: u64,
+    /// `ENETDOWN`: the interface is down; the queue waits for it to come back.
+    pub link_down: u64,
+    /// Any other error: the queue stopped.
+    pub fatal: Option<String>,
+}
+
+impl RingErrors {
+    fn record(&mut self, what: &str, e: std::io::Error) {
+        match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => self.busy += 1,
+            Some(libc::ENETDOWN) => self.link_down += 1,
+            _ => {
+                if self.fatal.is_none() {
+                    self.fatal = Some(format!("{what} failed: {e}"));
+                }
+            }
+        }
+    }
 }
 
 /// What a queue reports when it stops.
@@ -103,6 +125,7 @@ pub struct QueueReport {
     pub zero_copy: bool,
     pub frames: FrameAccount,
     pub kernel: KernelStats,
+    pub errors: RingErrors,
 }
 
 /// A bound socket with its UMEM and rings, ready for [`QueueSocket::run`].
@@ -116,6 +139,9 @@ pub struct QueueSocket {
     pub(crate) tx: TxQueue,
     pub(crate) ring_size: u32,
     pub zero_copy: bool,
+    /// Where each frame is (see the module docs).
+    pub(crate) ledger: FrameLedger,
+    pub(crate) errors: RingErrors,
 }
 
 impl std::fmt::Debug for QueueSocket {
@@ -185,6 +211,7 @@ impl QueueSocket {
             // (one socket per queue), and the UMEM is used by this socket alone.
             match unsafe { Socket::new(config, &umem, &iface, settings.queue) } {
                 Ok((tx, rx, Some((fill, comp)))) => {
+                    let ledger = FrameLedger::new(descs.len(), settings.frame_size as usize);
                     let s = QueueSocket {
                         settings,
                         umem,
@@ -195,6 +222,8 @@ impl QueueSocket {
                         tx,
                         ring_size: ring,
                         zero_copy: *zero_copy,
+                        ledger,
+                        errors: RingErrors::default(),
                     };
                     s.set_busy_poll()?;
                     return Ok(s);
@@ -295,7 +324,6 @@ impl QueueSocket {
             pin_to_core(core);
         }
         let batch = self.settings.batch.max(1);
-        let total = self.descs.len() as u64;
         // The free list starts with every frame.
         let mut free: Vec<FrameDesc> = std::mem::take(&mut self.descs);
         let mut rx_descs = vec![FrameDesc::default(); batch];
@@ -307,13 +335,13 @@ impl QueueSocket {
         let mut batches = 0u64;
         let action = self.settings.action;
 
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && self.errors.fatal.is_none() {
             self.reclaim(&mut free, &mut comp_descs);
             self.refill(&mut free, &mut local);
             // In copy mode every kick sends a limited budget (32 frames): keep kicking while
             // replies wait on the TX ring, or it fills up and replies are dropped.
             if self.tx.needs_wakeup() && self.tx_in_flight() > 0 {
-                let _ = self.tx.wakeup();
+                self.kick_tx();
                 local.wakeups += 1;
             }
 
@@ -322,15 +350,15 @@ impl QueueSocket {
             if self.settings.busy_poll {
                 self.busy_poll_rx();
             }
-            // SAFETY: `rx_descs` are scratch descriptors owned by the loop; the consumed ones
-            // name frames the kernel has handed back to us, which we now own.
-            let received = unsafe { self.rx.consume(&mut rx_descs) };
+            let received = self.receive(&mut rx_descs);
             if received == 0 {
                 idle_spins += 1;
                 // Poll mode: spin while traffic flows; after a while without any, sleep in
                 // poll() (1 ms) so an idle queue does not burn a core the generator may need.
                 if idle_spins > 2048 && !self.settings.busy_poll {
-                    let _ = self.rx.poll(1);
+                    if let Err(e) = self.rx.poll(1) {
+                        self.errors.record("poll", e);
+                    }
                     local.idle_sleeps += 1;
                     idle_spins = 0;
                 }
@@ -343,7 +371,7 @@ impl QueueSocket {
                 if reply {
                     tx_descs.push(*desc);
                 } else {
-                    free.push(*desc);
+                    self.release(desc, &mut free);
                 }
             }
             if !tx_descs.is_empty() {
@@ -356,31 +384,78 @@ impl QueueSocket {
         // Let the kernel finish what is on the TX ring, then account for every frame.
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
         while self.tx_in_flight() > 0 && std::time::Instant::now() < deadline {
-            let _ = self.tx.wakeup();
+            self.kick_tx();
             self.reclaim(&mut free, &mut comp_descs);
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         self.reclaim(&mut free, &mut comp_descs);
         publish(stats, &local, &protocols, 0);
-        let fill = u64::from(self.ring_size - self.fill.nb_free_exact());
-        let rx = u64::from(self.rx.nb_avail_exact());
-        let tx = u64::from(self.tx_in_flight());
-        let completion = u64::from(self.comp.nb_avail_exact());
-        let free_n = free.len() as u64;
-        let placed = free_n + fill + rx + tx + completion;
+        let fill_ring = u64::from(self.ring_size - self.fill.nb_free_exact());
+        let mut frames = self.ledger.account(fill_ring);
+        // The books and the free list must agree: a frame on the list twice, or missing
+        // from it, is an ownership error too.
+        frames.violations += frames.free.abs_diff(free.len() as u64);
         QueueReport {
             queue: self.settings.queue,
             zero_copy: self.zero_copy,
-            frames: FrameAccount {
-                total,
-                free: free_n,
-                fill,
-                rx,
-                tx,
-                completion,
-                lost: total.saturating_sub(placed),
-            },
+            frames,
             kernel: self.kernel_stats(),
+            errors: self.errors.clone(),
+        }
+    }
+
+    /// Consumes up to `descs.len()` received frames; they are the loop's now.
+    #[inline]
+    pub(crate) fn receive(&mut self, descs: &mut [FrameDesc]) -> usize {
+        // SAFETY: `descs` are scratch descriptors owned by the caller; the consumed ones name
+        // frames the kernel has handed back, which the ledger checks it had been lent.
+        let n = unsafe { self.rx.consume(descs) };
+        for d in &descs[..n] {
+            self.ledger.moved(d.addr(), Place::Fill, Place::Loop);
+        }
+        n
+    }
+
+    /// Puts a received frame that is not sent back on the free list.
+    #[inline]
+    pub(crate) fn release(&mut self, desc: &FrameDesc, free: &mut Vec<FrameDesc>) {
+        self.ledger.moved(desc.addr(), Place::Loop, Place::Free);
+        free.push(*desc);
+    }
+
+    /// Produces `descs` on the TX ring, taken from `from` (the loop's received frames, or the
+    /// free list for the generator); returns how many went (the first ones).
+    #[inline]
+    pub(crate) fn send(&mut self, descs: &[FrameDesc], from: Place) -> usize {
+        // SAFETY: `descs` name frames the caller owns, written and not referenced elsewhere;
+        // once produced they belong to the kernel until they come back through the
+        // completion ring, and the caller does not touch them meanwhile.
+        let sent = unsafe { self.tx.produce(descs) };
+        for d in &descs[..sent] {
+            self.ledger.moved(d.addr(), from, Place::Tx);
+        }
+        sent
+    }
+
+    /// Kicks the kernel to send what the TX ring holds (`sendto`, as libxdp does), counting
+    /// what goes wrong instead of ignoring it.
+    #[inline]
+    pub(crate) fn kick_tx(&mut self) {
+        // SAFETY: a zero-length send with null buffers on our own socket; the kernel reads
+        // nothing, and MSG_DONTWAIT keeps it from blocking.
+        let rc = unsafe {
+            libc::sendto(
+                self.raw_fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc < 0 {
+            self.errors
+                .record("sendto (TX wake-up)", std::io::Error::last_os_error());
         }
     }
 
@@ -397,14 +472,11 @@ impl QueueSocket {
     ) {
         let mut done = 0;
         for attempt in 0..16 {
-            // SAFETY: `tx_descs[done..]` name frames the loop owns (received and rewritten);
-            // once produced they belong to the kernel until they come back through the
-            // completion ring, and the loop does not touch them meanwhile.
-            let sent = unsafe { self.tx.produce(&tx_descs[done..]) };
+            let sent = self.send(&tx_descs[done..], Place::Loop);
             done += sent;
             local.tx += sent as u64;
             if self.tx.needs_wakeup() {
-                let _ = self.tx.wakeup();
+                self.kick_tx();
                 local.wakeups += 1;
             }
             if done == tx_descs.len() || attempt == 15 {
@@ -413,7 +485,9 @@ impl QueueSocket {
             self.reclaim(free, comp_descs);
         }
         local.tx_dropped += (tx_descs.len() - done) as u64;
-        free.extend_from_slice(&tx_descs[done..]);
+        for d in &tx_descs[done..] {
+            self.release(d, free);
+        }
         tx_descs.clear();
         self.drain_tx(local);
     }
@@ -428,7 +502,7 @@ impl QueueSocket {
             if !self.tx.needs_wakeup() || self.tx_in_flight() == 0 {
                 break;
             }
-            let _ = self.tx.wakeup();
+            self.kick_tx();
             local.wakeups += 1;
         }
     }
@@ -441,8 +515,11 @@ impl QueueSocket {
     #[inline]
     pub(crate) fn reclaim(&mut self, free: &mut Vec<FrameDesc>, comp_descs: &mut [FrameDesc]) {
         // SAFETY: completed descriptors name frames the kernel has finished sending; they are
-        // ours again.
+        // ours again (the ledger checks they had been lent for sending).
         let n = unsafe { self.comp.consume(comp_descs) };
+        for d in &comp_descs[..n] {
+            self.ledger.moved(d.addr(), Place::Tx, Place::Free);
+        }
         free.extend_from_slice(&comp_descs[..n]);
     }
 
@@ -460,9 +537,14 @@ impl QueueSocket {
         // SAFETY: the frames in the free list are owned by the loop and not referenced
         // anywhere else; once produced they belong to the kernel until received.
         let produced = unsafe { self.fill.produce(&free[from..]) };
-        free.truncate(free.len() - produced);
+        // The first `produced` of the slice went to the kernel.
+        for d in free.drain(from..from + produced) {
+            self.ledger.moved(d.addr(), Place::Free, Place::Fill);
+        }
         if self.fill.needs_wakeup() {
-            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+            if let Err(e) = self.fill.wakeup(self.rx.fd_mut(), 0) {
+                self.errors.record("poll (fill wake-up)", e);
+            }
             local.wakeups += 1;
         }
     }

@@ -11,6 +11,7 @@
 //! half sit in the fill ring for replies.
 
 use crate::afxdp::QueueSocket;
+use crate::frames::Place;
 use anyhow::{Result, bail};
 use packet::checksum;
 use packet::counter::LoopCounters;
@@ -284,9 +285,7 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
                 out.push(desc);
             }
             if !out.is_empty() {
-                // SAFETY: the frames in `out` are ours, just written; once produced they
-                // belong to the kernel until they come back through the completion ring.
-                let sent = unsafe { socket.tx.produce(&out) };
+                let sent = socket.send(&out, Place::Free);
                 report.sent += sent as u64;
                 tx_free.extend_from_slice(&out[sent..]);
                 out.clear();
@@ -294,8 +293,7 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
         }
         socket.drain_tx(&mut kicks);
 
-        // SAFETY: scratch descriptors; consumed ones name reply frames now ours.
-        let got = unsafe { socket.rx.consume(&mut rx_descs) };
+        let got = socket.receive(&mut rx_descs);
         let now_ns = start.elapsed().as_nanos() as u64;
         for desc in rx_descs.iter_mut().take(got) {
             // SAFETY: the frame was just consumed from the RX ring: ours until refilled.
@@ -307,7 +305,7 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
                 }
                 _ => report.foreign += 1,
             }
-            rx_free.push(*desc);
+            socket.release(desc, &mut rx_free);
         }
     }
     if report.send_seconds == 0.0 {

@@ -9,6 +9,7 @@
 mod afxdp;
 #[cfg(test)]
 mod differential;
+mod frames;
 mod generator;
 mod iface;
 mod rules;
@@ -733,9 +734,10 @@ fn run(args: RunArgs) -> Result<()> {
     for (c, p, report) in &reports {
         total.merge(c);
         protocols.merge(p);
-        lost += report.frames.lost;
+        lost += report.frames.lost();
+        let f = &report.frames;
         eprintln!(
-            "queue {}: rx {} tx {} echoed {} reflected {} counted {} dropped {} malformed {} not-for-us {} tx-ring-full {} wakeups {}; frames: {} total, {} lost",
+            "queue {}: rx {} tx {} echoed {} reflected {} counted {} dropped {} malformed {} not-for-us {} tx-ring-full {} wakeups {}; frames: {} total, {} free, held by the kernel {} for RX ({} in the fill ring) and {} for TX, {} lost; wake-ups failed: {} busy, {} link down",
             report.queue,
             c.rx,
             c.tx,
@@ -747,8 +749,14 @@ fn run(args: RunArgs) -> Result<()> {
             c.not_for_us,
             c.tx_dropped,
             c.wakeups,
-            report.frames.total,
-            report.frames.lost
+            f.total,
+            f.free,
+            f.kernel_fill,
+            f.fill_ring,
+            f.kernel_tx,
+            f.lost(),
+            report.errors.busy,
+            report.errors.link_down,
         );
         queue_json.push(serde_json::json!({
             "queue": report.queue,
@@ -758,9 +766,14 @@ fn run(args: RunArgs) -> Result<()> {
             "not_for_us": c.not_for_us, "wakeups": c.wakeups, "tx_ring_full": c.tx_dropped,
             "idle_sleeps": c.idle_sleeps,
             "frames": {
-                "total": report.frames.total, "free": report.frames.free,
-                "fill": report.frames.fill, "rx": report.frames.rx, "tx": report.frames.tx,
-                "completion": report.frames.completion, "lost": report.frames.lost,
+                "total": f.total, "free": f.free,
+                "kernel_rx": f.kernel_fill, "fill_ring": f.fill_ring, "kernel_tx": f.kernel_tx,
+                "in_loop": f.in_loop, "violations": f.violations, "lost": f.lost(),
+            },
+            "ring_errors": {
+                "busy": report.errors.busy,
+                "link_down": report.errors.link_down,
+                "fatal": report.errors.fatal,
             },
             "kernel": {
                 "rx_dropped": report.kernel.rx_dropped,
@@ -771,7 +784,10 @@ fn run(args: RunArgs) -> Result<()> {
         }));
     }
     if lost > 0 {
-        eprintln!("xdp-user: BUG: {lost} UMEM frame(s) unaccounted for at exit");
+        eprintln!(
+            "xdp-user: BUG: {lost} UMEM frame(s) with broken ownership at exit (still in the \
+             loop, or handed back by the kernel without having been lent to it)"
+        );
     }
     if args.report.json {
         let mut proto = serde_json::Map::new();
@@ -799,6 +815,15 @@ fn run(args: RunArgs) -> Result<()> {
                     "xsk_fallback": xdp_counters.get(stat::XSK_FALLBACK).packets,
                 },
             })
+        );
+    }
+    // A queue that stopped on a socket error fails the run, after the report.
+    if let Some((_, _, r)) = reports.iter().find(|(_, _, r)| r.errors.fatal.is_some()) {
+        bail!(
+            "queue {} of {} stopped: {}",
+            r.queue,
+            args.iface,
+            r.errors.fatal.as_deref().unwrap_or("")
         );
     }
     Ok(())

@@ -61,6 +61,23 @@ fn finish_json(mut l: Loader) -> serde_json::Value {
         0,
         "every UMEM frame is accounted for: {v}"
     );
+    // By identity: no frame handed back twice, none left in the loop, and every frame in
+    // exactly one place (free, or held by the kernel for RX or TX).
+    for q in v["queues"].as_array().expect("queues") {
+        let f = &q["frames"];
+        let get = |k: &str| {
+            f[k].as_u64()
+                .unwrap_or_else(|| panic!("no frames.{k} in {q}"))
+        };
+        assert_eq!((get("violations"), get("in_loop")), (0, 0), "{q}");
+        assert_eq!(
+            get("free") + get("kernel_rx") + get("kernel_tx"),
+            get("total"),
+            "{q}"
+        );
+        assert!(get("fill_ring") <= get("kernel_rx"), "{q}");
+        assert!(q["ring_errors"]["fatal"].is_null(), "{q}");
+    }
     v
 }
 
