@@ -124,6 +124,9 @@ pub struct LoopCounters {
     pub wakeups: u64,
     /// Times an idle loop slept (AF_XDP; 0 elsewhere).
     pub idle_sleeps: u64,
+    /// Echo requests whose UDP checksum the sender left unfinished (checksum offload on its
+    /// side; see `packet::echo`).
+    pub checksum_partial: u64,
 }
 
 impl LoopCounters {
@@ -131,7 +134,12 @@ impl LoopCounters {
     #[inline]
     pub fn record(&mut self, verdict: &Verdict) -> Option<usize> {
         match verdict {
-            Verdict::Reply { len, kind } => {
+            Verdict::Reply {
+                len,
+                kind,
+                partial_checksum,
+            } => {
+                self.checksum_partial += u64::from(*partial_checksum);
                 if *kind == ReplyKind::Reflected {
                     self.reflected += 1;
                 } else {
@@ -163,6 +171,7 @@ impl LoopCounters {
         self.tx_dropped += o.tx_dropped;
         self.wakeups += o.wakeups;
         self.idle_sleeps += o.idle_sleeps;
+        self.checksum_partial += o.checksum_partial;
     }
 }
 
@@ -172,12 +181,12 @@ impl LoopCounters {
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct SharedLoopCounters {
-    values: [std::sync::atomic::AtomicU64; 11],
+    values: [std::sync::atomic::AtomicU64; 12],
 }
 
 #[cfg(feature = "std")]
 impl SharedLoopCounters {
-    fn fields(c: &LoopCounters) -> [u64; 11] {
+    fn fields(c: &LoopCounters) -> [u64; 12] {
         [
             c.rx,
             c.tx,
@@ -190,6 +199,7 @@ impl SharedLoopCounters {
             c.tx_dropped,
             c.wakeups,
             c.idle_sleeps,
+            c.checksum_partial,
         ]
     }
 
@@ -201,7 +211,7 @@ impl SharedLoopCounters {
     }
 
     pub fn load(&self) -> LoopCounters {
-        let v: [u64; 11] =
+        let v: [u64; 12] =
             core::array::from_fn(|i| self.values[i].load(std::sync::atomic::Ordering::Relaxed));
         LoopCounters {
             rx: v[0],
@@ -215,6 +225,7 @@ impl SharedLoopCounters {
             tx_dropped: v[8],
             wakeups: v[9],
             idle_sleeps: v[10],
+            checksum_partial: v[11],
         }
     }
 }
@@ -658,14 +669,16 @@ mod tests {
         assert_eq!(
             c.record(&Verdict::Reply {
                 len: 60,
-                kind: ReplyKind::UdpEcho
+                kind: ReplyKind::UdpEcho,
+                partial_checksum: true,
             }),
             Some(60)
         );
         assert_eq!(
             c.record(&Verdict::Reply {
                 len: 60,
-                kind: ReplyKind::Reflected
+                kind: ReplyKind::Reflected,
+                partial_checksum: false,
             }),
             Some(60)
         );
@@ -680,6 +693,7 @@ mod tests {
             (c.echoed, c.reflected, c.not_for_us, c.malformed),
             (1, 1, 1, 1)
         );
+        assert_eq!(c.checksum_partial, 1);
         c.rx = 4;
         c.wakeups = 9;
         let shared = SharedLoopCounters::default();

@@ -26,9 +26,34 @@
 //!
 //! When local addresses are configured, IP echo answers only packets addressed to them; when a
 //! local MAC is configured, only frames addressed to it. ARP and neighbour discovery need both.
+//!
+//! # Unfinished UDP checksums
+//! A sender whose (virtual) NIC computes checksums for it (veth with `tx` offload on, the
+//! default) hands its UDP packets on with only the pseudo-header sum in the checksum field
+//! (Linux's `CHECKSUM_PARTIAL`); when such a packet reaches a kernel-bypass path instead of a
+//! NIC, nobody finishes it. An echo of it carries the same unfinished checksum and the sender's
+//! stack drops it. The responder recognises that case exactly (the field equals the folded
+//! pseudo-header sum, and the full checksum does not verify), marks the reply
+//! (`partial_checksum`, counted by the data paths as `checksum_partial`), and, only when asked
+//! ([`Responder::set_complete_partial_checksums`]), completes the checksum in the reply, as the
+//! kernel would have. Any other wrong checksum stays as wrong as it came.
 
 use crate::checksum::{self, update_word};
 use crate::parse::{self, Frag, Headers, IPV6_HEADER_LEN, Malformed, Net, Transport};
+
+/// What a data path prints (once) when echo requests on `port` arrive with unfinished UDP
+/// checksums: the cause on the sender's side and the fixes.
+#[cfg(feature = "std")]
+pub fn partial_checksum_hint(port: &str, count: u64) -> std::string::String {
+    std::format!(
+        "{count} UDP echo request(s) on {port} carry an unfinished checksum (only the \
+         pseudo-header sum): their sender leaves UDP checksums to its NIC (transmit checksum \
+         offload), and on a kernel-bypass path no NIC finishes them, so the sender's stack \
+         drops our echoes (UdpInCsumErrors). Fix it on the sender: `ethtool -K <its interface> \
+         tx off` (on a veth pair: the other end), or run with --complete-checksums to finish \
+         them in the replies as the kernel would."
+    )
+}
 
 /// Default UDP echo port (RFC 862).
 pub const ECHO_PORT: u16 = 7;
@@ -71,13 +96,23 @@ pub enum ReplyKind {
     NeighborAdvertisement,
     /// A frame turned around by [`reflect`].
     Reflected,
+    /// Internal: a UDP echo whose request had an unfinished checksum; reported as `UdpEcho`
+    /// with `partial_checksum` set.
+    #[doc(hidden)]
+    UdpEchoPartialChecksum,
 }
 
 /// The outcome of offering a frame to the responder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The buffer now holds a reply of `len` bytes; send it back out of the port it came in.
-    Reply { len: usize, kind: ReplyKind },
+    /// `partial_checksum`: the request's UDP checksum was only the pseudo-header sum (see the
+    /// module docs); the reply's is complete only if the responder was asked to complete it.
+    Reply {
+        len: usize,
+        kind: ReplyKind,
+        partial_checksum: bool,
+    },
     /// A well-formed frame that is not ours to answer; the buffer is unchanged.
     NotForUs,
     /// A frame that fails to parse; the buffer is unchanged.
@@ -230,6 +265,7 @@ pub struct Responder {
     local_mac: Option<[u8; 6]>,
     ipv4: AddrList<4>,
     ipv6: AddrList<16>,
+    complete_partial_checksums: bool,
 }
 
 impl Default for Responder {
@@ -248,11 +284,19 @@ impl Responder {
             local_mac: None,
             ipv4: AddrList::EMPTY,
             ipv6: AddrList::EMPTY,
+            complete_partial_checksums: false,
         }
     }
 
     pub fn set_echo_ports(&mut self, ports: PortSet) {
         self.echo_ports = ports;
+    }
+
+    /// Complete unfinished UDP checksums (only the pseudo-header sum, see the module docs) in
+    /// echo replies, as the kernel does for a packet it hands to a NIC without checksum
+    /// offload. Off by default: a data path does what the sender's settings ask.
+    pub fn set_complete_partial_checksums(&mut self, on: bool) {
+        self.complete_partial_checksums = on;
     }
 
     pub fn echo_ports(&self) -> &PortSet {
@@ -342,7 +386,14 @@ impl Responder {
             _ => None,
         };
         match done {
-            Some((len, kind)) => Verdict::Reply { len, kind },
+            Some((len, kind)) => Verdict::Reply {
+                len,
+                partial_checksum: kind == ReplyKind::UdpEchoPartialChecksum,
+                kind: match kind {
+                    ReplyKind::UdpEchoPartialChecksum => ReplyKind::UdpEcho,
+                    k => k,
+                },
+            },
             None => Verdict::NotForUs,
         }
     }
@@ -461,6 +512,7 @@ impl Responder {
         if !addrs_ok || !self.ethernet_ok(frame) {
             return None;
         }
+        let partial = self.partial_udp_checksum(frame, h, ipv6);
         // Swapping ports and addresses leaves the UDP checksum (pseudo-header included)
         // unchanged; a zero "no checksum" stays zero.
         swap::<2>(frame, l4, l4 + 2);
@@ -470,7 +522,57 @@ impl Responder {
             turn_ipv4(frame, l3);
         }
         swap_macs(frame);
-        Some((len, ReplyKind::UdpEcho))
+        match partial {
+            None => Some((len, ReplyKind::UdpEcho)),
+            Some(pseudo) => {
+                if self.complete_partial_checksums {
+                    // The swap did not change the pseudo-header sum: finish the checksum as
+                    // the sender's NIC would have.
+                    let udp = frame.get_mut(l4..usize::from(h.ip_end))?;
+                    udp[6..8].copy_from_slice(&[0, 0]);
+                    let c = !checksum::fold(checksum::sum(pseudo, udp));
+                    // 0 means "no checksum" in UDP: a computed 0 is sent as 0xffff (RFC 768).
+                    let c = if c == 0 { 0xffff } else { c };
+                    udp[6..8].copy_from_slice(&c.to_be_bytes());
+                }
+                Some((len, ReplyKind::UdpEchoPartialChecksum))
+            }
+        }
+    }
+
+    /// `Some(pseudo-header sum)` when the UDP checksum field holds only the folded
+    /// pseudo-header sum and the full checksum does not verify: a checksum the sender's stack
+    /// left for its NIC to finish. A checksum that is merely wrong gives `None`.
+    #[inline(always)]
+    fn partial_udp_checksum(&self, frame: &[u8], h: &Headers, ipv6: bool) -> Option<u64> {
+        let (l3, l4, end) = (
+            usize::from(h.l3_offset),
+            usize::from(h.l4_offset),
+            usize::from(h.ip_end),
+        );
+        let udp = frame.get(l4..end)?;
+        let field = u16::from_be_bytes([*udp.get(6)?, *udp.get(7)?]);
+        if field == 0 {
+            return None;
+        }
+        let pseudo = if ipv6 {
+            let ip = frame.get(l3..l3 + IPV6_HEADER_LEN)?;
+            checksum::pseudo_header_v6(
+                ip[8..24].try_into().ok()?,
+                ip[24..40].try_into().ok()?,
+                parse::IP_PROTO_UDP,
+                udp.len() as u32,
+            )
+        } else {
+            let ip = frame.get(l3..l3 + 20)?;
+            checksum::pseudo_header_v4(
+                ip[12..16].try_into().ok()?,
+                ip[16..20].try_into().ok()?,
+                parse::IP_PROTO_UDP,
+                udp.len() as u16,
+            )
+        };
+        (field == checksum::fold(pseudo) && !checksum::verify(pseudo, udp)).then_some(pseudo)
     }
 
     fn arp_reply(&self, buf: &mut [u8], len: usize, h: &Headers) -> Option<(usize, ReplyKind)> {
@@ -650,6 +752,7 @@ pub fn reflect_parsed(buf: &mut [u8], len: usize, h: &Headers) -> Verdict {
     Verdict::Reply {
         len,
         kind: ReplyKind::Reflected,
+        partial_checksum: false,
     }
 }
 
@@ -752,7 +855,8 @@ mod tests {
             v,
             Verdict::Reply {
                 len: expected.len(),
-                kind
+                kind,
+                partial_checksum: false,
             }
         );
         assert_eq!(
@@ -824,6 +928,108 @@ mod tests {
         );
     }
 
+    /// The request with its UDP checksum field set to what a sender with checksum offload
+    /// leaves there: the folded pseudo-header sum. `l3`/`l4` are the header offsets.
+    fn with_partial_checksum(request: &[u8], v6: bool) -> Vec<u8> {
+        let mut f = request.to_vec();
+        let (l3, l4) = (14, if v6 { 54 } else { 34 });
+        let udp_len = f.len() - l4;
+        let pseudo = if v6 {
+            checksum::pseudo_header_v6(
+                f[l3 + 8..l3 + 24].try_into().unwrap(),
+                f[l3 + 24..l3 + 40].try_into().unwrap(),
+                17,
+                udp_len as u32,
+            )
+        } else {
+            checksum::pseudo_header_v4(
+                f[l3 + 12..l3 + 16].try_into().unwrap(),
+                f[l3 + 16..l3 + 20].try_into().unwrap(),
+                17,
+                udp_len as u16,
+            )
+        };
+        f[l4 + 6..l4 + 8].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        f
+    }
+
+    fn echo(responder: &Responder, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut buf = frame.to_vec();
+        let v = responder.respond(&mut buf, frame.len());
+        (v, buf)
+    }
+
+    #[test]
+    fn unfinished_udp_checksums_are_recognised_and_completed_only_when_asked() {
+        for (request, expected, v6) in [
+            (&UDP4_ECHO_REQUEST[..], &UDP4_ECHO_REPLY[..], false),
+            (&UDP6_ECHO_REQUEST[..], &UDP6_ECHO_REPLY[..], true),
+        ] {
+            let partial = with_partial_checksum(request, v6);
+            assert!(
+                verify_checksums(&partial).is_err(),
+                "the request's is unfinished"
+            );
+            // By default: echoed as it came (the sender's stack will drop it), but marked.
+            let (v, reply) = echo(&local(), &partial);
+            assert_eq!(
+                v,
+                Verdict::Reply {
+                    len: partial.len(),
+                    kind: ReplyKind::UdpEcho,
+                    partial_checksum: true,
+                }
+            );
+            assert!(verify_checksums(&reply).is_err());
+            // Asked to complete it: exactly the reply a finished request gets.
+            let mut completing = local();
+            completing.set_complete_partial_checksums(true);
+            let (v, reply) = echo(&completing, &partial);
+            assert!(matches!(
+                v,
+                Verdict::Reply {
+                    partial_checksum: true,
+                    ..
+                }
+            ));
+            assert_eq!(reply, expected, "completed reply");
+            verify_checksums(&reply).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_corrupted_or_valid_checksum_is_not_taken_for_an_unfinished_one() {
+        let mut completing = local();
+        completing.set_complete_partial_checksums(true);
+        // Valid: the ordinary echo, not marked.
+        let (v, reply) = echo(&completing, &UDP4_ECHO_REQUEST);
+        assert!(matches!(
+            v,
+            Verdict::Reply {
+                partial_checksum: false,
+                ..
+            }
+        ));
+        assert_eq!(reply, UDP4_ECHO_REPLY);
+        // Corrupted: echoed as wrong as it came, never made valid.
+        let mut bad = UDP4_ECHO_REQUEST.to_vec();
+        bad[40] ^= 0x5a;
+        let (v, reply) = echo(&completing, &bad);
+        assert!(matches!(
+            v,
+            Verdict::Reply {
+                partial_checksum: false,
+                ..
+            }
+        ));
+        assert!(verify_checksums(&reply).is_err());
+        // "No checksum" (0, IPv4 only) stays 0.
+        let mut none = UDP4_ECHO_REQUEST.to_vec();
+        none[40..42].copy_from_slice(&[0, 0]);
+        let (_, reply) = echo(&completing, &none);
+        assert_eq!(&reply[40..42], &[0, 0]);
+    }
+
     #[test]
     fn arp_reply_exact_bytes() {
         assert_reply(&local(), &ARP_REQUEST, &ARP_REPLY, ReplyKind::Arp);
@@ -872,7 +1078,8 @@ mod tests {
             v,
             Verdict::Reply {
                 len: 86,
-                kind: ReplyKind::NeighborAdvertisement
+                kind: ReplyKind::NeighborAdvertisement,
+                partial_checksum: false,
             }
         );
         assert_eq!(na, NEIGHBOR_ADVERTISEMENT);
@@ -1203,7 +1410,8 @@ mod tests {
             reflect(&mut f, len),
             Verdict::Reply {
                 len,
-                kind: ReplyKind::Reflected
+                kind: ReplyKind::Reflected,
+                partial_checksum: false,
             }
         );
         assert_eq!(&f[0..6], &TCP_SYN[6..12]);

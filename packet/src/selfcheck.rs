@@ -74,7 +74,7 @@ pub fn check_frame(frame: &[u8]) {
         let mut buf = [0u8; BUF_LEN];
         buf[..frame.len()].copy_from_slice(frame);
         match responder.respond(&mut buf, frame.len()) {
-            Verdict::Reply { len, kind } => {
+            Verdict::Reply { len, kind, .. } => {
                 assert!(parsed.is_ok(), "replied to a malformed frame");
                 assert!(
                     parsed.is_ok_and(|h| h.frag == Frag::None),

@@ -153,6 +153,10 @@ struct RunArgs {
     /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
     #[arg(long)]
     busy_poll: bool,
+    /// Finish unfinished UDP checksums (only the pseudo-header sum, left by a sender with
+    /// checksum offload, e.g. a veth peer with `tx` on) in echo replies, as the kernel would.
+    #[arg(long)]
+    complete_checksums: bool,
     /// CPUs to pin the queue threads to, in queue order, e.g. `1` or `0,1`.
     #[arg(long)]
     cores: Option<String>,
@@ -595,6 +599,7 @@ fn run(args: RunArgs) -> Result<()> {
     let mut responder = packet::echo::Responder::new();
     responder.set_echo_ports(echo_ports);
     responder.set_local_mac(afxdp::mac_address(&args.iface)?);
+    responder.set_complete_partial_checksums(args.complete_checksums);
 
     // Load, install the rules, bind and register every socket, and only then attach: no
     // packet meets a half-built data path.
@@ -666,6 +671,7 @@ fn run(args: RunArgs) -> Result<()> {
         running.iter().map(|r| r.stats.counts()).collect();
     let mut last_at = Instant::now();
     let mut gone = None;
+    let mut hinted = false;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
         if args
@@ -682,6 +688,19 @@ fn run(args: RunArgs) -> Result<()> {
         if let Err(e) = watch.check() {
             gone = Some(e);
             break;
+        }
+        if !hinted && !args.complete_checksums {
+            let partial: u64 = running
+                .iter()
+                .map(|r| r.stats.counts().checksum_partial)
+                .sum();
+            if partial > 0 {
+                eprintln!(
+                    "xdp-user: {}",
+                    packet::echo::partial_checksum_hint(&args.iface, partial)
+                );
+                hinted = true;
+            }
         }
         if last_at.elapsed() >= interval {
             let secs = last_at.elapsed().as_secs_f64();
@@ -764,7 +783,7 @@ fn run(args: RunArgs) -> Result<()> {
             "rx": c.rx, "tx": c.tx, "echoed": c.echoed, "reflected": c.reflected,
             "counted": c.counted, "dropped": c.dropped + c.tx_dropped, "malformed": c.malformed,
             "not_for_us": c.not_for_us, "wakeups": c.wakeups, "tx_ring_full": c.tx_dropped,
-            "idle_sleeps": c.idle_sleeps,
+            "idle_sleeps": c.idle_sleeps, "checksum_partial": c.checksum_partial,
             "frames": {
                 "total": f.total, "free": f.free,
                 "kernel_rx": f.kernel_fill, "fill_ring": f.fill_ring, "kernel_tx": f.kernel_tx,
@@ -805,6 +824,7 @@ fn run(args: RunArgs) -> Result<()> {
                 "reflected": total.reflected, "counted": total.counted,
                 "dropped": total.dropped + total.tx_dropped, "malformed": total.malformed,
                 "not_for_us": total.not_for_us, "wakeups": total.wakeups,
+                "checksum_partial": total.checksum_partial,
                 "frames_lost": lost,
                 "protocols": proto,
                 "queues": queue_json,

@@ -347,3 +347,61 @@ fn kill_9_leaves_nothing_attached_and_zero_copy_fails_clearly_on_veth() {
     );
     assert!(!tb.dut_xdp_attached().unwrap());
 }
+
+/// A UDP client whose veth leaves checksums to the "NIC" (offload on, the default): without
+/// help its echoes carry the unfinished checksum and its own stack drops them; the loop counts
+/// such requests, says once what causes it and how to fix it, and `--complete-checksums`
+/// finishes them so the client gets every echo.
+#[test]
+fn unfinished_checksums_are_counted_explained_and_completed_on_request() {
+    const SENT: u32 = 10;
+    let client = format!(
+        "import socket\n\
+         got=0\n\
+         for fam, dst in ((socket.AF_INET, '198.18.0.2'), (socket.AF_INET6, '2001:db8::2')):\n\
+         \x20   s=socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(0.2)\n\
+         \x20   for i in range({SENT}):\n\
+         \x20       p = b'offload %d' % i\n\
+         \x20       s.sendto(p, (dst, 7))\n\
+         \x20       try: got += s.recvfrom(2048)[0] == p\n\
+         \x20       except socket.timeout: pass\n\
+         print(got)\n"
+    );
+    for complete in [false, true] {
+        require_root();
+        let tb = Testbed::new(&Options {
+            quiet: true,
+            peer_checksum_offload: true,
+            ..Options::default()
+        })
+        .expect("testbed");
+        let args: &[&str] = if complete {
+            &["--complete-checksums"]
+        } else {
+            &[]
+        };
+        let l = run_loader(&tb, args);
+        let got: u32 = peer_python(&tb, &client).trim().parse().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let mut l = l;
+        l.signal(libc::SIGINT);
+        let out = l.finish();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v = last_json(&out);
+        let err = text(&out.stderr);
+        assert_eq!(n(&v, "/checksum_partial"), u64::from(2 * SENT), "{v}");
+        assert_eq!(n(&v, "/echoed"), u64::from(2 * SENT), "{v}");
+        if complete {
+            assert_eq!(got, 2 * SENT, "every echo arrives with a finished checksum");
+            assert!(!err.contains("unfinished checksum"), "{err}");
+        } else {
+            assert_eq!(got, 0, "the client's stack drops unfinished echoes");
+            assert_eq!(
+                err.matches("carry an unfinished checksum").count(),
+                1,
+                "the hint is printed once: {err}"
+            );
+            assert!(err.contains("ethtool -K <its interface> tx off"), "{err}");
+        }
+    }
+}

@@ -38,6 +38,9 @@ pub struct Options {
     /// both ends (no ARP / neighbour discovery), no router solicitations, and a pause for the
     /// multicast listener reports that follow link-up to pass.
     pub quiet: bool,
+    /// Leave the peer's transmit checksum offload on (the veth default): its UDP and TCP
+    /// packets then carry unfinished checksums (see `packet::echo`). Off by default.
+    pub peer_checksum_offload: bool,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             queues: 1,
             dut_addresses: true,
             quiet: false,
+            peer_checksum_offload: false,
         }
     }
 }
@@ -179,22 +183,24 @@ impl Testbed {
         // "hardware" (CHECKSUM_PARTIAL). Packets that go through XDP or AF_XDP lose that
         // note, so an echoed reply would carry a half-done checksum and be dropped by the
         // client. Real NICs deliver finished checksums; on veth the sender must compute them.
-        let status = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &tb.peer_ns,
-                "ethtool",
-                "-K",
-                PEER_IF,
-                "tx",
-                "off",
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .context("could not run ethtool (install ethtool)")?;
-        if !status.success() {
-            bail!("ethtool -K {PEER_IF} tx off failed in {}", tb.peer_ns);
+        if !opts.peer_checksum_offload {
+            let status = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &tb.peer_ns,
+                    "ethtool",
+                    "-K",
+                    PEER_IF,
+                    "tx",
+                    "off",
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .context("could not run ethtool (install ethtool)")?;
+            if !status.success() {
+                bail!("ethtool -K {PEER_IF} tx off failed in {}", tb.peer_ns);
+            }
         }
         if opts.quiet {
             // Each end learns the other's addresses for good.
