@@ -311,7 +311,7 @@ fn load(args: LoadArgs) -> Result<()> {
     // packet ever meets an empty or partial rule set.
     let policy = args.policy();
     let mut rules = read_rules(&args.rules, args.rules_file.as_deref())?;
-    let watch = iface::IfaceWatch::new(&args.iface)?;
+    let mut watch = iface::IfaceWatch::new(&args.iface)?;
     let mut filter = XdpFilter::load(&args.iface)?;
     filter.install(&rules, policy)?;
     filter.attach(args.mode)?;
@@ -347,7 +347,9 @@ fn load(args: LoadArgs) -> Result<()> {
         {
             break;
         }
-        watch.check()?;
+        for change in watch.poll()? {
+            eprintln!("xdp-user: {}: {change}", args.iface);
+        }
         if reload.swap(false, Ordering::Relaxed) {
             match read_rules(&args.rules, args.rules_file.as_deref())
                 .and_then(|r| filter.install(&r, policy).map(|done| (r, done)))
@@ -432,6 +434,20 @@ fn iface_address(iface: &str, like: &IpAddr) -> Result<IpAddr> {
         })
 }
 
+/// In copy mode the kernel copies a frame into a UMEM frame after XDP's headroom: a frame of
+/// the new MTU that does not fit is dropped by the kernel (counted as `rx_dropped`).
+fn warn_if_frames_do_not_fit(mtu: u32, frame_size: u32) {
+    // Ethernet header and two VLAN tags; XDP_PACKET_HEADROOM.
+    let (l2, headroom) = (14 + 8, 256);
+    if mtu + l2 > frame_size - headroom {
+        eprintln!(
+            "xdp-user: frames of MTU {mtu} no longer fit the UMEM frames ({frame_size} bytes, \
+             {headroom} of them headroom): the kernel drops them (rx_dropped); restart with \
+             --frame-size 4096, or lower the MTU"
+        );
+    }
+}
+
 fn run_gen(args: GenArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -505,7 +521,40 @@ fn run_gen(args: GenArgs) -> Result<()> {
         args.flows,
         args.rate.map_or("unlimited".into(), |r| format!("{r} pps"))
     );
-    let r = generator::generate(socket, &cfg, &stop)?;
+    // The interface may go away under the generator: a watcher stops it, and the run fails.
+    let gone: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
+    let finished = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, gone, finished) = (Arc::clone(&stop), Arc::clone(&gone), Arc::clone(&finished));
+        let mut watch = iface::IfaceWatch::new(&args.iface)?;
+        let iface = args.iface.clone();
+        std::thread::spawn(move || {
+            while !finished.load(Ordering::Relaxed) {
+                match watch.poll() {
+                    Err(e) => {
+                        *gone.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(changes) => {
+                        for change in changes {
+                            eprintln!("xdp-user gen: {iface}: {change}");
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let r = generator::generate(socket, &cfg, &stop);
+    finished.store(true, Ordering::Relaxed);
+    if watcher.join().is_err() {
+        bail!("the thread watching {} panicked", args.iface);
+    }
+    if let Some(e) = gone.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    let r = r?;
     filter.detach();
     let loss = if r.sent == 0 {
         0.0
@@ -603,7 +652,7 @@ fn run(args: RunArgs) -> Result<()> {
 
     // Load, install the rules, bind and register every socket, and only then attach: no
     // packet meets a half-built data path.
-    let watch = iface::IfaceWatch::new(&args.iface)?;
+    let mut watch = iface::IfaceWatch::new(&args.iface)?;
     let mut filter = XdpFilter::load(&args.iface)?;
     filter.install(&rules, RUN_POLICY)?;
     let mut sockets = Vec::new();
@@ -685,9 +734,19 @@ fn run(args: RunArgs) -> Result<()> {
             eprintln!("xdp-user: a queue thread ended unexpectedly; stopping");
             break;
         }
-        if let Err(e) = watch.check() {
-            gone = Some(e);
-            break;
+        match watch.poll() {
+            Err(e) => {
+                gone = Some(e);
+                break;
+            }
+            Ok(changes) => {
+                for change in changes {
+                    eprintln!("xdp-user: {}: {change}", args.iface);
+                    if let iface::LinkChange::Mtu { to, .. } = change {
+                        warn_if_frames_do_not_fit(to, args.frame_size);
+                    }
+                }
+            }
         }
         if !hinted && !args.complete_checksums {
             let partial: u64 = running

@@ -150,3 +150,130 @@ fn load_keeps_running_when_its_interface_is_renamed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!has_xdp(&link(&tb.dut_ns, "dut9").unwrap()));
 }
+
+/// The link goes down and comes back under `load`: both are reported at once, the program
+/// stays attached, and the rules hold afterwards (dropped port dropped, others delivered).
+#[test]
+fn load_reports_a_link_flap_and_keeps_filtering() {
+    let tb = testbed();
+    let mut l = start(&tb, "load");
+    l.follow_stderr();
+    tb.ip_dut(&["link", "set", DUT_IF, "down"]).unwrap();
+    assert!(
+        l.wait_stderr("dut0: link down", Duration::from_secs(1))
+            .is_some(),
+        "no link-down report within 1 s"
+    );
+    tb.ip_dut(&["link", "set", DUT_IF, "up"]).unwrap();
+    assert!(
+        l.wait_stderr("dut0: link up again", Duration::from_secs(3))
+            .is_some(),
+        "no link-up report within 3 s"
+    );
+    assert!(
+        has_xdp(&link(&tb.dut_ns, DUT_IF).unwrap()),
+        "still attached"
+    );
+    let listener = udp_listener(&tb, &[6100, 6200], 4.0);
+    std::thread::sleep(Duration::from_millis(300));
+    send_udp(&tb, 6100, 20);
+    send_udp(&tb, 6200, 20);
+    let got = listener_counts(listener);
+    assert_eq!(got.get(&6100), Some(&0), "{got:?}");
+    assert_eq!(got.get(&6200), Some(&20), "{got:?}");
+    l.signal(libc::SIGINT);
+    let out = l.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The peer's end goes down (our end: lower layer down) and comes back under `run`: reported
+/// both ways, and the AF_XDP loop answers again without a restart.
+#[test]
+fn run_resumes_after_a_link_flap() {
+    let tb = testbed();
+    let mut l = Loader::start_cmd(&tb, "run", &["--iface", DUT_IF, "--json"]);
+    l.follow_stderr();
+    assert_eq!(ping(&tb, false, 2), 2);
+    tb.ip_peer(&["link", "set", PEER_IF, "down"]).unwrap();
+    assert!(
+        l.wait_stderr("dut0: link down", Duration::from_secs(1))
+            .is_some(),
+        "no link-down report within 1 s"
+    );
+    tb.ip_peer(&["link", "set", PEER_IF, "up"]).unwrap();
+    assert!(
+        l.wait_stderr("dut0: link up again", Duration::from_secs(3))
+            .is_some(),
+        "no link-up report within 3 s"
+    );
+    assert_eq!(ping(&tb, false, 3), 3, "answered again after the flap");
+    l.signal(libc::SIGINT);
+    let out = l.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = last_json(&out);
+    assert_eq!(n(&v, "/echoed"), 5, "the loop answered every ping: {v}");
+    assert_eq!(n(&v, "/frames_lost"), 0, "{v}");
+}
+
+/// The MTU grows past what `run`'s UMEM frames hold: reported at once, with what to do.
+#[test]
+fn run_warns_when_the_mtu_outgrows_its_frames() {
+    let tb = testbed();
+    let mut l = Loader::start_cmd(&tb, "run", &["--iface", DUT_IF]);
+    l.follow_stderr();
+    tb.ip_dut(&["link", "set", DUT_IF, "mtu", "3000"]).unwrap();
+    assert!(
+        l.wait_stderr(
+            "dut0: MTU changed from 1500 to 3000",
+            Duration::from_secs(1)
+        )
+        .is_some(),
+        "no MTU report within 1 s"
+    );
+    assert!(
+        l.wait_stderr("--frame-size 4096", Duration::from_secs(1))
+            .is_some(),
+        "no advice on the frame size"
+    );
+    l.signal(libc::SIGINT);
+    assert!(l.finish().status.success());
+}
+
+/// The generator's interface is deleted under it: status 1 within 2 s, with the message.
+#[test]
+fn gen_exits_when_its_interface_is_deleted() {
+    let tb = testbed();
+    let mut generator = tb
+        .in_peer(xdp_user())
+        .args([
+            "gen",
+            "--iface",
+            PEER_IF,
+            "--dst-mac",
+            xtask::testbed::DUT_MAC,
+            "--dst",
+            xtask::testbed::DUT_IPV4,
+            "--rate",
+            "1000",
+            "--duration",
+            "30",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(generator.try_wait().unwrap().is_none(), "gen is running");
+    tb.ip_peer(&["link", "del", PEER_IF]).unwrap();
+    let start = std::time::Instant::now();
+    while generator.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if generator.try_wait().unwrap().is_none() {
+        let _ = generator.kill();
+    }
+    let out = generator.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interface peer0 went away"), "{err}");
+}
