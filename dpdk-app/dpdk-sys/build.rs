@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// The DPDK API we use: only these are generated, which keeps the bindings (and builds) small.
 const FUNCTIONS: &str = "rte_eal_(init|cleanup|mp_remote_launch|remote_launch|wait_lcore|\
-    mp_wait_lcore|process_type|get_configuration|has_hugepages)|\
+    mp_wait_lcore|process_type|get_configuration|has_hugepages|get_runtime_dir)|\
     rte_lcore_(count|index|to_socket_id)|rte_get_(next_lcore|main_lcore)|rte_socket_id|\
     rte_strerror|rte_version|rte_pktmbuf_pool_create|rte_mempool_(free|avail_count|in_use_count)|\
     rte_eth_dev_(count_avail|info_get|configure|start|stop|close|socket_id|get_name_by_port|\

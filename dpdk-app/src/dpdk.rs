@@ -1,14 +1,44 @@
-//! The safe layer over `dpdk-sys`: EAL, mempool, ports, bursts of mbufs that free themselves,
-//! and lcore launch. All of the application's `unsafe` lives here, each block with its reason;
-//! the rest of `dpdk-app` is safe Rust.
+//! The safe layer over `dpdk-sys`: EAL, mempool, ports, queues, bursts of mbufs that free
+//! themselves, and lcore launch. All of the application's `unsafe` lives here (and in the
+//! `burst` submodule), each block with its reason; the rest of `dpdk-app` is safe Rust.
+//!
+//! # Ownership, and why every safe function here is safe
+//!
+//! The types form a chain of borrows that the compiler checks, so the order DPDK needs at
+//! shut-down (and on every error path) is the only order that compiles:
+//!
+//! ```text
+//! Eal ─borrowed by─> Mempool<'e> ─borrowed by─> StartedPort<'p> ─borrowed by─> Queue<'q>
+//!  └─borrowed by─> Port<'e> ──start(self)──────────┘                 Burst<Mbuf<'q>> ─┘
+//! ```
+//!
+//! - [`Eal`] exists once per process; dropping it runs `rte_eal_cleanup` and removes the
+//!   runtime directory (`/var/run/dpdk/<file-prefix>`), after everything below is gone.
+//! - [`Port`] is handed out once per port id ([`Eal::take_port`]); it is neither `Copy` nor
+//!   `Clone`, so no second handle to a port id exists in safe code.
+//! - [`Port::start`] consumes the port and gives a [`StartedPort`], which borrows the
+//!   [`Mempool`] its RX rings take mbufs from: the pool cannot be freed while a port that may
+//!   hold its mbufs is open. Dropping a `StartedPort` stops and closes the port; a port that
+//!   fails half-way through `start` is closed the same way.
+//! - [`StartedPort::take_queues`] gives each queue's [`Queue`] handle once. A queue handle
+//!   borrows its port (the port cannot stop while it is polled), is not `Clone`, and polls
+//!   through `&mut self`: one lcore at a time, by construction. It is `Send`, so it can be
+//!   moved into the one worker lcore that polls it ([`Eal::run_on_workers`]).
+//! - [`Mbuf`] is an owned mbuf (freed on drop) whose lifetime ends with its queue's borrow,
+//!   so no mbuf outlives its pool. A [`Burst`] holds them without holes (see `burst`).
 
-use anyhow::{Result, anyhow, bail};
+mod burst;
+
+pub use burst::{Burst, MAX_BURST, Packet, PacketBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
 use dpdk_sys as sys;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString, c_void};
+use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::ptr::NonNull;
-
-/// The most mbufs one burst holds.
-pub const MAX_BURST: usize = 256;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The DPDK error text for `rte_errno` (or a given error number).
 pub fn strerror(errnum: i32) -> String {
@@ -24,10 +54,18 @@ fn last_error() -> String {
     strerror(unsafe { sys::shim_errno() })
 }
 
-/// An initialised EAL. Dropping it runs `rte_eal_cleanup`.
+/// Set by the first [`Eal::init`]: EAL runs once per process.
+static EAL_CLAIMED: AtomicBool = AtomicBool::new(false);
+
+/// An initialised EAL (at most one per process). Dropping it runs `rte_eal_cleanup` and
+/// removes the runtime directory. It stays on the thread that made it (the main lcore).
 #[derive(Debug)]
 pub struct Eal {
-    _private: (),
+    /// Which port ids have been handed out as a [`Port`].
+    ports_taken: RefCell<Vec<bool>>,
+    /// `/var/run/dpdk/<file-prefix>` of a primary process, removed after cleanup.
+    runtime_dir: Option<PathBuf>,
+    _main_thread: PhantomData<*const ()>,
 }
 
 impl Eal {
@@ -37,6 +75,9 @@ impl Eal {
             .iter()
             .map(|a| CString::new(a.as_str()).map_err(|_| anyhow!("argument {a:?} has a NUL byte")))
             .collect::<Result<_>>()?;
+        if EAL_CLAIMED.swap(true, Ordering::SeqCst) {
+            bail!("DPDK EAL can be initialised only once per process");
+        }
         // EAL keeps pointers into argv for the life of the process (it may print them later):
         // leak the strings and the array on purpose, once per process.
         let mut argv: Vec<*mut std::ffi::c_char> =
@@ -45,7 +86,7 @@ impl Eal {
         let argv_ptr = argv.as_mut_ptr();
         std::mem::forget(argv);
         // SAFETY: argv holds `argc` valid NUL-terminated strings that are never freed; EAL may
-        // permute the array, which nothing else uses.
+        // permute the array, which nothing else uses. EAL_CLAIMED makes this the only call.
         let rc = unsafe { sys::rte_eal_init(argc, argv_ptr) };
         if rc < 0 {
             let err = last_error();
@@ -56,7 +97,22 @@ impl Eal {
                  no hardware); give each concurrent DPDK process its own --file-prefix"
             );
         }
-        Ok(Eal { _private: () })
+        // SAFETY: EAL is initialised; it returns its own process type.
+        let primary =
+            unsafe { sys::rte_eal_process_type() } == sys::rte_proc_type_t_RTE_PROC_PRIMARY;
+        // SAFETY: EAL is initialised; the result is a pointer to EAL's static, NUL-terminated
+        // runtime directory path (or null), which we copy at once.
+        let dir = unsafe { sys::rte_eal_get_runtime_dir() };
+        let runtime_dir = (primary && !dir.is_null()).then(|| {
+            // SAFETY: non-null and NUL-terminated, as above.
+            let bytes = unsafe { CStr::from_ptr(dir) }.to_bytes();
+            PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes))
+        });
+        Ok(Eal {
+            ports_taken: RefCell::new(vec![false; sys::RTE_MAX_ETHPORTS as usize]),
+            runtime_dir,
+            _main_thread: PhantomData,
+        })
     }
 
     /// Every enabled lcore id, the main lcore first.
@@ -92,42 +148,83 @@ impl Eal {
         v
     }
 
-    /// Runs `work(i)` on the `i`th of `workers` (worker lcore ids) and `main_work(launched_all)`
-    /// on the calling (main) lcore, and returns when all of them have returned. Borrowing
-    /// `work` for the whole call is what makes handing it to other lcores sound. If a launch
-    /// fails, `main_work(false)` must make the running workers stop (the wait would never end
-    /// otherwise).
-    pub fn run_on_lcores<F: Fn(usize) + Sync>(
+    /// The one handle to port `id`: each id is handed out once, so no two owners of a port
+    /// (and of its queues) exist.
+    pub fn take_port(&self, id: u16) -> Result<Port<'_>> {
+        // SAFETY: EAL is initialised; any id is accepted.
+        if unsafe { sys::rte_eth_dev_is_valid_port(id) } != 1 {
+            bail!("port {id} does not exist (EAL found {:?})", self.ports());
+        }
+        let mut taken = self.ports_taken.borrow_mut();
+        let slot = taken
+            .get_mut(usize::from(id))
+            .with_context(|| format!("port {id} is beyond RTE_MAX_ETHPORTS"))?;
+        if std::mem::replace(slot, true) {
+            bail!("port {id} is already in use");
+        }
+        Ok(Port {
+            id,
+            _eal: PhantomData,
+        })
+    }
+
+    /// Runs each of `jobs` on its own worker lcore (the first job on the first worker, and so
+    /// on) and `main_work(launched_all)` on the calling (main) lcore, and returns when all of
+    /// them have returned. Each job is moved into exactly one lcore, which is what makes
+    /// handing it queue handles sound; it may borrow from the caller (like a scoped thread),
+    /// because this function does not return, nor unwind, before every launched lcore is done.
+    /// If a launch fails, `main_work(false)` must make the running workers stop (the wait
+    /// would never end otherwise); if `main_work` panics, the wait still happens first.
+    /// A job that panics aborts the process (it runs behind an `extern "C"` frame).
+    pub fn run_on_workers<W: FnOnce() + Send>(
         &self,
-        workers: &[u32],
-        work: &F,
+        jobs: Vec<W>,
         main_work: impl FnOnce(bool),
     ) -> Result<()> {
-        struct Job<'a, F> {
-            work: &'a F,
-            index: usize,
+        // SAFETY: reads the calling thread's lcore id; no preconditions.
+        if unsafe { sys::shim_lcore_id() } != self.main_lcore() {
+            bail!("lcores can only be launched from the main lcore");
         }
-        extern "C" fn trampoline<F: Fn(usize) + Sync>(arg: *mut c_void) -> i32 {
-            // SAFETY: `arg` is a `&Job<F>` from the launching frame below, which waits for
-            // this lcore before the Job goes out of scope; F is Sync, so sharing is allowed.
-            let job = unsafe { &*(arg as *const Job<'_, F>) };
-            (job.work)(job.index);
+        let lcores = self.lcores();
+        let workers = &lcores[1..];
+        if jobs.len() > workers.len() {
+            bail!(
+                "{} jobs for {} worker lcore(s): give EAL more lcores with -l",
+                jobs.len(),
+                workers.len()
+            );
+        }
+        extern "C" fn trampoline<W: FnOnce() + Send>(arg: *mut c_void) -> i32 {
+            // SAFETY: `arg` points at one slot of `slots` in the launching frame, given to this
+            // lcore only; that frame waits for this lcore before `slots` goes away, and does
+            // not touch `slots` until then. W is Send, so running it here is allowed.
+            let slot = unsafe { &mut *arg.cast::<Option<W>>() };
+            if let Some(work) = slot.take() {
+                work();
+            }
             0
         }
-        let jobs: Vec<Job<'_, F>> = (0..workers.len())
-            .map(|index| Job { work, index })
-            .collect();
-        let mut launched = 0;
+        /// Waits for every worker lcore when dropped: on return and on unwinding alike.
+        struct WaitForWorkers;
+        impl Drop for WaitForWorkers {
+            fn drop(&mut self) {
+                // SAFETY: EAL is initialised and we are on the main lcore; blocks until every
+                // launched worker has returned, after which no lcore refers to `slots`.
+                unsafe { sys::rte_eal_mp_wait_lcore() };
+            }
+        }
+        let mut slots: Vec<Option<W>> = jobs.into_iter().map(Some).collect();
+        let base = slots.as_mut_ptr();
+        // Declared after `slots`, so dropped (waited for) before it.
+        let wait = WaitForWorkers;
         let mut result = Ok(());
-        for (job, lcore) in jobs.iter().zip(workers) {
-            // SAFETY: `trampoline::<F>` matches lcore_function_t; `job` stays alive until
-            // rte_eal_mp_wait_lcore below returns.
+        let mut launched = 0;
+        for (i, lcore) in workers.iter().take(slots.len()).enumerate() {
+            // SAFETY: `i < slots.len()`, so the pointer is in bounds; each slot goes to exactly
+            // one lcore; `trampoline::<W>` matches lcore_function_t; the slot stays alive
+            // until `wait` is dropped. `lcore` is an enabled worker lcore id from EAL.
             let rc = unsafe {
-                sys::rte_eal_remote_launch(
-                    Some(trampoline::<F>),
-                    (job as *const Job<'_, F>).cast_mut().cast(),
-                    *lcore,
-                )
+                sys::rte_eal_remote_launch(Some(trampoline::<W>), base.add(i).cast(), *lcore)
             };
             if rc != 0 {
                 result = Err(anyhow!("could not launch lcore {lcore}: {}", strerror(-rc)));
@@ -135,36 +232,67 @@ impl Eal {
             }
             launched += 1;
         }
-        main_work(launched == workers.len());
-        // SAFETY: EAL is initialised; blocks until every launched worker has returned, after
-        // which no lcore refers to `jobs`.
-        unsafe { sys::rte_eal_mp_wait_lcore() };
+        main_work(launched == slots.len());
+        drop(wait);
+        drop(slots);
         result
     }
 }
 
 impl Drop for Eal {
     fn drop(&mut self) {
-        // SAFETY: every lcore has returned and every port is closed by now (they borrow the
-        // Eal, so they are dropped first).
+        // SAFETY: every lcore has returned (run_on_workers waits before it returns) and every
+        // port, pool and mbuf is gone by now: they borrow the Eal, so they are dropped first.
         unsafe { sys::rte_eal_cleanup() };
+        if let Some(dir) = &self.runtime_dir {
+            remove_runtime_dir(dir);
+        }
     }
 }
 
-/// A packet mbuf pool.
+/// Removes the files EAL 22.11 leaves in its runtime directory after `rte_eal_cleanup`
+/// (`config`, `fbarray_*`, `hugepage_info`, and sockets), then the directory if it is empty.
+/// Only EAL's own file names are touched, and nothing recursively.
+fn remove_runtime_dir(dir: &std::path::Path) {
+    if !matches!(
+        dir.components().next_back(),
+        Some(std::path::Component::Normal(_))
+    ) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let eal_file = name == "config"
+            || name == "hugepage_info"
+            || name.starts_with("fbarray_")
+            || name.starts_with("mp_socket")
+            || name.starts_with("dpdk_telemetry");
+        if eal_file && e.file_type().is_ok_and(|t| !t.is_dir()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// A packet mbuf pool. Ports borrow it, so it outlives every port whose rings hold its mbufs.
 #[derive(Debug)]
-pub struct Mempool {
+pub struct Mempool<'e> {
     ptr: NonNull<sys::rte_mempool>,
+    _eal: PhantomData<&'e ()>,
 }
 
 // SAFETY: a DPDK mempool is safe to use from many lcores at once (per-lcore caches, lock-free
 // ring underneath); we only pass its pointer to DPDK functions.
-unsafe impl Send for Mempool {}
+unsafe impl Send for Mempool<'_> {}
 // SAFETY: as above.
-unsafe impl Sync for Mempool {}
+unsafe impl Sync for Mempool<'_> {}
 
-impl Mempool {
-    pub fn new(_eal: &Eal, name: &str, mbufs: u32, socket: i32) -> Result<Mempool> {
+impl<'e> Mempool<'e> {
+    pub fn new(_eal: &'e Eal, name: &str, mbufs: u32, socket: i32) -> Result<Mempool<'e>> {
         let cname = CString::new(name)?;
         let cache = sys::RTE_MEMPOOL_CACHE_MAX_SIZE.min(256);
         // SAFETY: EAL is initialised; `cname` outlives the call (DPDK copies the name).
@@ -178,13 +306,18 @@ impl Mempool {
                 socket,
             )
         };
-        NonNull::new(ptr).map(|ptr| Mempool { ptr }).ok_or_else(|| {
-            anyhow!(
-                "could not create a pool of {mbufs} mbufs: {} (with --no-huge, give EAL more \
-                 memory with -m; or reserve more hugepages)",
-                last_error()
-            )
-        })
+        NonNull::new(ptr)
+            .map(|ptr| Mempool {
+                ptr,
+                _eal: PhantomData,
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "could not create a pool of {mbufs} mbufs: {} (with --no-huge, give EAL more \
+                     memory with -m; or reserve more hugepages)",
+                    last_error()
+                )
+            })
     }
 
     pub fn in_use(&self) -> u32 {
@@ -193,10 +326,11 @@ impl Mempool {
     }
 }
 
-impl Drop for Mempool {
+impl Drop for Mempool<'_> {
     fn drop(&mut self) {
-        // SAFETY: ports using the pool are closed before the pool is dropped (main() drops
-        // them in that order) and no mbuf of it is still held.
+        // SAFETY: every StartedPort using the pool borrows it, so all of them are stopped and
+        // closed by now, and every Mbuf (whose lifetime ends with its port's) is freed. Mbufs a
+        // closed driver kept are never touched again.
         unsafe { sys::rte_mempool_free(self.ptr.as_ptr()) }
     }
 }
@@ -214,29 +348,41 @@ pub struct PortStats {
     pub rx_nombuf: u64,
 }
 
-/// An ethdev port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Port {
-    pub id: u16,
+// The control-path calls shared by Port and StartedPort. Each is safe for any port id: the
+// ethdev control functions check the id and return an error for an unknown one.
+
+fn port_name(id: u16) -> String {
+    let mut buf = [0 as std::ffi::c_char; 64];
+    // SAFETY: `buf` has room for RTE_ETH_NAME_MAX_LEN (64) bytes including the NUL.
+    let rc = unsafe { sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) };
+    if rc != 0 {
+        return format!("port{id}");
+    }
+    // SAFETY: on success DPDK wrote a NUL-terminated name into `buf`.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
-impl Port {
+fn port_socket(id: u16) -> i32 {
+    // SAFETY: reads the port's NUMA node; any port id is accepted.
+    unsafe { sys::rte_eth_dev_socket_id(id) }
+}
+
+/// A port EAL found, not yet started; the one handle to its id ([`Eal::take_port`]).
+#[derive(Debug)]
+pub struct Port<'e> {
+    id: u16,
+    _eal: PhantomData<&'e Eal>,
+}
+
+impl Port<'_> {
     pub fn name(&self) -> String {
-        let mut buf = [0 as std::ffi::c_char; 64];
-        // SAFETY: `buf` has room for RTE_ETH_NAME_MAX_LEN (64) bytes including the NUL.
-        let rc = unsafe { sys::rte_eth_dev_get_name_by_port(self.id, buf.as_mut_ptr()) };
-        if rc != 0 {
-            return format!("port{}", self.id);
-        }
-        // SAFETY: on success DPDK wrote a NUL-terminated name into `buf`.
-        unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
+        port_name(self.id)
     }
 
     pub fn socket(&self) -> i32 {
-        // SAFETY: reads the port's NUMA node; any port id is accepted.
-        unsafe { sys::rte_eth_dev_socket_id(self.id) }
+        port_socket(self.id)
     }
 
     fn info(&self) -> Result<sys::rte_eth_dev_info> {
@@ -255,13 +401,21 @@ impl Port {
 
     /// Configures `queues` RX/TX queue pairs (RSS when more than one and the port has it),
     /// sets up their rings on `pool`, starts the port and turns on promiscuous mode.
-    /// Returns the number of RX/TX descriptors per queue actually used.
-    pub fn start(&self, queues: u16, rxd: u16, txd: u16, pool: &Mempool) -> Result<(u16, u16)> {
+    /// Returns the started port and the number of RX/TX descriptors per queue actually used.
+    /// On an error after the port was configured, the port is stopped (if it started) and
+    /// closed before this returns.
+    pub fn start<'p>(
+        self,
+        pool: &'p Mempool<'_>,
+        queues: u16,
+        rxd: u16,
+        txd: u16,
+    ) -> Result<(StartedPort<'p>, u16, u16)> {
         let info = self.info()?;
-        if queues > info.max_rx_queues || queues > info.max_tx_queues {
+        if queues == 0 || queues > info.max_rx_queues || queues > info.max_tx_queues {
             bail!(
-                "port {} ({}) has at most {} RX / {} TX queues; {queues} lcores need one each \
-                 (use fewer lcores with -l)",
+                "port {} ({}) has at most {} RX / {} TX queues; {queues} polling lcores need one \
+                 each (use fewer lcores with -l)",
                 self.id,
                 self.name(),
                 info.max_rx_queues,
@@ -278,13 +432,21 @@ impl Port {
         if rc != 0 {
             bail!("port {}: configure failed: {}", self.id, strerror(-rc));
         }
+        // From here on, dropping `port` (on any error below) closes the port.
+        let mut port = StartedPort {
+            id: self.id,
+            queues,
+            started: false,
+            queues_taken: Cell::new(false),
+            _pool: PhantomData,
+        };
         let (mut nrx, mut ntx) = (rxd, txd);
         // SAFETY: the two pointers are valid u16s that DPDK adjusts in place.
         unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(self.id, &mut nrx, &mut ntx) };
         let socket = self.socket().max(0) as u32;
         for q in 0..queues {
-            // SAFETY: the port is configured with `queues` queues; a null rxconf/txconf means
-            // the driver's defaults; `pool` outlives the port (see Mempool::drop).
+            // SAFETY: the port is configured with `queues` queues; a null rxconf means the
+            // driver's defaults; `pool` outlives the port (`port` borrows it for 'p).
             let rc = unsafe {
                 sys::rte_eth_rx_queue_setup(
                     self.id,
@@ -302,7 +464,7 @@ impl Port {
                     strerror(-rc)
                 );
             }
-            // SAFETY: as above.
+            // SAFETY: as above; a null txconf means the driver's defaults.
             let rc =
                 unsafe { sys::rte_eth_tx_queue_setup(self.id, q, ntx, socket, std::ptr::null()) };
             if rc != 0 {
@@ -318,9 +480,48 @@ impl Port {
         if rc != 0 {
             bail!("port {}: start failed: {}", self.id, strerror(-rc));
         }
+        port.started = true;
         // SAFETY: the port is started; failure (a PMD without promiscuous mode) is harmless.
         unsafe { sys::rte_eth_promiscuous_enable(self.id) };
-        Ok((nrx, ntx))
+        Ok((port, nrx, ntx))
+    }
+}
+
+/// A configured and started port. It borrows the mempool its RX rings take mbufs from, so
+/// the pool outlives it; dropping it stops and closes the port, which needs every [`Queue`]
+/// handle (they borrow it) to be gone first: no lcore polls a stopped port.
+#[derive(Debug)]
+pub struct StartedPort<'p> {
+    id: u16,
+    queues: u16,
+    started: bool,
+    queues_taken: Cell<bool>,
+    _pool: PhantomData<&'p Mempool<'p>>,
+}
+
+impl StartedPort<'_> {
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    pub fn name(&self) -> String {
+        port_name(self.id)
+    }
+
+    /// The handles to queues `0..queues`, each given once: `None` on a second call.
+    pub fn take_queues(&self) -> Option<Vec<Queue<'_>>> {
+        if self.queues_taken.replace(true) {
+            return None;
+        }
+        Some(
+            (0..self.queues)
+                .map(|queue| Queue {
+                    port: self.id,
+                    queue,
+                    _port: PhantomData,
+                })
+                .collect(),
+        )
     }
 
     pub fn mac(&self) -> Result<[u8; 6]> {
@@ -345,6 +546,8 @@ impl Port {
         (link.link_status() != 0, link.link_speed)
     }
 
+    /// The port's counters. Read while lcores poll (l2fwd's arrangement): the driver sums its
+    /// per-queue counters, which may be a burst behind.
     pub fn stats(&self) -> PortStats {
         let mut s = sys::rte_eth_stats::default();
         // SAFETY: `s` is a valid, writable rte_eth_stats.
@@ -360,135 +563,137 @@ impl Port {
             rx_nombuf: s.rx_nombuf,
         }
     }
+}
 
-    /// Stops and closes the port (after every lcore has stopped polling it).
-    pub fn stop_and_close(&self) {
-        // SAFETY: no lcore polls the port any more (the caller waited for them).
+impl Drop for StartedPort<'_> {
+    fn drop(&mut self) {
+        // SAFETY: no Queue handle exists any more (they borrow `self`), so no lcore polls the
+        // port and no burst holds an mbuf from it; the pool is still alive (borrowed for 'p).
+        // Stopping returns the RX rings' mbufs to the pool; closing releases the queues.
         unsafe {
-            sys::rte_eth_dev_stop(self.id);
+            if self.started {
+                sys::rte_eth_dev_stop(self.id);
+            }
             sys::rte_eth_dev_close(self.id);
         }
     }
 }
 
-/// A burst of received mbufs, owned: whatever is still in it when dropped is freed.
-pub struct Burst {
-    mbufs: [*mut sys::rte_mbuf; MAX_BURST],
-    len: usize,
+/// The handle to one RX/TX queue pair of a started port: the only one (from
+/// [`StartedPort::take_queues`]), not `Clone`, polled through `&mut self`. It can move to
+/// another lcore, but only one lcore at a time can use it.
+#[derive(Debug)]
+pub struct Queue<'q> {
+    port: u16,
+    queue: u16,
+    _port: PhantomData<&'q ()>,
 }
 
-impl std::fmt::Debug for Burst {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Burst").field("len", &self.len).finish()
-    }
-}
+// Option<Mbuf> must be a nullable mbuf pointer: the burst's slots are handed to DPDK as an
+// array of `struct rte_mbuf *`.
+const _: () = assert!(
+    size_of::<Option<Mbuf<'static>>>() == size_of::<*mut sys::rte_mbuf>()
+        && align_of::<Option<Mbuf<'static>>>() == align_of::<*mut sys::rte_mbuf>()
+);
 
-impl Default for Burst {
-    fn default() -> Self {
-        Burst {
-            mbufs: [std::ptr::null_mut(); MAX_BURST],
-            len: 0,
-        }
-    }
-}
-
-/// A packet of a burst: its data (room to grow included) and its length.
-pub struct Packet<'a> {
-    /// The whole data room from the packet's start: `len` bytes of packet, then tailroom.
-    pub buf: &'a mut [u8],
-    pub len: usize,
-}
-
-impl Burst {
-    /// Receives up to `max` packets from `port`'s `queue`; returns how many.
-    pub fn rx(&mut self, port: Port, queue: u16, max: usize) -> usize {
-        self.free_all();
+impl<'q> Queue<'q> {
+    /// Receives up to `max` packets into `burst`, after freeing whatever it still held;
+    /// returns how many.
+    #[inline]
+    pub fn rx(&mut self, burst: &mut Burst<Mbuf<'q>>, max: usize) -> usize {
         let n = max.min(MAX_BURST) as u16;
-        // SAFETY: `mbufs` has room for `n` pointers; the port and queue were set up and are
-        // polled by this lcore only (one queue per lcore).
-        let got = unsafe { sys::shim_rx_burst(port.id, queue, self.mbufs.as_mut_ptr(), n) };
-        self.len = usize::from(got);
-        self.len
+        let slots = burst.slots_for_fill();
+        // SAFETY: `Option<Mbuf>` is a nullable `*mut rte_mbuf` (Mbuf is a transparent NonNull;
+        // asserted above), so `slots` is an array of MAX_BURST >= n mbuf pointers, all null
+        // (nothing is overwritten without being freed). The port is started and has this
+        // queue, and this handle is its only one (`&mut self`): no other lcore polls it.
+        let got =
+            unsafe { sys::shim_rx_burst(self.port, self.queue, slots.as_mut_ptr().cast(), n) };
+        let got = usize::from(got.min(n));
+        // SAFETY: rte_eth_rx_burst stored `got` valid, non-null mbuf pointers, now ours, in the
+        // first `got` slots; got <= n <= MAX_BURST.
+        unsafe { burst.set_filled(got) };
+        got
     }
 
-    /// The `i`th packet. Multi-segment packets (not produced by our setup) are given as their
-    /// first segment only; callers count and drop them.
-    pub fn packet(&mut self, i: usize) -> Option<Packet<'_>> {
-        let m = *self.mbufs[..self.len].get(i)?;
-        // SAFETY: `m` is a valid mbuf owned by this burst; its data room starts at the
-        // shim's data pointer and spans data_len + tailroom bytes, which nobody else touches
-        // while we hold it.
+    /// Transmits `burst`; frees what the driver did not take. Returns (sent, freed unsent).
+    #[inline]
+    pub fn tx(&mut self, burst: &mut Burst<Mbuf<'q>>) -> (usize, usize) {
+        if burst.is_empty() {
+            return (0, 0);
+        }
+        let (port, queue) = (self.port, self.queue);
+        burst.submit(|slots| {
+            // SAFETY: the slots are all `Some` (the burst's invariant), so as nullable mbuf
+            // pointers they are `slots.len()` (<= MAX_BURST) valid mbufs that we own; the
+            // driver takes the ones it reports as sent and `submit` forgets exactly those.
+            // This handle is the queue's only one: no other lcore transmits on it.
+            let sent = unsafe {
+                sys::shim_tx_burst(port, queue, slots.as_mut_ptr().cast(), slots.len() as u16)
+            };
+            usize::from(sent)
+        })
+    }
+}
+
+/// One owned mbuf, freed to its pool when dropped. It cannot outlive the queue it came from,
+/// hence neither its port nor its pool.
+#[repr(transparent)]
+pub struct Mbuf<'q> {
+    ptr: NonNull<sys::rte_mbuf>,
+    _queue: PhantomData<&'q ()>,
+}
+
+// SAFETY: an mbuf we own may be used and freed on any lcore (DPDK hands them between lcores
+// through rings all the time); nothing else refers to it.
+unsafe impl Send for Mbuf<'_> {}
+
+impl std::fmt::Debug for Mbuf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Mbuf").field(&self.ptr).finish()
+    }
+}
+
+impl Drop for Mbuf<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf and free it once; its pool is alive (see the type's docs).
+        unsafe { sys::shim_pktmbuf_free(self.ptr.as_ptr()) };
+    }
+}
+
+impl PacketBuf for Mbuf<'_> {
+    /// The first segment's data: multi-segment packets (not produced by our setup) are given
+    /// as their first segment only; callers check [`PacketBuf::is_multi_segment`].
+    #[inline]
+    fn packet(&mut self) -> Packet<'_> {
+        let m = self.ptr.as_ptr();
+        // SAFETY: `m` is a valid mbuf that we own (`&mut self`); its data room starts at the
+        // shim's data pointer and spans data_len + tailroom bytes inside the mbuf's buffer,
+        // which nobody else touches while we hold it.
         unsafe {
             let data = sys::shim_pktmbuf_data(m);
             let len = usize::from(sys::shim_pktmbuf_data_len(m));
             let room = len + usize::from(sys::shim_pktmbuf_tailroom(m));
-            Some(Packet {
+            Packet {
                 buf: std::slice::from_raw_parts_mut(data, room),
                 len,
-            })
-        }
-    }
-
-    pub fn is_multi_segment(&self, i: usize) -> bool {
-        // SAFETY: the mbuf at `i` is valid and owned by this burst.
-        self.mbufs[..self.len]
-            .get(i)
-            .is_some_and(|m| unsafe { sys::shim_pktmbuf_nb_segs(*m) } > 1)
-    }
-
-    /// Sets the length of packet `i` (after a rewrite that changed it).
-    pub fn set_len(&mut self, i: usize, len: u16) {
-        if let Some(m) = self.mbufs[..self.len].get(i) {
-            // SAFETY: the mbuf is valid and owned by this burst; `len` fits its data room
-            // (the caller wrote at most `Packet::buf.len()` bytes).
-            unsafe { sys::shim_pktmbuf_set_len(*m, len) };
-        }
-    }
-
-    /// Moves packet `i` into `out` (for transmission); the slot is left empty.
-    pub fn move_to(&mut self, i: usize, out: &mut Burst) {
-        if i < self.len && out.len < MAX_BURST {
-            out.mbufs[out.len] = self.mbufs[i];
-            out.len += 1;
-            self.mbufs[i] = std::ptr::null_mut();
-        }
-    }
-
-    /// Transmits the burst on `port`'s `queue`; frees what the driver did not take. Returns
-    /// (sent, freed unsent).
-    pub fn tx(&mut self, port: Port, queue: u16) -> (usize, usize) {
-        if self.len == 0 {
-            return (0, 0);
-        }
-        // SAFETY: the first `len` pointers are valid mbufs owned by this burst; the driver
-        // takes ownership of the ones it reports as sent.
-        let sent = usize::from(unsafe {
-            sys::shim_tx_burst(port.id, queue, self.mbufs.as_mut_ptr(), self.len as u16)
-        });
-        for m in &mut self.mbufs[..sent] {
-            *m = std::ptr::null_mut();
-        }
-        let unsent = self.len - sent;
-        self.free_all();
-        (sent, unsent)
-    }
-
-    /// Frees every mbuf still owned.
-    pub fn free_all(&mut self) {
-        for m in &mut self.mbufs[..self.len] {
-            if !m.is_null() {
-                // SAFETY: a non-null slot is an mbuf this burst owns; it is freed once and the
-                // slot cleared.
-                unsafe { sys::shim_pktmbuf_free(*m) };
-                *m = std::ptr::null_mut();
             }
         }
-        self.len = 0;
     }
-}
 
-impl Drop for Burst {
-    fn drop(&mut self) {
-        self.free_all();
+    #[inline]
+    fn is_multi_segment(&self) -> bool {
+        // SAFETY: a valid mbuf that we own.
+        unsafe { sys::shim_pktmbuf_nb_segs(self.ptr.as_ptr()) > 1 }
+    }
+
+    #[inline]
+    fn set_len(&mut self, len: usize) -> bool {
+        let Ok(len) = u16::try_from(len) else {
+            return false;
+        };
+        // SAFETY: a valid mbuf that we own; the shim refuses a chained mbuf and a length past
+        // the data room, so data_len/pkt_len always describe bytes inside the buffer.
+        unsafe { sys::shim_pktmbuf_set_len(self.ptr.as_ptr(), len) == 0 }
     }
 }

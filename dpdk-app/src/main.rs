@@ -13,18 +13,20 @@
 //! port configured with one RX/TX queue pair per polling lcore (RSS where the port has it),
 //! started, link checked; then one poll loop per lcore. With a single lcore (`-l 0`) the main
 //! lcore polls; otherwise the worker lcores poll and the main lcore prints statistics.
-//! All unsafe code is in the `dpdk` module.
+//! All unsafe code is in the `dpdk` module, whose types make the shut-down order the only one
+//! that compiles: queues before their ports, ports (stopped and closed) before the mempool, the
+//! mempool before EAL. An error at any point after a port started unwinds in that order.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)] // the one module at the FFI boundary
 mod dpdk;
 mod worker;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use dpdk::{Eal, Mempool, Port};
+use dpdk::{Eal, Mempool, Port, Queue, StartedPort};
 use packet::datapath::Action;
-use packet::echo::{PortSet, Responder};
+use packet::echo::{MAX_LOCAL_ADDRS, PortSet, Responder};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,18 +111,31 @@ fn run() -> Result<()> {
         None => None,
     };
 
+    // The ports' responder, but for their MACs: --ip errors show before EAL starts.
+    let mut template = Responder::new();
+    template.set_echo_ports(echo_ports);
+    for ip in &cli.ips {
+        match ip {
+            IpAddr::V4(a) => template.add_ipv4(a.octets()),
+            IpAddr::V6(a) => template.add_ipv6(a.octets()),
+        }
+        .map_err(|e| anyhow!("--ip {ip}: {e}; give at most {MAX_LOCAL_ADDRS} of each family"))?;
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
 
+    // Drop order is the reverse of declaration, and the borrows below enforce it: `started`
+    // (ports) before `pool` before `eal`, on success and on every `?` alike.
     let eal = Eal::init(&eal_args)?;
-    let ports: Vec<Port> = eal
+    let ports: Vec<Port<'_>> = eal
         .ports()
         .into_iter()
         .filter(|id| portmask.is_none_or(|m| *id < 64 && m & (1 << *id) != 0))
-        .map(|id| Port { id })
-        .collect();
+        .map(|id| eal.take_port(id))
+        .collect::<Result<_>>()?;
     if ports.is_empty() {
         bail!(
             "no ports: EAL found {} port(s), none selected. Bind a NIC to vfio-pci \
@@ -131,8 +146,8 @@ fn run() -> Result<()> {
     }
     let lcores = eal.lcores();
     // The main lcore polls only when it is the only one.
-    let workers: Vec<u32> = lcores[1..].to_vec();
-    let pollers = workers.len().max(1);
+    let workers = lcores.len() - 1;
+    let pollers = workers.max(1);
 
     // l2fwd's sizing: every descriptor of every queue, a burst in flight per lcore, and the
     // per-lcore mempool caches, with a floor of 8192.
@@ -141,38 +156,32 @@ fn run() -> Result<()> {
         .max(8192);
     let pool = Mempool::new(&eal, "kbp_mbufs", mbufs, ports[0].socket())?;
 
-    let mut port_ctx = Vec::new();
-    for port in &ports {
-        let (rxd, txd) = port.start(pollers as u16, cli.rxd, cli.txd, &pool)?;
+    // Each started port borrows `pool`; an error on a later port (or anything below) drops
+    // these first, which stops and closes them while the pool still exists.
+    let mut started: Vec<StartedPort<'_>> = Vec::with_capacity(ports.len());
+    let mut responders = Vec::with_capacity(ports.len());
+    for port in ports {
+        let (port, rxd, txd) = port.start(&pool, pollers as u16, cli.rxd, cli.txd)?;
         let mac = port.mac()?;
-        let mut responder = Responder::new();
-        responder.set_echo_ports(echo_ports.clone());
+        let mut responder = template.clone();
         responder.set_local_mac(mac);
-        for ip in &cli.ips {
-            match ip {
-                IpAddr::V4(a) => responder.add_ipv4(a.octets())?,
-                IpAddr::V6(a) => responder.add_ipv6(a.octets())?,
-            }
-        }
-        port_ctx.push(worker::PortCtx {
-            port: *port,
-            responder,
-        });
         eprintln!(
             "dpdk-app: port {} ({}) {} started: {} queue(s), {rxd}/{txd} descriptors",
-            port.id,
+            port.id(),
             port.name(),
             fmt_mac(&mac),
             pollers
         );
+        started.push(port);
+        responders.push(responder);
     }
-    wait_for_links(&ports);
+    wait_for_links(&started);
     eprintln!(
         "dpdk-app: {:?} on {} port(s) with {} polling lcore(s) ({}), {} mbufs",
         cli.action,
-        ports.len(),
+        started.len(),
         pollers,
-        if workers.is_empty() {
+        if workers == 0 {
             "main lcore polls"
         } else {
             "workers poll, main prints"
@@ -180,8 +189,21 @@ fn run() -> Result<()> {
         mbufs
     );
 
+    // Queue q of every port goes to polling lcore q, moved into its loop.
+    let mut per_lcore: Vec<Vec<Queue<'_>>> = (0..pollers)
+        .map(|_| Vec::with_capacity(started.len()))
+        .collect();
+    for port in &started {
+        let queues = port
+            .take_queues()
+            .with_context(|| format!("port {}: queues already taken", port.id()))?;
+        for (lcore, q) in per_lcore.iter_mut().zip(queues) {
+            lcore.push(q);
+        }
+    }
+
     let shared = Shared {
-        ports: port_ctx,
+        responders,
         action: cli.action,
         burst: cli.burst,
         stop: Arc::clone(&stop),
@@ -190,37 +212,43 @@ fn run() -> Result<()> {
     let start = Instant::now();
     let interval = Duration::from_secs_f64(cli.interval);
     let deadline = cli.duration.map(|d| start + Duration::from_secs_f64(d));
-    let printer = std::cell::RefCell::new(worker::Printer::new(&shared, interval));
+    let printer = std::cell::RefCell::new(worker::Printer::new(&shared, &started, interval));
 
-    if workers.is_empty() {
+    if workers == 0 {
         // One lcore: the main lcore polls and prints between bursts.
-        worker::poll_loop(&shared, 0, Some((&printer, deadline)));
+        let queues = per_lcore.pop().unwrap_or_default();
+        worker::poll_loop(&shared, 0, queues, Some((&printer, deadline)));
     } else {
-        eal.run_on_lcores(
-            &workers,
-            &|i| worker::poll_loop(&shared, i, None),
-            |launched_all| {
-                if !launched_all {
+        let shared = &shared;
+        let jobs: Vec<_> = per_lcore
+            .into_iter()
+            .enumerate()
+            .map(|(i, queues)| move || worker::poll_loop(shared, i, queues, None))
+            .collect();
+        eal.run_on_workers(jobs, |launched_all| {
+            // If this panics, the workers still stop (and run_on_workers waits for them).
+            let _stop_on_exit = StopOnDrop(&stop);
+            if !launched_all {
+                return;
+            }
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     stop.store(true, Ordering::Relaxed);
-                    return;
                 }
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    printer.borrow_mut().maybe_print(&shared);
-                }
-            },
-        )?;
+                printer.borrow_mut().maybe_print(shared);
+            }
+        })?;
     }
+    drop(printer);
 
     let seconds = start.elapsed().as_secs_f64();
     // Read names and statistics while the ports are still open.
-    let port_stats: Vec<_> = ports.iter().map(|p| (*p, p.name(), p.stats())).collect();
-    for p in &ports {
-        p.stop_and_close();
-    }
+    let port_stats: Vec<_> = started
+        .iter()
+        .map(|p| (p.id(), p.name(), p.stats()))
+        .collect();
+    drop(started); // stops and closes every port
     eprintln!(
         "dpdk-app: ports stopped and closed; mbufs still in use: {}",
         pool.in_use()
@@ -239,6 +267,15 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+/// Sets the stop flag when dropped (also on unwinding).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn fmt_mac(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -247,7 +284,7 @@ fn fmt_mac(m: &[u8; 6]) -> String {
 }
 
 /// l2fwd's link check: wait up to 3 s for every port's link, then report each.
-fn wait_for_links(ports: &[Port]) {
+fn wait_for_links(ports: &[StartedPort<'_>]) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline && !ports.iter().all(|p| p.link().0) {
         std::thread::sleep(Duration::from_millis(100));
@@ -255,9 +292,9 @@ fn wait_for_links(ports: &[Port]) {
     for p in ports {
         let (up, speed) = p.link();
         if up {
-            eprintln!("dpdk-app: port {} link up, {speed} Mbit/s", p.id);
+            eprintln!("dpdk-app: port {} link up, {speed} Mbit/s", p.id());
         } else {
-            eprintln!("dpdk-app: port {} link DOWN (polling anyway)", p.id);
+            eprintln!("dpdk-app: port {} link DOWN (polling anyway)", p.id());
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The per-lcore poll loop, the statistics printer and the final report.
 //!
 //! Each polling lcore owns one RX/TX queue pair on every port (queue index = the lcore's
-//! index), so no queue is ever shared and the loop takes no lock. Counters are kept locally
-//! and published once per burst with relaxed stores into the lcore's own cache-aligned
-//! [`LcoreStats`]; the main lcore only reads them to print (l2fwd's arrangement).
+//! index): the [`Queue`] handles are moved into its loop, so no queue is ever shared and the
+//! loop takes no lock. Counters are kept locally and published once per burst with relaxed
+//! stores into the lcore's own cache-aligned [`LcoreStats`]; the main lcore only reads them to
+//! print (l2fwd's arrangement).
 
-use crate::dpdk::{Burst, Port, PortStats};
+use crate::dpdk::{Burst, PacketBuf, PortStats, Queue, StartedPort};
 use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
 use packet::datapath::{Action, handle_frame};
 use packet::echo::Responder;
@@ -13,13 +14,6 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A port and its responder (it answers with the port's MAC and addresses).
-#[derive(Debug)]
-pub struct PortCtx {
-    pub port: Port,
-    pub responder: Responder,
-}
 
 /// One lcore's counters, read by the main lcore.
 #[derive(Debug, Default)]
@@ -46,7 +40,9 @@ impl LcoreStats {
 /// What every lcore shares (read-only but for the stats and the stop flag).
 #[derive(Debug)]
 pub struct Shared {
-    pub ports: Vec<PortCtx>,
+    /// Per port (in the order of every lcore's queues): it answers with the port's MAC and
+    /// addresses.
+    pub responders: Vec<Responder>,
     pub action: Action,
     pub burst: usize,
     pub stop: Arc<AtomicBool>,
@@ -54,44 +50,36 @@ pub struct Shared {
     pub lcores: Vec<LcoreStats>,
 }
 
-/// The poll loop of polling lcore `index`, on queue `index` of every port. With `inline`
-/// (a single lcore), it also prints statistics and watches the deadline.
+/// The poll loop of polling lcore `index`, over its own `queues` (queue `index` of every
+/// port, in port order). With `inline` (a single lcore), it also prints statistics and
+/// watches the deadline.
 pub fn poll_loop(
     shared: &Shared,
     index: usize,
-    inline: Option<(&RefCell<Printer>, Option<Instant>)>,
+    mut queues: Vec<Queue<'_>>,
+    inline: Option<(&RefCell<Printer<'_>>, Option<Instant>)>,
 ) {
-    let queue = index as u16;
     let stats = &shared.lcores[index];
-    let mut rx = Burst::default();
-    let mut tx = Burst::default();
+    let mut rx = Burst::new();
+    let mut tx = Burst::new();
     let mut c = LoopCounters::default();
     let mut protocols = ProtocolCounters::default();
     let mut bursts: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
-        for ctx in &shared.ports {
-            let n = rx.rx(ctx.port, queue, shared.burst);
+        for (queue, responder) in queues.iter_mut().zip(&shared.responders) {
+            let n = queue.rx(&mut rx, shared.burst);
             if n == 0 {
                 continue;
             }
             c.rx += n as u64;
-            for i in 0..n {
-                if process(
-                    &mut rx,
-                    i,
-                    shared.action,
-                    &ctx.responder,
-                    &mut c,
-                    &mut protocols,
-                ) {
-                    rx.move_to(i, &mut tx);
-                }
-            }
+            // One pass: each packet is answered into `tx` or freed on the spot.
+            let overflow = rx.drain_into(&mut tx, |m| {
+                process(m, shared.action, responder, &mut c, &mut protocols)
+            });
             // Replies go back out of the port they came in on; what TX cannot take is freed.
-            let (sent, unsent) = tx.tx(ctx.port, queue);
+            let (sent, unsent) = queue.tx(&mut tx);
             c.tx += sent as u64;
-            c.tx_dropped += unsent as u64;
-            rx.free_all();
+            c.tx_dropped += (unsent + overflow) as u64;
             bursts += 1;
             stats.publish(&c, &protocols, bursts);
         }
@@ -106,31 +94,31 @@ pub fn poll_loop(
     stats.publish(&c, &protocols, 0);
 }
 
-/// Decides what to do with packet `i`; rewrites it in place when it is answered. Returns true
+/// Decides what to do with packet `m`; rewrites it in place when it is answered. Returns true
 /// when it is to be sent.
 #[inline]
-fn process(
-    rx: &mut Burst,
-    i: usize,
+fn process<P: PacketBuf>(
+    m: &mut P,
     action: Action,
     responder: &Responder,
     c: &mut LoopCounters,
     protocols: &mut ProtocolCounters,
 ) -> bool {
-    if action != Action::Drop && rx.is_multi_segment(i) {
+    if action != Action::Drop && m.is_multi_segment() {
         // Our mempool's buffers hold a full Ethernet frame; a chained mbuf is a jumbo frame
         // we do not handle.
         c.malformed += 1;
         return false;
     }
-    let Some(p) = rx.packet(i) else {
-        return false;
-    };
+    let p = m.packet();
     let len = p.len;
     match handle_frame(action, responder, p.buf, len, c, protocols) {
         Some(reply_len) => {
-            if reply_len != len {
-                rx.set_len(i, reply_len as u16);
+            // The reply was written inside `p.buf`, so it fits; `set_len` checks anyway (one
+            // compare, only when the length changed) and a refusal counts as a dropped reply.
+            if reply_len != len && !m.set_len(reply_len) {
+                c.tx_dropped += 1;
+                return false;
             }
             true
         }
@@ -140,7 +128,8 @@ fn process(
 
 /// Prints a line per lcore and per port every interval.
 #[derive(Debug)]
-pub struct Printer {
+pub struct Printer<'a> {
+    ports: &'a [StartedPort<'a>],
     interval: Duration,
     start: Instant,
     last_at: Instant,
@@ -148,14 +137,15 @@ pub struct Printer {
     last_ports: Vec<PortStats>,
 }
 
-impl Printer {
-    pub fn new(shared: &Shared, interval: Duration) -> Printer {
+impl<'a> Printer<'a> {
+    pub fn new(shared: &Shared, ports: &'a [StartedPort<'a>], interval: Duration) -> Printer<'a> {
         Printer {
+            ports,
             interval,
             start: Instant::now(),
             last_at: Instant::now(),
             last: shared.lcores.iter().map(|l| l.counts()).collect(),
-            last_ports: shared.ports.iter().map(|p| p.port.stats()).collect(),
+            last_ports: ports.iter().map(|p| p.stats()).collect(),
         }
     }
 
@@ -177,13 +167,13 @@ impl Printer {
             );
             self.last[i] = now;
         }
-        for (i, ctx) in shared.ports.iter().enumerate() {
-            let s = ctx.port.stats();
+        for (i, port) in self.ports.iter().enumerate() {
+            let s = port.stats();
             let prev = self.last_ports[i];
             println!(
                 "{t:>6.1}s port {}  ipackets {} opackets {} imissed {} ierrors {} oerrors {} \
                  rx_nombuf {} (+{} / +{} this interval)",
-                ctx.port.id,
+                port.id(),
                 s.ipackets,
                 s.opackets,
                 s.imissed,
@@ -205,12 +195,12 @@ pub struct Report {
     pub total: LoopCounters,
     pub lcores: Vec<LoopCounters>,
     pub protocols: ProtocolCounters,
-    pub ports: Vec<(Port, String, PortStats)>,
+    pub ports: Vec<(u16, String, PortStats)>,
     pub seconds: f64,
 }
 
 impl Report {
-    pub fn collect(shared: &Shared, ports: &[(Port, String, PortStats)], seconds: f64) -> Report {
+    pub fn collect(shared: &Shared, ports: &[(u16, String, PortStats)], seconds: f64) -> Report {
         let lcores: Vec<LoopCounters> = shared.lcores.iter().map(|l| l.counts()).collect();
         let mut total = LoopCounters::default();
         let mut protocols = ProtocolCounters::default();
@@ -269,7 +259,7 @@ impl Report {
             .iter()
             .map(|(p, name, s)| {
                 serde_json::json!({
-                    "port": p.id, "name": name,
+                    "port": p, "name": name,
                     "ipackets": s.ipackets, "opackets": s.opackets,
                     "ibytes": s.ibytes, "obytes": s.obytes, "imissed": s.imissed,
                     "ierrors": s.ierrors, "oerrors": s.oerrors, "rx_nombuf": s.rx_nombuf,
@@ -287,5 +277,107 @@ impl Report {
             "ports": ports,
         })
         .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The per-packet step on heap buffers (no EAL): what is answered, what is refused.
+    use super::*;
+    use crate::dpdk::Packet;
+    use packet::fixtures::*;
+
+    struct HeapBuf {
+        data: Vec<u8>,
+        len: usize,
+        chained: bool,
+        refuse_set_len: bool,
+    }
+
+    impl PacketBuf for HeapBuf {
+        fn packet(&mut self) -> Packet<'_> {
+            Packet {
+                buf: &mut self.data,
+                len: self.len,
+            }
+        }
+        fn is_multi_segment(&self) -> bool {
+            self.chained
+        }
+        fn set_len(&mut self, len: usize) -> bool {
+            if self.refuse_set_len || self.chained || len > self.data.len() {
+                return false;
+            }
+            self.len = len;
+            true
+        }
+    }
+
+    fn heap(frame: &[u8]) -> HeapBuf {
+        let mut data = frame.to_vec();
+        data.resize(2048, 0);
+        HeapBuf {
+            data,
+            len: frame.len(),
+            chained: false,
+            refuse_set_len: false,
+        }
+    }
+
+    fn responder() -> Responder {
+        let mut r = Responder::new();
+        r.set_echo_ports(packet::echo::PortSet::from_list("7").unwrap());
+        r.set_local_mac(LOCAL_MAC);
+        r.add_ipv4(LOCAL_IPV4).unwrap();
+        r.add_ipv6(LOCAL_IPV6).unwrap();
+        r
+    }
+
+    fn run(m: &mut HeapBuf, action: Action) -> (bool, LoopCounters) {
+        let mut c = LoopCounters::default();
+        let mut p = ProtocolCounters::default();
+        let keep = process(m, action, &responder(), &mut c, &mut p);
+        (keep, c)
+    }
+
+    #[test]
+    fn an_echo_request_is_answered_in_place() {
+        let mut m = heap(&UDP4_ECHO_REQUEST);
+        let (keep, c) = run(&mut m, Action::Echo);
+        assert!(keep);
+        assert_eq!(c.echoed, 1);
+        assert_eq!(&m.data[..m.len], &UDP4_ECHO_REPLY[..]);
+    }
+
+    #[test]
+    fn a_chained_buffer_is_malformed_and_not_sent() {
+        let mut m = heap(&UDP4_ECHO_REQUEST);
+        m.chained = true;
+        let (keep, c) = run(&mut m, Action::Echo);
+        assert!(!keep);
+        assert_eq!((c.malformed, c.echoed), (1, 0));
+        // With `drop`, nothing is looked at.
+        let (keep, c) = run(&mut m, Action::Drop);
+        assert!(!keep);
+        assert_eq!((c.dropped, c.malformed), (1, 0));
+    }
+
+    #[test]
+    fn a_reply_whose_length_cannot_be_set_is_dropped_and_counted() {
+        // A neighbour solicitation with 30 bytes of trailing padding: the advertisement is
+        // 86 bytes, so the length changes.
+        let mut frame = NEIGHBOR_SOLICITATION.to_vec();
+        frame.resize(frame.len() + 30, 0);
+        let mut m = heap(&frame);
+        let (keep, c) = run(&mut m, Action::Echo);
+        assert!(keep, "{c:?}");
+        assert_eq!(&m.data[..m.len], &NEIGHBOR_ADVERTISEMENT[..]);
+
+        let mut m = heap(&frame);
+        m.refuse_set_len = true;
+        let (keep, c) = run(&mut m, Action::Echo);
+        assert!(!keep);
+        // Counted once as answered and once as a reply not sent: tx + dropped == echoed.
+        assert_eq!((c.echoed, c.tx_dropped), (1, 1));
     }
 }

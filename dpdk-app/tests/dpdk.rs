@@ -1,7 +1,9 @@
 //! Integration tests of `dpdk-app` on DPDK's virtual devices: net_af_packet and net_af_xdp over
 //! a veth pair whose DUT end has no kernel address (the app answers ARP and neighbour
 //! discovery itself), net_null without any veth, with --no-huge and with real hugepages, with
-//! one and two lcores. They need root and fail with a clear message without it.
+//! one lcore, two lcores, and two polling lcores on two queues of one port; and the error
+//! paths, which must stop what started and leave no runtime files. They need root and fail
+//! with a clear message without it.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,35 +29,57 @@ fn testbed() -> Testbed {
 
 static PREFIX: AtomicU32 = AtomicU32::new(0);
 
-/// EAL arguments that keep concurrent DPDK processes apart.
-fn eal_common(lcores: &str, huge: bool) -> Vec<String> {
+/// EAL's runtime directory for a file prefix.
+fn runtime_dir(prefix: &str) -> std::path::PathBuf {
+    std::path::Path::new("/var/run/dpdk").join(prefix)
+}
+
+/// EAL arguments that keep concurrent DPDK processes apart, and the guard of their file
+/// prefix: the app removes its runtime directory itself, but when EAL initialisation fails
+/// (some tests make it fail) DPDK leaves it behind, so the guard removes it after the test.
+struct EalArgs {
+    args: Vec<String>,
+    prefix: String,
+}
+
+impl Drop for EalArgs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(runtime_dir(&self.prefix));
+    }
+}
+
+/// `lcores` goes to `-l`, or to `--lcores` when it holds an `@` (lcore-to-CPU mapping).
+fn eal_common(lcores: &str, huge: bool) -> EalArgs {
     let prefix = format!(
         "kbpt{}x{}",
         std::process::id(),
         PREFIX.fetch_add(1, Ordering::Relaxed)
     );
-    let mut v: Vec<String> = vec![
-        "-l".into(),
-        lcores.into(),
+    let mut v: Vec<String> = if lcores.contains('@') {
+        vec![format!("--lcores={lcores}")]
+    } else {
+        vec!["-l".into(), lcores.into()]
+    };
+    v.extend([
         "--no-pci".into(),
         "--file-prefix".into(),
-        prefix,
+        prefix.clone(),
         "--log-level".into(),
         "lib.eal:error".into(),
-    ];
+    ]);
     if !huge {
         v.extend(["--no-huge".into(), "-m".into(), "256".into()]);
     }
-    v
+    EalArgs { args: v, prefix }
 }
 
-fn spawn_app(tb: Option<&Testbed>, eal: Vec<String>, app: &[&str]) -> Child {
+fn spawn_app(tb: Option<&Testbed>, eal: &EalArgs, app: &[&str]) -> Child {
     let bin = env!("CARGO_BIN_EXE_dpdk-app");
     let mut c = match tb {
         Some(tb) => tb.in_dut(bin),
         None => Command::new(bin),
     };
-    c.args(eal)
+    c.args(&eal.args)
         .arg("--")
         .args(app)
         .stdin(Stdio::null())
@@ -113,12 +137,12 @@ fn echo_over(vdev: &str, lcores: &str, huge_dir: Option<&str>, max_in_use: u64) 
     let tb = testbed();
     let mut eal = eal_common(lcores, huge_dir.is_some());
     if let Some(dir) = huge_dir {
-        eal.extend(["--huge-dir".into(), dir.into()]);
+        eal.args.extend(["--huge-dir".into(), dir.into()]);
     }
-    eal.extend(["--vdev".into(), vdev.into()]);
+    eal.args.extend(["--vdev".into(), vdev.into()]);
     let mut app = spawn_app(
         Some(&tb),
-        eal,
+        &eal,
         &[
             "--ip",
             DUT_IPV4,
@@ -178,6 +202,10 @@ fn echo_over(vdev: &str, lcores: &str, huge_dir: Option<&str>, max_in_use: u64) 
     assert!(
         in_use <= max_in_use,
         "{vdev}: {in_use} mbufs not returned: {stderr}"
+    );
+    assert!(
+        !runtime_dir(&eal.prefix).exists(),
+        "{vdev}: the runtime directory is left behind"
     );
 }
 
@@ -244,10 +272,10 @@ fn af_packet_with_hugepages() {
 fn net_null_counts_without_any_veth() {
     require_root();
     let mut eal = eal_common("0", false);
-    eal.extend(["--vdev".into(), "net_null0".into()]);
+    eal.args.extend(["--vdev".into(), "net_null0".into()]);
     let out = spawn_app(
         None,
-        eal,
+        &eal,
         &["--action", "count", "--duration", "1", "--json"],
     )
     .wait_with_output()
@@ -276,8 +304,9 @@ fn net_null_counts_without_any_veth() {
 fn eal_and_argument_errors_are_clear() {
     require_root();
     let mut eal = eal_common("0", false);
-    eal.extend(["--vdev".into(), "net_nosuchdriver0".into()]);
-    let out = spawn_app(None, eal, &["--duration", "1"])
+    eal.args
+        .extend(["--vdev".into(), "net_nosuchdriver0".into()]);
+    let out = spawn_app(None, &eal, &["--duration", "1"])
         .wait_with_output()
         .unwrap();
     assert!(!out.status.success());
@@ -288,17 +317,178 @@ fn eal_and_argument_errors_are_clear() {
     );
 
     // No port at all.
-    let out = spawn_app(None, eal_common("0", false), &["--duration", "1"])
+    let eal = eal_common("0", false);
+    let out = spawn_app(None, &eal, &["--duration", "1"])
         .wait_with_output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no ports") && err.contains("--vdev"), "{err}");
+    assert!(!runtime_dir(&eal.prefix).exists(), "runtime directory left");
 
     // A bad option of ours is reported before EAL starts.
-    let out = spawn_app(None, eal_common("0", false), &["--echo-ports", "0"])
+    let out = spawn_app(None, &eal_common("0", false), &["--echo-ports", "0"])
         .wait_with_output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--echo-ports"));
+}
+
+/// Two polling lcores on two queues of one port. `net_af_packet` with `qpairs=2` opens one
+/// AF_PACKET socket per queue in a `PACKET_FANOUT_HASH` group: the kernel spreads flows over
+/// the queues by their flow hash, which is the RSS of this port (DPDK's `mq_mode` RSS applies
+/// to ports that report RSS offloads; this one reports none, the spreading is the kernel's).
+///
+/// Why not `net_af_xdp,queue_count=2` on a two-queue veth: DPDK 22.11's af_xdp PMD sizes
+/// its queues from ethtool's *combined* channel count, and veth reports separate RX/TX
+/// channels (combined 0), so the PMD refuses more than one queue ("Specified queue count 2 is
+/// larger than combined queue count 1"). The veth still gets two queues here, as a real NIC
+/// would have; the fan-out does not depend on them.
+///
+/// The client opens one UDP socket per flow (64 source ports), so the flow hashes differ;
+/// the chance that all 64 land on one queue is 2^-63. Every request must come back, each
+/// lcore must have received and answered a share, and the per-lcore counters must sum to the
+/// totals (and to the port's own counters).
+#[test]
+fn two_lcores_share_the_flows_of_one_two_queue_port() {
+    require_root();
+    let tb = Testbed::new(&Options {
+        queues: 2,
+        dut_addresses: false,
+        ..Options::default()
+    })
+    .expect("testbed");
+    // Main lcore 0 (it sleeps and prints) and two polling workers, on the two CPUs.
+    let mut eal = eal_common("0@0,1@1,2@0", false);
+    eal.args.extend([
+        "--vdev".into(),
+        format!("net_af_packet0,iface={DUT_IF},qpairs=2"),
+    ]);
+    let mut app = spawn_app(
+        Some(&tb),
+        &eal,
+        &[
+            "--ip",
+            DUT_IPV4,
+            "--duration",
+            "10",
+            "--interval",
+            "100",
+            "--json",
+        ],
+    );
+    wait_started(&mut app);
+    const FLOWS: u32 = 64;
+    const ROUNDS: u32 = 4;
+    let out = tb.peer_python(&format!(
+        "import socket\n\
+         socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({FLOWS})]\n\
+         for s in socks:\n\
+         \x20   s.bind(('0.0.0.0', 0)); s.settimeout(2)\n\
+         ok = 0; sent = 0\n\
+         for r in range({ROUNDS}):\n\
+         \x20   for i, s in enumerate(socks):\n\
+         \x20       p = b'flow %d round %d' % (i, r); sent += 1\n\
+         \x20       s.sendto(p, ('{DUT_IPV4}', 7))\n\
+         \x20       try:\n\
+         \x20           d, a = s.recvfrom(2048); ok += (d == p and a[1] == 7)\n\
+         \x20       except socket.timeout: pass\n\
+         print(ok, sent)\n"
+    ));
+    let counts: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let requests = u64::from(FLOWS * ROUNDS);
+    assert_eq!(counts, [requests, requests], "every request echoed: {out}");
+    let _ = Command::new("kill")
+        .args(["-INT", &app.id().to_string()])
+        .status();
+    let out = app.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(
+        stderr.contains("2 queue(s)") && stderr.contains("2 polling lcore(s)"),
+        "{stderr}"
+    );
+    let v = json_of(&out);
+    let lcores = v["lcores"].as_array().expect("lcores");
+    assert_eq!(lcores.len(), 2, "{v}");
+    eprintln!(
+        "per-lcore rx: {:?}",
+        lcores.iter().map(|l| n(l, "/rx")).collect::<Vec<_>>()
+    );
+    for (i, l) in lcores.iter().enumerate() {
+        // Each lcore answered UDP of its own flows (ARP may have gone to either).
+        assert!(
+            n(l, "/rx") > 0 && n(l, "/echoed") > 0 && n(l, "/tx") > 0,
+            "lcore {i} got no share of the {FLOWS} flows: {v}"
+        );
+    }
+    for field in ["rx", "tx", "echoed", "dropped", "malformed", "not_for_us"] {
+        let sum: u64 = lcores.iter().map(|l| n(l, &format!("/{field}"))).sum();
+        assert_eq!(sum, n(&v, &format!("/{field}")), "{field} summed: {v}");
+    }
+    // The UDP requests plus at least one ARP reply; every answer sent.
+    assert!(n(&v, "/echoed") > requests, "{v}");
+    assert_eq!(n(&v, "/tx"), n(&v, "/echoed"), "{v}");
+    assert_eq!(n(&v, "/ports/0/ipackets"), n(&v, "/rx"), "{v}");
+    assert_eq!(n(&v, "/ports/0/opackets"), n(&v, "/tx"), "{v}");
+    assert!(stderr.contains("mbufs still in use: 0"), "{stderr}");
+    assert!(!runtime_dir(&eal.prefix).exists(), "runtime directory left");
+}
+
+/// An error after a port started: port 0 (net_af_xdp, whose fill ring holds 2048 mbufs of the
+/// pool from start on) starts; port 1 (net_af_xdp on the same interface queue, which the
+/// kernel gives to one AF_XDP socket only) fails to set up its RX queue. The app must stop and
+/// close port 0 before it frees the pool and cleans EAL up: a clear message, exit status 1
+/// (not a signal), no XDP program left on the interface, and no runtime files left.
+#[test]
+fn an_error_after_a_port_started_stops_it_first() {
+    let tb = testbed();
+    let mut eal = eal_common("0", false);
+    for port in 0..2 {
+        eal.args.extend([
+            "--vdev".into(),
+            format!("net_af_xdp{port},iface={DUT_IF},start_queue=0,queue_count=1"),
+        ]);
+    }
+    let out = spawn_app(Some(&tb), &eal, &["--duration", "5"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit {:?}: {err}", out.status);
+    assert!(
+        err.contains("port 0 (net_af_xdp0)") && err.contains("started: 1 queue(s)"),
+        "port 0 started first: {err}"
+    );
+    assert!(
+        err.contains("error: port 1 RX queue 0: setup failed"),
+        "{err}"
+    );
+    assert!(
+        !tb.dut_xdp_attached().unwrap(),
+        "the started port's XDP program is left attached"
+    );
+    assert!(!runtime_dir(&eal.prefix).exists(), "runtime directory left");
+}
+
+/// More `--ip` addresses of a family than the responder holds: reported before EAL starts
+/// (so before any port), with what to do.
+#[test]
+fn too_many_addresses_are_refused_before_eal_starts() {
+    require_root();
+    let ips: Vec<String> = (1..=17).map(|i| format!("198.18.1.{i}")).collect();
+    let mut app: Vec<&str> = Vec::new();
+    for ip in &ips {
+        app.extend(["--ip", ip]);
+    }
+    let mut eal = eal_common("0", false);
+    eal.args.extend(["--vdev".into(), "net_null0".into()]);
+    let out = spawn_app(None, &eal, &app).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit {:?}: {err}", out.status);
+    assert!(
+        err.contains("--ip 198.18.1.17") && err.contains("at most 16"),
+        "{err}"
+    );
+    assert!(!err.contains("started"), "no port may start: {err}");
+    assert!(!runtime_dir(&eal.prefix).exists(), "EAL never ran: {err}");
 }

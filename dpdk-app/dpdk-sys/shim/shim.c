@@ -46,10 +46,14 @@ uint16_t shim_pktmbuf_tailroom(const struct rte_mbuf *m)
 	return rte_pktmbuf_tailroom(m);
 }
 
-void shim_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len)
+int shim_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len)
 {
+	/* Only a single segment, and only within its data room (data_len + tailroom). */
+	if (m->nb_segs != 1 || len > m->buf_len - m->data_off)
+		return -1;
 	m->data_len = len;
 	m->pkt_len = len;
+	return 0;
 }
 
 uint16_t shim_pktmbuf_nb_segs(const struct rte_mbuf *m)

@@ -25,8 +25,9 @@ uint8_t *shim_pktmbuf_data(struct rte_mbuf *m);
 uint16_t shim_pktmbuf_data_len(const struct rte_mbuf *m);
 /* Bytes the data may grow by at its end (rte_pktmbuf_tailroom). */
 uint16_t shim_pktmbuf_tailroom(const struct rte_mbuf *m);
-/* Sets data_len and pkt_len of a single-segment mbuf. */
-void shim_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len);
+/* Sets data_len and pkt_len of a single-segment mbuf. Returns -1 and changes nothing when the
+ * mbuf is chained or `len` exceeds its data room (buf_len - data_off), 0 otherwise. */
+int shim_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len);
 uint16_t shim_pktmbuf_nb_segs(const struct rte_mbuf *m);
 unsigned shim_lcore_id(void);
 int shim_errno(void);
