@@ -72,6 +72,10 @@ struct Cli {
     /// On exit, print the counters as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Finish unfinished UDP checksums (only the pseudo-header sum, left by a sender with
+    /// checksum offload, e.g. a veth peer with `tx` on) in echo replies, as the kernel would.
+    #[arg(long)]
+    complete_checksums: bool,
 }
 
 fn main() {
@@ -114,6 +118,7 @@ fn run() -> Result<()> {
     // The ports' responder, but for their MACs: --ip errors show before EAL starts.
     let mut template = Responder::new();
     template.set_echo_ports(echo_ports);
+    template.set_complete_partial_checksums(cli.complete_checksums);
     for ip in &cli.ips {
         match ip {
             IpAddr::V4(a) => template.add_ipv4(a.octets()),
@@ -212,7 +217,12 @@ fn run() -> Result<()> {
     let start = Instant::now();
     let interval = Duration::from_secs_f64(cli.interval);
     let deadline = cli.duration.map(|d| start + Duration::from_secs_f64(d));
-    let printer = std::cell::RefCell::new(worker::Printer::new(&shared, &started, interval));
+    let printer = std::cell::RefCell::new(worker::Printer::new(
+        &shared,
+        &started,
+        interval,
+        !cli.complete_checksums,
+    ));
 
     if workers == 0 {
         // One lcore: the main lcore polls and prints between bursts.

@@ -135,10 +135,19 @@ pub struct Printer<'a> {
     last_at: Instant,
     last: Vec<LoopCounters>,
     last_ports: Vec<PortStats>,
+    /// Each port's link state at the last look, to report changes at once.
+    links: Vec<bool>,
+    /// Whether to explain unfinished checksums (once), when the app does not complete them.
+    hint_checksums: bool,
 }
 
 impl<'a> Printer<'a> {
-    pub fn new(shared: &Shared, ports: &'a [StartedPort<'a>], interval: Duration) -> Printer<'a> {
+    pub fn new(
+        shared: &Shared,
+        ports: &'a [StartedPort<'a>],
+        interval: Duration,
+        hint_checksums: bool,
+    ) -> Printer<'a> {
         Printer {
             ports,
             interval,
@@ -146,10 +155,49 @@ impl<'a> Printer<'a> {
             last_at: Instant::now(),
             last: shared.lcores.iter().map(|l| l.counts()).collect(),
             last_ports: ports.iter().map(|p| p.stats()).collect(),
+            links: ports.iter().map(|p| p.link().0).collect(),
+            hint_checksums,
         }
     }
 
+    /// Reports link changes and unfinished checksums at once, and the statistics every
+    /// interval. Called by the main lcore between bursts or between sleeps.
     pub fn maybe_print(&mut self, shared: &Shared) {
+        // The link state, as l2fwd's link check reads it (no waiting): a port that goes down
+        // is reported, and polled on; it resumes by itself when the link returns.
+        for (port, was_up) in self.ports.iter().zip(self.links.iter_mut()) {
+            let (up, speed) = port.link();
+            if up != *was_up {
+                if up {
+                    eprintln!("dpdk-app: port {} link up again, {speed} Mbit/s", port.id());
+                } else {
+                    eprintln!(
+                        "dpdk-app: port {} link down: no traffic until it comes back (polling \
+                         on)",
+                        port.id()
+                    );
+                }
+                *was_up = up;
+            }
+        }
+        if self.hint_checksums {
+            let partial: u64 = shared
+                .lcores
+                .iter()
+                .map(|l| l.counts().checksum_partial)
+                .sum();
+            if partial > 0 {
+                let ports: Vec<String> = self.ports.iter().map(|p| p.id().to_string()).collect();
+                eprintln!(
+                    "dpdk-app: {}",
+                    packet::echo::partial_checksum_hint(
+                        &format!("port {}", ports.join(", ")),
+                        partial
+                    )
+                );
+                self.hint_checksums = false;
+            }
+        }
         if self.last_at.elapsed() < self.interval {
             return;
         }
@@ -221,7 +269,7 @@ impl Report {
         let t = &self.total;
         format!(
             "rx {} tx {} echoed {} reflected {} counted {} dropped {} (tx full {}) malformed {} \
-             not-for-us {} in {:.1} s",
+             not-for-us {} checksum-partial {} in {:.1} s",
             t.rx,
             t.tx,
             t.echoed,
@@ -231,6 +279,7 @@ impl Report {
             t.tx_dropped,
             t.malformed,
             t.not_for_us,
+            t.checksum_partial,
             self.seconds
         )
     }
@@ -250,7 +299,7 @@ impl Report {
                     "lcore": i, "rx": c.rx, "tx": c.tx, "echoed": c.echoed,
                     "reflected": c.reflected, "counted": c.counted,
                     "dropped": c.dropped + c.tx_dropped, "malformed": c.malformed,
-                    "not_for_us": c.not_for_us,
+                    "not_for_us": c.not_for_us, "checksum_partial": c.checksum_partial,
                 })
             })
             .collect();
@@ -272,6 +321,7 @@ impl Report {
             "rx": t.rx, "tx": t.tx, "echoed": t.echoed, "reflected": t.reflected,
             "counted": t.counted, "dropped": t.dropped + t.tx_dropped,
             "tx_dropped": t.tx_dropped, "malformed": t.malformed, "not_for_us": t.not_for_us,
+            "checksum_partial": t.checksum_partial,
             "protocols": proto,
             "lcores": lcores,
             "ports": ports,

@@ -492,3 +492,84 @@ fn too_many_addresses_are_refused_before_eal_starts() {
     assert!(!err.contains("started"), "no port may start: {err}");
     assert!(!runtime_dir(&eal.prefix).exists(), "EAL never ran: {err}");
 }
+
+/// A UDP client whose veth leaves checksums to the "NIC" (offload on, the veth default): the
+/// app counts such requests, explains once, and `--complete-checksums` finishes them so the
+/// client gets every echo; without it, the client's stack drops the unfinished echoes.
+#[test]
+fn unfinished_checksums_are_counted_explained_and_completed_on_request() {
+    const SENT: u32 = 10;
+    let client = format!(
+        "import socket\n\
+         s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.3)\n\
+         got=0\n\
+         for i in range({SENT}):\n\
+         \x20   p = b'offload %d' % i\n\
+         \x20   s.sendto(p, ('{DUT_IPV4}', 7))\n\
+         \x20   try: got += s.recvfrom(2048)[0] == p\n\
+         \x20   except socket.timeout: pass\n\
+         print(got)\n"
+    );
+    for complete in [false, true] {
+        require_root();
+        let tb = Testbed::new(&Options {
+            dut_addresses: false,
+            peer_checksum_offload: true,
+            ..Options::default()
+        })
+        .expect("testbed");
+        let mut eal = eal_common("0", false);
+        eal.args
+            .extend(["--vdev".into(), format!("net_af_packet0,iface={DUT_IF}")]);
+        let mut args = vec!["--ip", DUT_IPV4, "--duration", "7", "--json"];
+        if complete {
+            args.push("--complete-checksums");
+        }
+        let mut app = spawn_app(Some(&tb), &eal, &args);
+        wait_started(&mut app);
+        // The first datagram waits for ARP, which the app answers.
+        let got: u32 = tb.peer_python(&client).trim().parse().unwrap();
+        let out = app.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let v = json_of(&out);
+        assert!(n(&v, "/checksum_partial") >= u64::from(SENT - 1), "{v}");
+        if complete {
+            assert!(
+                got >= SENT - 1,
+                "echoes arrive with finished checksums: {got}"
+            );
+            assert!(!err.contains("unfinished checksum"), "{err}");
+        } else {
+            assert_eq!(got, 0, "the client's stack drops unfinished echoes");
+            assert_eq!(
+                err.matches("carry an unfinished checksum").count(),
+                1,
+                "the hint is printed once: {err}"
+            );
+        }
+    }
+}
+
+/// The link of a port goes down and comes back: both are reported at once, the app polls on,
+/// and it exits cleanly. net_tap reports its interface's state (net_af_packet always reports
+/// "up", so a veth flap is invisible through it); the tap lives in the testbed's namespace.
+#[test]
+fn a_link_flap_is_reported_and_polling_goes_on() {
+    let tb = testbed();
+    let mut eal = eal_common("0", false);
+    eal.args
+        .extend(["--vdev".into(), "net_tap0,iface=kbptap0".into()]);
+    let mut app = spawn_app(Some(&tb), &eal, &["--duration", "5", "--json"]);
+    wait_started(&mut app);
+    tb.ip_dut(&["link", "set", "kbptap0", "down"]).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    tb.ip_dut(&["link", "set", "kbptap0", "up"]).unwrap();
+    let out = app.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let down = err.find("port 0 link down").expect("link down reported");
+    let up = err.find("port 0 link up again").expect("link up reported");
+    assert!(down < up, "{err}");
+    json_of(&out);
+}
