@@ -222,6 +222,7 @@ fn run() -> Result<()> {
         &started,
         interval,
         !cli.complete_checksums,
+        vdev_interfaces(&eal_args),
     ));
 
     if workers == 0 {
@@ -250,6 +251,7 @@ fn run() -> Result<()> {
             }
         })?;
     }
+    let gone = printer.borrow_mut().gone.take();
     drop(printer);
 
     let seconds = start.elapsed().as_secs_f64();
@@ -274,7 +276,30 @@ fn run() -> Result<()> {
     drop(shared);
     drop(pool);
     drop(eal);
-    Ok(())
+    match gone {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
+}
+
+/// The kernel interfaces behind virtual devices (`--vdev net_af_packet0,iface=dut0`): EAL's
+/// arguments name them, and nothing else tells the app when one goes away.
+fn vdev_interfaces(eal_args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = eal_args.iter();
+    while let Some(a) = args.next() {
+        let spec = match a.strip_prefix("--vdev=") {
+            Some(spec) => Some(spec),
+            None if a == "--vdev" => args.next().map(String::as_str),
+            None => None,
+        };
+        for kv in spec.into_iter().flat_map(|s| s.split(',')) {
+            if let Some(name) = kv.strip_prefix("iface=") {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// Sets the stop flag when dropped (also on unwinding).
@@ -306,5 +331,30 @@ fn wait_for_links(ports: &[StartedPort<'_>]) {
         } else {
             eprintln!("dpdk-app: port {} link DOWN (polling anyway)", p.id());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vdev_interfaces;
+
+    #[test]
+    fn the_interfaces_behind_vdevs() {
+        let args: Vec<String> = [
+            "dpdk-app",
+            "-l",
+            "0",
+            "--vdev",
+            "net_af_packet0,iface=dut0,qpairs=2",
+            "--vdev=net_af_xdp0,iface=eth1,start_queue=0",
+            "--vdev",
+            "net_null0",
+            "--no-pci",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(vdev_interfaces(&args), ["dut0", "eth1"]);
+        assert!(vdev_interfaces(&["dpdk-app".into(), "--vdev".into()]).is_empty());
     }
 }

@@ -137,6 +137,12 @@ pub struct Printer<'a> {
     last_ports: Vec<PortStats>,
     /// Each port's link state at the last look, to report changes at once.
     links: Vec<bool>,
+    /// Kernel interfaces behind the ports (`iface=` of af_packet / af_xdp vdevs): a PMD does
+    /// not notice when one is deleted, so the printer looks for them.
+    interfaces: Vec<String>,
+    /// Why the app must stop with an error (an interface went away), once it must.
+    pub gone: Option<String>,
+    last_watch: Instant,
     /// Whether to explain unfinished checksums (once), when the app does not complete them.
     hint_checksums: bool,
 }
@@ -147,6 +153,7 @@ impl<'a> Printer<'a> {
         ports: &'a [StartedPort<'a>],
         interval: Duration,
         hint_checksums: bool,
+        interfaces: Vec<String>,
     ) -> Printer<'a> {
         Printer {
             ports,
@@ -156,13 +163,47 @@ impl<'a> Printer<'a> {
             last: shared.lcores.iter().map(|l| l.counts()).collect(),
             last_ports: ports.iter().map(|p| p.stats()).collect(),
             links: ports.iter().map(|p| p.link().0).collect(),
+            interfaces,
+            gone: None,
+            last_watch: Instant::now(),
             hint_checksums,
         }
+    }
+
+    /// An interface behind a port that no longer exists in this namespace (deleted, or moved
+    /// to another one).
+    fn missing_interface(&self) -> Option<&str> {
+        self.interfaces
+            .iter()
+            .find(|i| !std::path::Path::new("/sys/class/net").join(i).exists())
+            .map(String::as_str)
     }
 
     /// Reports link changes and unfinished checksums at once, and the statistics every
     /// interval. Called by the main lcore between bursts or between sleeps.
     pub fn maybe_print(&mut self, shared: &Shared) {
+        // Links and interfaces every 20 ms: with one lcore this runs between bursts.
+        if self.last_watch.elapsed() >= Duration::from_millis(20) {
+            self.last_watch = Instant::now();
+            self.watch(shared);
+        }
+        if self.last_at.elapsed() < self.interval {
+            return;
+        }
+        self.print(shared);
+    }
+
+    /// Reports link changes, a vanished interface (stopping the app) and unfinished
+    /// checksums.
+    fn watch(&mut self, shared: &Shared) {
+        if self.gone.is_none()
+            && let Some(iface) = self.missing_interface()
+        {
+            self.gone = Some(format!(
+                "interface {iface} went away (deleted, or moved to another network namespace)"
+            ));
+            shared.stop.store(true, Ordering::Relaxed);
+        }
         // The link state, as l2fwd's link check reads it (no waiting): a port that goes down
         // is reported, and polled on; it resumes by itself when the link returns.
         for (port, was_up) in self.ports.iter().zip(self.links.iter_mut()) {
@@ -198,9 +239,9 @@ impl<'a> Printer<'a> {
                 self.hint_checksums = false;
             }
         }
-        if self.last_at.elapsed() < self.interval {
-            return;
-        }
+    }
+
+    fn print(&mut self, shared: &Shared) {
         let secs = self.last_at.elapsed().as_secs_f64();
         let t = self.start.elapsed().as_secs_f64();
         for (i, l) in shared.lcores.iter().enumerate() {

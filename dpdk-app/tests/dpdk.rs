@@ -573,3 +573,40 @@ fn a_link_flap_is_reported_and_polling_goes_on() {
     assert!(down < up, "{err}");
     json_of(&out);
 }
+
+/// The veth behind a net_af_packet port is deleted under the app: the PMD does not notice,
+/// the app does (it watches the `iface=` of its vdevs), stops, and exits 1 within 2 s with the
+/// message, leaving no runtime files.
+#[test]
+fn the_interface_behind_a_port_going_away_stops_the_app() {
+    let tb = testbed();
+    let mut eal = eal_common("0", false);
+    eal.args
+        .extend(["--vdev".into(), format!("net_af_packet0,iface={DUT_IF}")]);
+    let mut app = spawn_app(Some(&tb), &eal, &["--duration", "30"]);
+    wait_started(&mut app);
+    tb.ip_dut(&["link", "del", DUT_IF]).unwrap();
+    let start = Instant::now();
+    while app.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = app.try_wait().unwrap().is_some();
+    if !stopped {
+        let _ = app.kill();
+    }
+    let out = app.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stopped,
+        "still running 2 s after its interface went away: {err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interface dut0 went away (deleted, or moved to another network namespace)"),
+        "{err}"
+    );
+    assert!(
+        !runtime_dir(&eal.prefix).exists(),
+        "runtime files left behind"
+    );
+}
