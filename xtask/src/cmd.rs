@@ -78,5 +78,10 @@ pub fn build_release(packages: &[&str]) -> Result<PathBuf> {
         args.extend(["-p", p]);
     }
     run(&mut cmd("cargo", args))?;
-    Ok(root().join("target/release"))
+    // Where cargo put them: `CARGO_TARGET_DIR` (relative to the workspace root) if set.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    };
+    Ok(target.join("release"))
 }

@@ -1,12 +1,16 @@
 //! `cargo xtask`: the project's orchestration.
 //!
 //! - `setup`: install everything the project needs on a fresh Debian 12 machine.
-//! - `test`: formatting, clippy, benchmarks (test mode), fuzzing, unit and integration tests.
+//! - `test`: formatting, clippy, benchmarks (test mode), fuzzing, a short soak, unit and
+//!   integration tests.
 //! - `demo`: the main job on a testbed it builds itself.
 //! - `bench`: every data path beside its reference; a report in target/bench.
+//! - `soak`: every data path under load for minutes, with reloads, link flaps and kill -9s;
+//!   checks for leaks and counters that do not add up.
 
 mod bench;
 mod demo;
+mod soak;
 mod test;
 mod udp_echo;
 
@@ -54,6 +58,20 @@ enum Command {
         #[arg(long)]
         seconds: f64,
     },
+    /// Run every data path under `xdp-user gen` load for a while, with SIGHUP reloads, link
+    /// flaps and kill -9 restarts at random moments; check that nothing leaks (XDP programs,
+    /// UMEM frames, DPDK runtime files, memory) and that the counters add up.
+    Soak {
+        /// Minutes in total, shared equally by the data paths.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+        /// Seed of the random moments (default: from the clock; the seed is printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Soak only these data paths (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<soak::DataPath>,
+    },
     /// Run the main job on a testbed of network namespaces it builds (and removes) itself.
     Demo {
         /// Run on this real interface instead of a testbed.
@@ -74,6 +92,15 @@ fn main() -> Result<()> {
         }),
         Command::Demo { iface } => demo::demo(iface.as_deref()),
         Command::Bench { quick } => bench::bench(&bench::BenchOptions { quick }),
+        Command::Soak {
+            minutes,
+            seed,
+            only,
+        } => soak::soak(&soak::SoakOptions {
+            seconds: minutes * 60.0,
+            seed,
+            paths: only,
+        }),
         Command::UdpEchoServer { addr, seconds } => udp_echo::serve(&addr, seconds),
     }
 }

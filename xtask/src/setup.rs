@@ -42,6 +42,8 @@ pub struct Status {
     pub missing_apt: Vec<String>,
     pub nightly: bool,
     pub rust_src: bool,
+    /// The nightly's Miri, which runs the pure-Rust DPDK bookkeeping tests.
+    pub miri: bool,
     pub bpf_linker: bool,
     pub cargo_fuzz: bool,
     pub llvm_major: Option<u32>,
@@ -52,6 +54,7 @@ impl Status {
         self.missing_apt.is_empty()
             && self.nightly
             && self.rust_src
+            && self.miri
             && self.bpf_linker
             && self.cargo_fuzz
     }
@@ -98,15 +101,18 @@ pub fn status() -> Status {
         wanted.push(format!("libpolly-{n}-dev"));
     }
     let missing_apt = wanted.into_iter().filter(|p| !apt_installed(p)).collect();
-    let rust_src = stdout_of(&mut cmd(
+    let installed = stdout_of(&mut cmd(
         "rustup",
         ["component", "list", "--toolchain", "nightly", "--installed"],
     ))
-    .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
+    .unwrap_or_default();
+    let rust_src = installed.lines().any(|l| l.starts_with("rust-src"));
+    let miri = installed.lines().any(|l| l.starts_with("miri"));
     Status {
         missing_apt,
         nightly: llvm_major.is_some(),
         rust_src,
+        miri,
         bpf_linker: llvm_major.is_some() && bpf_linker_llvm_major() == llvm_major,
         cargo_fuzz: succeeds(&mut cmd("cargo", ["fuzz", "--version"])),
         llvm_major,
@@ -178,6 +184,16 @@ pub fn setup(quiet_if_complete: bool) -> Result<()> {
         eprintln!("setup: nightly rust-src: present");
     }
 
+    if !st.miri {
+        run(&mut cmd(
+            "rustup",
+            ["component", "add", "miri", "--toolchain", "nightly"],
+        ))
+        .context("Miri for the nightly runs the DPDK burst tests under `cargo xtask test`")?;
+    } else {
+        eprintln!("setup: nightly miri: present");
+    }
+
     if !st.bpf_linker {
         eprintln!("setup: building bpf-linker against LLVM {llvm} (1-2 minutes)");
         let prefix = format!("/usr/lib/llvm-{llvm}");
@@ -217,10 +233,11 @@ pub fn setup(quiet_if_complete: bool) -> Result<()> {
     let st = status();
     if !st.complete() {
         bail!(
-            "setup finished but something is still missing (apt: {:?}, rust-src: {}, \
+            "setup finished but something is still missing (apt: {:?}, rust-src: {}, miri: {}, \
              bpf-linker: {}, cargo-fuzz: {})",
             st.missing_apt,
             st.rust_src,
+            st.miri,
             st.bpf_linker,
             st.cargo_fuzz
         );
