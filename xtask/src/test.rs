@@ -95,15 +95,12 @@ pub fn test(opts: &Options) -> Result<()> {
     // The DPDK burst bookkeeping and per-packet step, on heap buffers without EAL, under Miri:
     // undefined behaviour in the pure-Rust parts fails here.
     stage("miri (dpdk-app unit tests)", &mut || {
-        let mut c = cmd(
+        run(&mut cmd(
             "cargo",
             [
                 "+nightly", "miri", "test", "-p", "dpdk-app", "--bin", "dpdk-app",
             ],
-        );
-        // Miri's builds live apart from the ordinary ones.
-        c.env("CARGO_TARGET_DIR", root().join("target/miri"));
-        run(&mut c)
+        ))
     })?;
     stage(
         "benchmark smoke run (cargo xtask bench --quick)",
