@@ -137,9 +137,10 @@ pub struct Printer<'a> {
     last_ports: Vec<PortStats>,
     /// Each port's link state at the last look, to report changes at once.
     links: Vec<bool>,
-    /// Kernel interfaces behind the ports (`iface=` of af_packet / af_xdp vdevs): a PMD does
-    /// not notice when one is deleted, so the printer looks for them.
-    interfaces: Vec<String>,
+    /// Kernel interfaces behind the ports (`iface=` of af_packet / af_xdp vdevs), with their
+    /// `operstate` and MTU at the last look: a PMD does not notice when one is deleted, set
+    /// down (net_af_packet always reports "up") or given another MTU, so the printer does.
+    interfaces: Vec<(String, Option<(String, u32)>)>,
     /// Why the app must stop with an error (an interface went away), once it must.
     pub gone: Option<String>,
     last_watch: Instant,
@@ -163,20 +164,17 @@ impl<'a> Printer<'a> {
             last: shared.lcores.iter().map(|l| l.counts()).collect(),
             last_ports: ports.iter().map(|p| p.stats()).collect(),
             links: ports.iter().map(|p| p.link().0).collect(),
-            interfaces,
+            interfaces: interfaces
+                .into_iter()
+                .map(|i| {
+                    let state = interface_state(&i);
+                    (i, state)
+                })
+                .collect(),
             gone: None,
             last_watch: Instant::now(),
             hint_checksums,
         }
-    }
-
-    /// An interface behind a port that no longer exists in this namespace (deleted, or moved
-    /// to another one).
-    fn missing_interface(&self) -> Option<&str> {
-        self.interfaces
-            .iter()
-            .find(|i| !std::path::Path::new("/sys/class/net").join(i).exists())
-            .map(String::as_str)
     }
 
     /// Reports link changes and unfinished checksums at once, and the statistics every
@@ -196,13 +194,38 @@ impl<'a> Printer<'a> {
     /// Reports link changes, a vanished interface (stopping the app) and unfinished
     /// checksums.
     fn watch(&mut self, shared: &Shared) {
-        if self.gone.is_none()
-            && let Some(iface) = self.missing_interface()
-        {
-            self.gone = Some(format!(
-                "interface {iface} went away (deleted, or moved to another network namespace)"
-            ));
-            shared.stop.store(true, Ordering::Relaxed);
+        for (iface, last) in &mut self.interfaces {
+            let Some(now) = interface_state(iface) else {
+                if self.gone.is_none() {
+                    self.gone = Some(format!(
+                        "interface {iface} went away (deleted, or moved to another network \
+                         namespace)"
+                    ));
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+                continue;
+            };
+            if let Some((operstate, mtu)) = last.as_ref() {
+                let up = |s: &str| matches!(s, "up" | "unknown");
+                if up(operstate) != up(&now.0) {
+                    if up(&now.0) {
+                        eprintln!("dpdk-app: interface {iface}: link up again");
+                    } else {
+                        eprintln!(
+                            "dpdk-app: interface {iface}: link down (operstate {}): no traffic \
+                             until it comes back (polling on)",
+                            now.0
+                        );
+                    }
+                }
+                if *mtu != now.1 {
+                    eprintln!(
+                        "dpdk-app: interface {iface}: MTU changed from {mtu} to {}",
+                        now.1
+                    );
+                }
+            }
+            *last = Some(now);
         }
         // The link state, as l2fwd's link check reads it (no waiting): a port that goes down
         // is reported, and polled on; it resumes by itself when the link returns.
@@ -276,6 +299,18 @@ impl<'a> Printer<'a> {
         }
         self.last_at = Instant::now();
     }
+}
+
+/// An interface's `operstate` and MTU, from this namespace's sysfs; `None` when it does not
+/// exist here (deleted, or moved to another namespace).
+fn interface_state(iface: &str) -> Option<(String, u32)> {
+    let dir = std::path::Path::new("/sys/class/net").join(iface);
+    let operstate = std::fs::read_to_string(dir.join("operstate")).ok()?;
+    let mtu = std::fs::read_to_string(dir.join("mtu")).ok()?;
+    Some((
+        operstate.trim().to_string(),
+        mtu.trim().parse().unwrap_or(0),
+    ))
 }
 
 /// Totals at exit.

@@ -610,3 +610,36 @@ fn the_interface_behind_a_port_going_away_stops_the_app() {
         "runtime files left behind"
     );
 }
+
+/// net_af_packet always reports its link "up", so the app watches the kernel interface behind
+/// it: a flap of the veth (its peer set down and up) and an MTU change are reported at once,
+/// and the app polls on and exits cleanly.
+#[test]
+fn the_interface_behind_a_port_is_watched_for_flaps_and_mtu() {
+    let tb = testbed();
+    let mut eal = eal_common("0", false);
+    eal.args
+        .extend(["--vdev".into(), format!("net_af_packet0,iface={DUT_IF}")]);
+    let mut app = spawn_app(Some(&tb), &eal, &["--duration", "9", "--json"]);
+    wait_started(&mut app);
+    tb.ip_peer(&["link", "set", PEER_IF, "down"]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    tb.ip_peer(&["link", "set", PEER_IF, "up"]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    tb.ip_dut(&["link", "set", DUT_IF, "mtu", "2000"]).unwrap();
+    let out = app.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let down = err
+        .find("interface dut0: link down (operstate")
+        .unwrap_or_else(|| panic!("no link-down report: {err}"));
+    let up = err
+        .find("interface dut0: link up again")
+        .unwrap_or_else(|| panic!("no link-up report: {err}"));
+    assert!(down < up, "{err}");
+    assert!(
+        err.contains("interface dut0: MTU changed from 1500 to 2000"),
+        "{err}"
+    );
+    json_of(&out);
+}
