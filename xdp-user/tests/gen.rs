@@ -6,20 +6,11 @@ mod common;
 
 use common::*;
 use std::process::Stdio;
-use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, PEER_IF, Testbed};
+use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, PEER_IF, Testbed};
 
 /// Runs `xdp-user gen` from the peer to `dst` on the DUT's MAC, with `extra` arguments.
 fn gen_output(tb: &Testbed, dst: &str, extra: &[&str]) -> std::process::Output {
-    tb.in_peer(xdp_user())
-        .args([
-            "gen",
-            "--iface",
-            PEER_IF,
-            "--dst-mac",
-            DUT_MAC,
-            "--dst",
-            dst,
-        ])
+    tb.gen_from_peer(xdp_user(), dst)
         .args(extra)
         .output()
         .unwrap()

@@ -244,20 +244,8 @@ fn run_warns_when_the_mtu_outgrows_its_frames() {
 fn gen_exits_when_its_interface_is_deleted() {
     let tb = testbed();
     let mut generator = tb
-        .in_peer(xdp_user())
-        .args([
-            "gen",
-            "--iface",
-            PEER_IF,
-            "--dst-mac",
-            xtask::testbed::DUT_MAC,
-            "--dst",
-            xtask::testbed::DUT_IPV4,
-            "--rate",
-            "1000",
-            "--duration",
-            "30",
-        ])
+        .gen_from_peer(xdp_user(), xtask::testbed::DUT_IPV4)
+        .args(["--rate", "1000", "--duration", "30"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -489,15 +489,8 @@ fn dpdk_echo(
 /// arguments, and returns its JSON summary.
 fn gen_json(tb: &Testbed, xdp_user: &std::path::Path, extra: &[&str]) -> Result<serde_json::Value> {
     let out = tb
-        .in_peer(xdp_user.to_str().context("path")?)
-        .args([
-            "gen",
-            "--iface",
-            testbed::PEER_IF,
-            "--dst-mac",
-            testbed::DUT_MAC,
-        ])
-        .args(["--dst", DUT_IPV4, "--duration", "2", "--json"])
+        .gen_from_peer(xdp_user.to_str().context("path")?, DUT_IPV4)
+        .args(["--duration", "2", "--json"])
         .args(extra)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xtask::cmd::build_release;
-use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, Options, PEER_IF, Testbed};
+use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, Options, PEER_IF, Testbed};
 
 /// What `cargo xtask soak` does.
 #[derive(Clone, Debug)]
@@ -771,17 +771,10 @@ impl<'a> Soak<'a> {
         };
         // A bound of its own, in case this process dies without stopping it.
         let bound = format!("{:.0}", seconds + 120.0);
-        let mut c = self.tb.in_peer(path_str(&self.bins.xdp_user)?);
+        let mut c = self
+            .tb
+            .gen_from_peer(path_str(&self.bins.xdp_user)?, DUT_IPV4);
         c.args([
-            "gen",
-            "--iface",
-            PEER_IF,
-            "--dst-mac",
-            DUT_MAC,
-            "--dst",
-            DUT_IPV4,
-        ])
-        .args([
             "--dport", dport, "--rate", GEN_RATE, "--flows", "4", "--core", "0",
         ])
         .args(["--duration", &bound, "--json"]);

@@ -249,6 +249,22 @@ impl Testbed {
         c
     }
 
+    /// `xdp-user gen` in the peer namespace, sending from the peer's interface to the DUT's
+    /// MAC and `dst` (one of the DUT's addresses); the caller adds rate, count, duration...
+    pub fn gen_from_peer(&self, xdp_user: &str, dst: &str) -> Command {
+        let mut c = self.in_peer(xdp_user);
+        c.args([
+            "gen",
+            "--iface",
+            PEER_IF,
+            "--dst-mac",
+            DUT_MAC,
+            "--dst",
+            dst,
+        ]);
+        c
+    }
+
     /// A command that runs `program` inside the peer namespace.
     pub fn in_peer(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
