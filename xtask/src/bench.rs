@@ -387,26 +387,12 @@ fn path_str(p: &Path) -> Result<&str> {
 /// the XDP drop row), and the latency it measures through our AF_XDP echo at 100 kpps.
 fn generator_rows(bins: &Bins, seconds: f64, mpps_of: &[(Dut, f64)]) -> Result<Vec<Row>> {
     let xdp_user = path_str(&bins.xdp_user)?;
-    let gen_args = |extra: &[&str]| {
-        let mut v: Vec<String> = [
-            "gen",
-            "--iface",
-            PEER_IF,
-            "--dst-mac",
-            DUT_MAC,
-            "--dst",
-            xtask::testbed::DUT_IPV4,
-            "--core",
-            "0",
-            "--json",
-            "--duration",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.push(format!("{seconds}"));
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+    let secs = format!("{seconds}");
+    let generator = |tb: &Testbed, extra: &[&str]| {
+        let mut c = tb.gen_from_peer(xdp_user, xtask::testbed::DUT_IPV4);
+        c.args(["--core", "0", "--json", "--duration", &secs])
+            .args(extra);
+        c
     };
     let run_for = format!("{}", seconds + 3.0);
 
@@ -420,7 +406,7 @@ fn generator_rows(bins: &Bins, seconds: f64, mpps_of: &[(Dut, f64)]) -> Result<V
         &run_for,
     )?;
     std::thread::sleep(Duration::from_secs(2));
-    let g = tb.in_peer(xdp_user).args(gen_args(&[])).output()?;
+    let g = generator(&tb, &[]).output()?;
     let gv = last_json(&g)?;
     let arrived = last_json(&sink.wait_with_output()?)?
         .pointer("/actions/drop")
@@ -444,10 +430,7 @@ fn generator_rows(bins: &Bins, seconds: f64, mpps_of: &[(Dut, f64)]) -> Result<V
         &run_for,
     )?;
     std::thread::sleep(Duration::from_secs(2));
-    let l = tb
-        .in_peer(xdp_user)
-        .args(gen_args(&["--rate", "100000"]))
-        .output()?;
+    let l = generator(&tb, &["--rate", "100000"]).output()?;
     let lv = last_json(&l)?;
     let _ = echo.wait_with_output();
     let lat = |k: &str| lv["latency_us"][k].as_u64().unwrap_or(0);

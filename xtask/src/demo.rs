@@ -402,30 +402,11 @@ fn dpdk_echo(
         ..Options::default()
     })?;
     let prefix = format!("kbpdemo{}", std::process::id());
-    let vdev = format!("net_af_packet0,iface={DUT_IF}");
     // The app on CPU 1; the generator of the load test runs on CPU 0.
-    let app = spawn(tb.in_dut(dpdk_app.to_str().context("path")?).args([
-        "-l",
-        "1",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--file-prefix",
-        &prefix,
-        "--vdev",
-        &vdev,
-        "--",
-        "--ip",
-        DUT_IPV4,
-        "--ip",
-        DUT_IPV6,
-        "--duration",
-        "12",
-        "--interval",
-        "4",
-        "--json",
-    ]))?;
+    let app = spawn(
+        tb.dpdk_echo_on_dut(dpdk_app.to_str().context("path")?, &prefix)
+            .args(["--duration", "12", "--interval", "4", "--json"]),
+    )?;
     std::thread::sleep(Duration::from_millis(2500));
     let ping4 = tb.ping(false, PINGS);
     let ping6 = tb.ping(true, PINGS);

@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xtask::cmd::build_release;
-use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, Options, PEER_IF, Testbed};
+use xtask::testbed::{DUT_IF, DUT_IPV4, Options, PEER_IF, Testbed};
 
 /// What `cargo xtask soak` does.
 #[derive(Clone, Debug)]
@@ -880,20 +880,10 @@ impl<'a> Soak<'a> {
             DataPath::Dpdk => {
                 // As in the demo: one lcore on CPU 1, no hugepages, a veth end with no kernel
                 // address (the app answers ARP / neighbour discovery itself).
-                let mut c = self.tb.in_dut(path_str(&self.bins.dpdk_app)?);
-                c.args([
-                    "-l",
-                    "1",
-                    "--no-huge",
-                    "-m",
-                    "256",
-                    "--no-pci",
-                    "--file-prefix",
-                ])
-                .arg(self.dpdk_prefix(life))
-                .args(["--vdev", &format!("net_af_packet0,iface={DUT_IF}"), "--"])
-                .args(["--ip", DUT_IPV4, "--ip", DUT_IPV6])
-                .args(["--interval", "100", "--duration", &d, "--json"]);
+                let mut c = self
+                    .tb
+                    .dpdk_echo_on_dut(path_str(&self.bins.dpdk_app)?, &self.dpdk_prefix(life));
+                c.args(["--interval", "100", "--duration", &d, "--json"]);
                 c
             }
         })

@@ -265,6 +265,19 @@ impl Testbed {
         c
     }
 
+    /// `dpdk-app` on the DUT end as the demo and the soak run it: one lcore on CPU 1 (the
+    /// generator runs on CPU 0), no hugepages, `net_af_packet` on the DUT interface, answering
+    /// ARP, neighbour discovery and echo for the DUT's addresses (build the testbed with
+    /// `dut_addresses: false`). The caller adds the app's other options.
+    pub fn dpdk_echo_on_dut(&self, dpdk_app: &str, file_prefix: &str) -> Command {
+        let mut c = self.in_dut(dpdk_app);
+        c.args(["-l", "1", "--no-huge", "-m", "256", "--no-pci"])
+            .args(["--file-prefix", file_prefix])
+            .args(["--vdev", &format!("net_af_packet0,iface={DUT_IF}"), "--"])
+            .args(["--ip", DUT_IPV4, "--ip", DUT_IPV6]);
+        c
+    }
+
     /// A command that runs `program` inside the peer namespace.
     pub fn in_peer(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
