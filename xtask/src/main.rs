@@ -49,6 +49,10 @@ enum Command {
         /// A short run (one round of 3 s per device), for CI.
         #[arg(long)]
         quick: bool,
+        /// Only the rows whose name contains this text (repeatable), e.g. `--only testpmd
+        /// --only dpdk-app`; sections: "generator", "XDP program", "packet crate", "net_pcap".
+        #[arg(long)]
+        only: Vec<String>,
     },
     /// (Used by `bench`.) A kernel-stack UDP echo server: epoll + recvmmsg/sendmmsg.
     #[command(hide = true)]
@@ -91,7 +95,7 @@ fn main() -> Result<()> {
             diff_cases,
         }),
         Command::Demo { iface } => demo::demo(iface.as_deref()),
-        Command::Bench { quick } => bench::bench(&bench::BenchOptions { quick }),
+        Command::Bench { quick, only } => bench::bench(&bench::BenchOptions { quick, only }),
         Command::Soak {
             minutes,
             seed,

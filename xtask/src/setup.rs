@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     // Crafted frames in the filter tests (IPv4/IPv6 fragments, extension-header chains,
     // VLAN tags), sent from the peer namespace with scapy's `sendp`.
     "python3-scapy",
+    // The benchmark's references: xdp-filter beside our XDP program.
+    "xdp-tools",
 ];
 
 #[derive(Debug)]

@@ -104,7 +104,12 @@ pub fn test(opts: &Options) -> Result<()> {
     })?;
     stage(
         "benchmark smoke run (cargo xtask bench --quick)",
-        &mut || crate::bench::bench(&crate::bench::BenchOptions { quick: true }),
+        &mut || {
+            crate::bench::bench(&crate::bench::BenchOptions {
+                quick: true,
+                only: Vec::new(),
+            })
+        },
     )?;
     // Every data path under load with reloads, link flaps and kill -9 restarts: a short run
     // (about 75 s) that asserts only invariants (exit statuses, nothing left attached or

@@ -41,6 +41,11 @@ pub struct Options {
     /// Leave the peer's transmit checksum offload on (the veth default): its UDP and TCP
     /// packets then carry unfinished checksums (see `packet::echo`). Off by default.
     pub peer_checksum_offload: bool,
+    /// Make the device, not the generator, the limit (`shared/docs/testbed.md`): GRO and
+    /// threaded NAPI on both veth ends, so the receive work of each end runs in a kernel
+    /// thread of its own ([`Testbed::pin_napi`] pins it) instead of in the softirq of the CPU
+    /// that sent the packet.
+    pub threaded_napi: bool,
 }
 
 impl Default for Options {
@@ -50,6 +55,7 @@ impl Default for Options {
             dut_addresses: true,
             quiet: false,
             peer_checksum_offload: false,
+            threaded_napi: false,
         }
     }
 }
@@ -58,6 +64,11 @@ impl Default for Options {
 pub struct Testbed {
     pub dut_ns: String,
     pub peer_ns: String,
+    /// With `threaded_napi`: the names of the NAPI kernel threads of the DUT end and of the
+    /// peer end (`napi/dut0-<napi id>`). The names outlive the threads: a link flap, or a
+    /// program that re-creates the queues, starts a new thread under the same name.
+    pub dut_napi: Vec<String>,
+    pub peer_napi: Vec<String>,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -72,6 +83,42 @@ fn ip(args: &[&str]) -> Result<()> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    Ok(())
+}
+
+/// Every kernel thread whose name starts with `napi/`: (pid, name). Kernel threads have no
+/// command line, so they are found by name.
+fn napi_threads() -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        let comm = comm.trim();
+        comm.starts_with("napi/").then(|| (pid, comm.to_string()))
+    })
+    .collect()
+}
+
+/// Binds thread `pid` to `cpu` (what `taskset -pc CPU PID` does).
+pub fn pin_thread(pid: u32, cpu: usize) -> Result<()> {
+    // SAFETY: `set` is a plain bit set that CPU_ZERO/CPU_SET initialise; the kernel reads
+    // size_of::<cpu_set_t>() bytes of it and keeps no reference.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(
+            pid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
 }
@@ -104,9 +151,11 @@ impl Testbed {
         reap_stale();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let tb = Testbed {
+        let mut tb = Testbed {
             dut_ns: format!("{PREFIX}{pid}d{n}"),
             peer_ns: format!("{PREFIX}{pid}p{n}"),
+            dut_napi: Vec::new(),
+            peer_napi: Vec::new(),
         };
         ip(&["netns", "add", &tb.dut_ns])?;
         // From here on, dropping `tb` removes whatever was made.
@@ -202,6 +251,10 @@ impl Testbed {
                 bail!("ethtool -K {PEER_IF} tx off failed in {}", tb.peer_ns);
             }
         }
+        if opts.threaded_napi {
+            tb.dut_napi = tb.thread_napi(&tb.dut_ns, DUT_IF)?;
+            tb.peer_napi = tb.thread_napi(&tb.peer_ns, PEER_IF)?;
+        }
         if opts.quiet {
             // Each end learns the other's addresses for good.
             for (ns, dev, addrs, mac) in [
@@ -228,6 +281,60 @@ impl Testbed {
             std::thread::sleep(std::time::Duration::from_millis(2500));
         }
         Ok(tb)
+    }
+
+    /// Turns on GRO (veth runs NAPI only with GRO or an XDP program) and threaded NAPI on
+    /// `dev` in `ns`; returns the names of the kernel threads that appeared.
+    fn thread_napi(&self, ns: &str, dev: &str) -> Result<Vec<String>> {
+        let before = napi_threads();
+        let sh =
+            format!("ethtool -K {dev} gro on >/dev/null && echo 1 > /sys/class/net/{dev}/threaded");
+        let status = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &sh])
+            .status()
+            .context("could not run ethtool (install ethtool)")?;
+        if !status.success() {
+            bail!("could not turn on GRO and threaded NAPI on {dev} in {ns}: {sh}");
+        }
+        let prefix = format!("napi/{dev}-");
+        let mut names: Vec<String> = napi_threads()
+            .into_iter()
+            .filter(|(_, name)| name.starts_with(&prefix) && !before.iter().any(|(_, b)| b == name))
+            .map(|(_, name)| name)
+            .collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            bail!(
+                "threaded NAPI is on for {dev} in {ns} but no kernel thread {prefix}* appeared \
+                 (does this kernel support /sys/class/net/DEV/threaded?)"
+            );
+        }
+        Ok(names)
+    }
+
+    /// Pins the DUT end's NAPI threads to `dut_cpu` and the peer end's to `peer_cpu`. Call it
+    /// after the device under test has started: attaching a program may re-create the threads.
+    pub fn pin_napi(&self, dut_cpu: usize, peer_cpu: usize) -> Result<()> {
+        let threads = napi_threads();
+        for (names, cpu) in [(&self.dut_napi, dut_cpu), (&self.peer_napi, peer_cpu)] {
+            for name in names {
+                let pids: Vec<u32> = threads
+                    .iter()
+                    .filter(|(_, n)| n == name)
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                if pids.is_empty() {
+                    bail!("the NAPI thread {name} is gone (was the interface deleted?)");
+                }
+                for pid in pids {
+                    pin_thread(pid, cpu).with_context(|| {
+                        format!("could not pin {name} (pid {pid}) to CPU {cpu}")
+                    })?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn ip_dut(&self, args: &[&str]) -> Result<()> {
