@@ -346,11 +346,13 @@ impl QueueSocket {
             }
 
             // With preferred busy polling the kernel runs the driver's receive work when the
-            // application asks, in its own context: ask once per iteration (as xdpsock does).
-            if self.settings.busy_poll {
+            // application asks, in its own context. Ask only when the RX ring has nothing for
+            // us: a system call per batch while frames wait costs more than it brings.
+            let mut received = self.receive(&mut rx_descs);
+            if received == 0 && self.settings.busy_poll {
                 self.busy_poll_rx();
+                received = self.receive(&mut rx_descs);
             }
-            let received = self.receive(&mut rx_descs);
             if received == 0 {
                 idle_spins += 1;
                 // Poll mode: spin while traffic flows; after a while without any, sleep in
