@@ -49,12 +49,95 @@ pub fn min_size(dst: &IpAddr) -> usize {
 
 #[derive(Clone, Debug, Default)]
 pub struct GenReport {
+    /// Requests the kernel completed (took off the TX ring and sent or dropped), not merely
+    /// those put on the ring.
     pub sent: u64,
+    /// Requests put on the TX ring.
+    pub queued: u64,
+    /// Distinct requests answered: each sequence number counts once.
     pub received: u64,
+    /// Replies to a request already answered.
+    pub duplicates: u64,
+    /// Replies that arrived after a reply to a later request (counted in `received`).
+    pub reordered: u64,
+    /// Replies too old for the window of remembered sequence numbers, or naming a request
+    /// never sent: not counted as received.
+    pub stale: u64,
     /// Packets that arrived on the socket but carried no stamp of ours.
     pub foreign: u64,
     pub send_seconds: f64,
     pub latency: Histogram,
+}
+
+/// Which requests have been answered, by sequence number, over a sliding window of the most
+/// recent `window` requests (a bit each, allocated once): duplicates and reordering are seen,
+/// not counted as replies.
+#[derive(Clone, Debug)]
+pub struct ReplyLedger {
+    bits: Vec<u64>,
+    window: u64,
+    /// The next sequence number to be sent.
+    next: u64,
+    /// The highest sequence number answered so far, plus one (0: none yet).
+    highest: u64,
+}
+
+/// What a reply turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// The first reply to its request, in order.
+    New,
+    /// The first reply to its request, after a reply to a later one.
+    Reordered,
+    Duplicate,
+    /// Older than the window, or naming a request never sent.
+    Stale,
+}
+
+impl ReplyLedger {
+    /// `window` is rounded up to a power of two (at least 64).
+    pub fn new(window: u64) -> ReplyLedger {
+        let window = window.max(64).next_power_of_two();
+        ReplyLedger {
+            bits: vec![0; (window / 64) as usize],
+            window,
+            next: 0,
+            highest: 0,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, seq: u64) -> (usize, u64) {
+        let i = seq & (self.window - 1);
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    /// Request `seq` (the next one) is about to be sent: its slot is forgotten.
+    #[inline]
+    pub fn sending(&mut self, seq: u64) {
+        debug_assert_eq!(seq, self.next);
+        let (w, b) = self.slot(seq);
+        self.bits[w] &= !b;
+        self.next = seq + 1;
+    }
+
+    #[inline]
+    pub fn reply(&mut self, seq: u64) -> ReplyKind {
+        if seq >= self.next || seq + self.window < self.next {
+            return ReplyKind::Stale;
+        }
+        let (w, b) = self.slot(seq);
+        if self.bits[w] & b != 0 {
+            return ReplyKind::Duplicate;
+        }
+        self.bits[w] |= b;
+        if seq + 1 < self.highest {
+            ReplyKind::Reordered
+        } else {
+            self.highest = seq + 1;
+            ReplyKind::New
+        }
+    }
 }
 
 /// Latencies in microseconds: exact below 128 µs, then 128 buckets per power of two (under 1%
@@ -235,29 +318,44 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
     let mut comp_descs = vec![FrameDesc::default(); socket.ring_size as usize];
     let mut out: Vec<FrameDesc> = Vec::with_capacity(batch);
     let mut report = GenReport::default();
+    // Far more than can be in flight: the socket's frames plus any device's queues.
+    let mut ledger = ReplyLedger::new(1 << 20);
     let start = Instant::now();
     let end_send = start + Duration::from_secs_f64(cfg.duration);
     let limit = cfg.count.unwrap_or(u64::MAX);
     let mut send_done: Option<Instant> = None;
+    let mut all_answered: Option<Instant> = None;
     // The ring helpers count the kernel wake-ups they make; the generator does not report them.
     let mut kicks = LoopCounters::default();
 
     loop {
         let now = Instant::now();
         let sending = send_done.is_none();
-        if sending && (report.sent >= limit || now >= end_send || stop.load(Ordering::Relaxed)) {
+        if sending && (report.queued >= limit || now >= end_send || stop.load(Ordering::Relaxed)) {
             send_done = Some(now);
             report.send_seconds = now.duration_since(start).as_secs_f64();
         }
-        if let Some(done) = send_done
-            && (report.received >= report.sent
-                || now.duration_since(done) > Duration::from_millis(500))
-        {
-            break;
+        // Once everything sent is answered, a short linger still catches (and counts)
+        // duplicates of the last replies; otherwise wait half a second for the stragglers.
+        if let Some(done) = send_done {
+            if all_answered.is_none()
+                && report.received >= report.queued
+                && report.sent == report.queued
+            {
+                all_answered = Some(now);
+            }
+            if all_answered.is_some_and(|t| now.duration_since(t) > Duration::from_millis(50))
+                || now.duration_since(done) > Duration::from_millis(500)
+            {
+                break;
+            }
         }
 
-        // Completed requests come back for reuse; reply frames go (back) to the fill ring.
+        // Completed requests come back for reuse (and count as sent); reply frames go (back)
+        // to the fill ring.
+        let before = tx_free.len();
         socket.reclaim(&mut tx_free, &mut comp_descs);
+        report.sent += (tx_free.len() - before) as u64;
         socket.refill(&mut rx_free, &mut kicks);
 
         if send_done.is_none() {
@@ -265,13 +363,13 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
                 Some(r) => ((r * now.duration_since(start).as_secs_f64()) as u64).min(limit),
                 None => limit,
             };
-            let budget = (allowed.saturating_sub(report.sent) as usize)
+            let budget = (allowed.saturating_sub(report.queued) as usize)
                 .min(batch)
                 .min(tx_free.len());
             let now_ns = now.duration_since(start).as_nanos() as u64;
             for k in 0..budget {
                 let Some(mut desc) = tx_free.pop() else { break };
-                let seq = report.sent + k as u64;
+                let seq = report.queued + k as u64;
                 let template = &templates[(seq % templates.len() as u64) as usize];
                 // SAFETY: `desc` came from the free list (never sent, or completed): the
                 // frame is ours until produced on the TX ring.
@@ -285,9 +383,14 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
                 out.push(desc);
             }
             if !out.is_empty() {
-                let sent = socket.send(&out, Place::Free);
-                report.sent += sent as u64;
-                tx_free.extend_from_slice(&out[sent..]);
+                let queued = socket.send(&out, Place::Free);
+                for seq in report.queued..report.queued + queued as u64 {
+                    ledger.sending(seq);
+                }
+                report.queued += queued as u64;
+                // Frames the ring had no room for were stamped with sequence numbers that
+                // the next batch reuses.
+                tx_free.extend_from_slice(&out[queued..]);
                 out.clear();
             }
         }
@@ -299,10 +402,15 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
             // SAFETY: the frame was just consumed from the RX ring: ours until refilled.
             let data = unsafe { socket.umem.data(desc) };
             match read_stamp(data.contents()) {
-                Some((_, ts)) if ts <= now_ns => {
-                    report.received += 1;
-                    report.latency.record((now_ns - ts) / 1000);
-                }
+                Some((seq, ts)) if ts <= now_ns => match ledger.reply(seq) {
+                    kind @ (ReplyKind::New | ReplyKind::Reordered) => {
+                        report.received += 1;
+                        report.reordered += u64::from(kind == ReplyKind::Reordered);
+                        report.latency.record((now_ns - ts) / 1000);
+                    }
+                    ReplyKind::Duplicate => report.duplicates += 1,
+                    ReplyKind::Stale => report.stale += 1,
+                },
                 _ => report.foreign += 1,
             }
             socket.release(desc, &mut rx_free);
@@ -332,6 +440,32 @@ mod tests {
         let p = h.percentile(0.5);
         assert!((9_900..=10_000).contains(&p), "{p}");
         assert_eq!(Histogram::default().percentile(0.5), 0);
+    }
+
+    #[test]
+    fn reply_ledger_tells_new_reordered_duplicate_and_stale_replies() {
+        let mut l = ReplyLedger::new(64);
+        assert_eq!(l.reply(0), ReplyKind::Stale, "nothing sent yet");
+        for seq in 0..10 {
+            l.sending(seq);
+        }
+        assert_eq!(l.reply(0), ReplyKind::New);
+        assert_eq!(l.reply(2), ReplyKind::New);
+        assert_eq!(l.reply(1), ReplyKind::Reordered);
+        assert_eq!(l.reply(1), ReplyKind::Duplicate);
+        assert_eq!(l.reply(2), ReplyKind::Duplicate);
+        assert_eq!(l.reply(3), ReplyKind::New);
+        assert_eq!(l.reply(10), ReplyKind::Stale, "never sent");
+        // The window slides: 100 more sent, request 5 is now older than the window.
+        for seq in 10..110 {
+            l.sending(seq);
+        }
+        assert_eq!(l.reply(5), ReplyKind::Stale);
+        // A slot reused by a newer request starts unanswered.
+        assert_eq!(l.reply(64), ReplyKind::New);
+        assert_eq!(l.reply(109), ReplyKind::New);
+        assert_eq!(l.reply(100), ReplyKind::Reordered);
+        assert_eq!(l.reply(109), ReplyKind::Duplicate);
     }
 
     #[test]

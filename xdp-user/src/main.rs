@@ -571,11 +571,14 @@ fn run_gen(args: GenArgs) -> Result<()> {
         r.latency.max(),
     );
     eprintln!(
-        "sent {} received {} ({:.2}% lost) foreign {}; {:.0} pps sent, {:.0} pps received; \
-         latency p50 {p50} us p99 {p99} us max {max} us",
+        "sent {} received {} ({:.2}% lost) duplicates {} reordered {} stale {} foreign {}; \
+         {:.0} pps sent, {:.0} pps received; latency p50 {p50} us p99 {p99} us max {max} us",
         r.sent,
         r.received,
         loss * 100.0,
+        r.duplicates,
+        r.reordered,
+        r.stale,
         r.foreign,
         r.sent as f64 / secs,
         r.received as f64 / secs
@@ -584,7 +587,9 @@ fn run_gen(args: GenArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "sent": r.sent, "received": r.received, "loss": loss, "foreign": r.foreign,
+                "sent": r.sent, "queued": r.queued, "received": r.received, "loss": loss,
+                "duplicates": r.duplicates, "reordered": r.reordered, "stale": r.stale,
+                "foreign": r.foreign,
                 "seconds": secs,
                 "pps_sent": r.sent as f64 / secs, "pps_received": r.received as f64 / secs,
                 "latency_us": {"p50": p50, "p99": p99, "max": max},

@@ -87,6 +87,43 @@ fn gen_against_an_echo_service_that_is_not_ours() {
     let _ = server.wait_with_output();
 }
 
+/// A device that answers twice and out of order: `gen` counts each request once, and says
+/// how many replies were duplicates and how many came late.
+#[test]
+fn gen_counts_replies_by_sequence_number() {
+    let tb = quiet_testbed();
+    // Replies to each pair of requests (a, b) go back as b, b, a, a.
+    let server = tb
+        .in_dut("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,time\n\
+                 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('{DUT_IPV4}',7)); s.settimeout(0.2)\n\
+                 end=time.time()+8; held=None\n\
+                 while time.time()<end:\n\
+                 \x20   try:\n\
+                 \x20       d,a=s.recvfrom(2048)\n\
+                 \x20   except socket.timeout: continue\n\
+                 \x20   if held is None: held=(d,a); continue\n\
+                 \x20   for x in ((d,a),(d,a),held,held): s.sendto(*x)\n\
+                 \x20   held=None\n"
+            ),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let v = run_gen(&tb, DUT_IPV4, &["--count", "2000", "--rate", "4000"]);
+    assert_eq!(n(&v, "/sent"), 2000, "{v}");
+    assert_eq!(n(&v, "/received"), 2000, "each request counted once: {v}");
+    assert_eq!(n(&v, "/duplicates"), 2000, "{v}");
+    assert_eq!(n(&v, "/reordered"), 1000, "{v}");
+    assert_eq!(n(&v, "/stale") + n(&v, "/foreign"), 0, "{v}");
+    assert_eq!(v["loss"].as_f64(), Some(0.0), "{v}");
+    let _ = server.wait_with_output();
+}
+
 #[test]
 fn gen_rejects_bad_arguments() {
     let tb = quiet_testbed();
