@@ -245,6 +245,31 @@ fn afxdp_echo(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()
         bail!("the AF_XDP echo did not answer every request (see above)");
     }
     println!("demo: every request answered by the AF_XDP loop; testbed removed");
+    counters_along_the_path(xdp_user, interrupted)
+}
+
+/// Part 2b: below the loss rate, every counter on the path, side by side; they must agree.
+fn counters_along_the_path(xdp_user: &std::path::Path, interrupted: &AtomicBool) -> Result<()> {
+    eprintln!("\ndemo: part 2b, counters along the path (20000 requests at 20 kpps)");
+    let tb = Testbed::new(&Options {
+        quiet: true,
+        ..Options::default()
+    })?;
+    let c = xtask::agree::path_counters(&tb, xdp_user.to_str().context("path")?, 20_000, 20_000)?;
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted; the testbed has been removed");
+    }
+    drop(tb);
+    println!("\n=== demo summary: counters along the path, in path order");
+    print!("{}", c.table());
+    let wrong = c.disagreements();
+    if !wrong.is_empty() {
+        bail!("counters along the path disagree: {}", wrong.join("; "));
+    }
+    println!(
+        "demo: all {} counters agree; testbed removed",
+        c.along.len() + c.zero.len()
+    );
     Ok(())
 }
 
