@@ -17,6 +17,8 @@
 //! - [`abi`]: the `#[repr(C)]` types exchanged with the eBPF program through maps.
 //! - [`verify`]: checksum verification independent of our own code, for tests and diagnostics.
 //! - [`fixtures`]: real frames captured from the Linux stack, and their expected replies.
+//! - [`metrics`] (`metrics`): the Prometheus / OpenMetrics endpoint every binary serves with
+//!   `--metrics ADDR:PORT`, rendering the counter families its statistics thread publishes.
 //! - [`craft`] (`std`): a seeded PRNG, header builders and a generator of hostile and
 //!   well-formed random frames, for tests.
 //!
@@ -43,6 +45,8 @@ pub mod echo;
 pub mod filter;
 #[cfg(feature = "parse")]
 pub mod fixtures;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "parse")]
 pub mod parse;
 #[cfg(feature = "parse")]

@@ -304,9 +304,18 @@ fn read_stamp(frame: &[u8]) -> Option<(u64, u64)> {
     Some((seq, ts))
 }
 
+/// How often [`generate`] hands its counters to its `progress` callback.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// Runs the generator on `socket` until `count` frames are sent or `duration` passes, then
-/// waits up to half a second for the last replies.
-pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport> {
+/// waits up to half a second for the last replies. `progress` sees the counters every 250 ms
+/// (for the metrics endpoint).
+pub fn generate(
+    mut socket: QueueSocket,
+    cfg: &GenConfig,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&GenReport),
+) -> Result<GenReport> {
     let templates = templates(cfg)?;
     let v6 = cfg.dst.is_ipv6();
     let mut all = std::mem::take(&mut socket.descs);
@@ -325,11 +334,16 @@ pub fn generate(mut socket: QueueSocket, cfg: &GenConfig, stop: &AtomicBool) -> 
     let limit = cfg.count.unwrap_or(u64::MAX);
     let mut send_done: Option<Instant> = None;
     let mut all_answered: Option<Instant> = None;
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
     // The ring helpers count the kernel wake-ups they make; the generator does not report them.
     let mut kicks = LoopCounters::default();
 
     loop {
         let now = Instant::now();
+        if now >= next_progress {
+            progress(&report);
+            next_progress = now + PROGRESS_EVERY;
+        }
         let sending = send_done.is_none();
         if sending && (report.queued >= limit || now >= end_send || stop.load(Ordering::Relaxed)) {
             send_done = Some(now);

@@ -12,6 +12,7 @@ mod differential;
 mod frames;
 mod generator;
 mod iface;
+mod metrics;
 mod rules;
 mod xdp;
 
@@ -82,7 +83,14 @@ struct Reporting {
     /// On exit, print the counters as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Serve Prometheus / OpenMetrics metrics at http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9100), refreshed every 250 ms.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
 }
+
+/// How often the metrics are refreshed from the counters.
+const METRICS_REFRESH: Duration = Duration::from_millis(250);
 
 /// Arguments of `xdp-user load`.
 #[derive(clap::Args, Debug)]
@@ -213,6 +221,9 @@ struct GenArgs {
     /// CPU to pin the generator to.
     #[arg(long)]
     core: Option<usize>,
+    /// Serve Prometheus / OpenMetrics metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
     /// On exit, print the results as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -317,6 +328,7 @@ fn load(args: LoadArgs) -> Result<()> {
     let mut watch = iface::IfaceWatch::new(&args.iface)?;
     let mut filter = XdpFilter::load(&args.iface)?;
     filter.install(&rules, policy)?;
+    let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
     filter.attach(args.mode)?;
     let mode = match filter.mode {
         Mode::Native => "native (driver)",
@@ -338,8 +350,23 @@ fn load(args: LoadArgs) -> Result<()> {
     let mut last = filter.snapshot()?;
     let mut last_at = Instant::now();
     let mut next_print = last_at + interval;
+    let mut next_metrics = Instant::now();
+    let publish = |s: &Snapshot, reloads: metrics::Reloads| {
+        if let Some(m) = &metrics {
+            m.published
+                .publish(metrics::xdp_families(&args.iface, s, Some(reloads)));
+        }
+    };
     loop {
         std::thread::sleep(Duration::from_millis(20));
+        if metrics.is_some() && Instant::now() >= next_metrics {
+            let reloads = metrics::Reloads {
+                done: reloads,
+                failed: reload_failures,
+            };
+            publish(&filter.snapshot()?, reloads);
+            next_metrics = Instant::now() + METRICS_REFRESH;
+        }
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -388,6 +415,14 @@ fn load(args: LoadArgs) -> Result<()> {
     // Detach first, then read: no packet is counted after the totals are taken.
     filter.detach();
     let total = filter.snapshot()?;
+    // The last scrape sees the totals the JSON reports.
+    publish(
+        &total,
+        metrics::Reloads {
+            done: reloads,
+            failed: reload_failures,
+        },
+    );
     eprintln!("xdp-user: detached from {}", args.iface);
     eprintln!("{}", summary(&total, &rules));
     if args.report.json {
@@ -549,7 +584,13 @@ fn run_gen(args: GenArgs) -> Result<()> {
             }
         })
     };
-    let r = generator::generate(socket, &cfg, &stop);
+    let metrics = metrics::Metrics::start(args.metrics.as_deref(), "xdp-user gen")?;
+    let publish = |r: &generator::GenReport| {
+        if let Some(m) = &metrics {
+            m.published.publish(metrics::gen_families(&args.iface, r));
+        }
+    };
+    let r = generator::generate(socket, &cfg, &stop, &mut |r| publish(r));
     finished.store(true, Ordering::Relaxed);
     if watcher.join().is_err() {
         bail!("the thread watching {} panicked", args.iface);
@@ -558,6 +599,7 @@ fn run_gen(args: GenArgs) -> Result<()> {
         return Err(e);
     }
     let r = r?;
+    publish(&r);
     filter.detach();
     let loss = if r.sent == 0 {
         0.0
@@ -679,6 +721,7 @@ fn run(args: RunArgs) -> Result<()> {
         filter.register_socket(*q, socket.raw_fd())?;
         sockets.push(socket);
     }
+    let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
     filter.attach(args.mode)?;
     let mode = match filter.mode {
         Mode::Native => "native",
@@ -729,8 +772,26 @@ fn run(args: RunArgs) -> Result<()> {
     let mut last_at = Instant::now();
     let mut gone = None;
     let mut hinted = false;
+    let publish =
+        |xdp: &Snapshot, queues: &[(u32, packet::counter::LoopCounters, afxdp::KernelStats)]| {
+            if let Some(m) = &metrics {
+                let mut families = metrics::xdp_families(&args.iface, xdp, None);
+                families.extend(metrics::loop_families(&args.iface, queues));
+                m.published.publish(families);
+            }
+        };
+    let mut next_metrics = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
+        if metrics.is_some() && Instant::now() >= next_metrics {
+            let queues: Vec<_> = running
+                .iter()
+                .zip(&fds)
+                .map(|(r, fd)| (r.queue, r.stats.counts(), afxdp::kernel_stats_of(*fd)))
+                .collect();
+            publish(&filter.snapshot()?, &queues);
+            next_metrics = Instant::now() + METRICS_REFRESH;
+        }
         if args
             .report
             .duration
@@ -811,6 +872,12 @@ fn run(args: RunArgs) -> Result<()> {
         return Err(e);
     }
     let xdp_counters = filter.snapshot()?;
+    // The last scrape sees the totals the JSON reports.
+    let queues: Vec<_> = reports
+        .iter()
+        .map(|(c, _, report)| (report.queue, *c, report.kernel))
+        .collect();
+    publish(&xdp_counters, &queues);
     eprintln!("xdp-user: detached from {}", args.iface);
 
     let mut total = packet::counter::LoopCounters::default();

@@ -37,6 +37,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3-scapy",
     // The benchmark's references: xdp-filter beside our XDP program.
     "xdp-tools",
+    // The metrics endpoint's test: a real Prometheus server, promtool, and curl.
+    "prometheus",
+    "curl",
 ];
 
 #[derive(Debug)]
