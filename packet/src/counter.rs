@@ -446,6 +446,99 @@ impl<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>> FlowTable<S> {
 }
 
 #[cfg(feature = "std")]
+impl FlowKey {
+    /// The source address (IPv4 when stored IPv4-mapped).
+    pub fn src_ip(&self) -> std::net::IpAddr {
+        std::net::Ipv6Addr::from(self.src).to_canonical()
+    }
+
+    pub fn dst_ip(&self) -> std::net::IpAddr {
+        std::net::Ipv6Addr::from(self.dst).to_canonical()
+    }
+
+    /// The protocol's name where it has a common one, else its number.
+    pub fn protocol_name(&self) -> std::borrow::Cow<'static, str> {
+        match self.protocol {
+            1 => "icmp".into(),
+            6 => "tcp".into(),
+            17 => "udp".into(),
+            58 => "icmpv6".into(),
+            p => std::format!("{p}").into(),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl core::fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ep = |ip: std::net::IpAddr, port: u16| match ip {
+            std::net::IpAddr::V6(v6) => std::format!("[{v6}]:{port}"),
+            std::net::IpAddr::V4(v4) => std::format!("{v4}:{port}"),
+        };
+        write!(
+            f,
+            "{} {} -> {}",
+            self.protocol_name(),
+            ep(self.src_ip(), self.src_port),
+            ep(self.dst_ip(), self.dst_port)
+        )
+    }
+}
+
+/// The largest flows of one table at one moment, handed from a poll loop to the statistics
+/// thread: [`TopFlows::refresh`] fills storage allocated once, so the loop never allocates.
+#[cfg(feature = "std")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopFlows {
+    slots: std::vec::Vec<FlowSlot>,
+    len: usize,
+    /// Packets and bytes the table had no room for.
+    pub overflow: Counter,
+    /// Flows in the table.
+    pub distinct: usize,
+}
+
+#[cfg(feature = "std")]
+impl TopFlows {
+    /// Room for the `n` largest flows.
+    pub fn with_capacity(n: usize) -> TopFlows {
+        TopFlows {
+            slots: std::vec![FlowSlot::default(); n],
+            ..TopFlows::default()
+        }
+    }
+
+    /// The table's largest flows now (no allocation).
+    pub fn refresh<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(&mut self, table: &FlowTable<S>) {
+        self.len = table.top(&mut self.slots);
+        self.overflow = table.overflow;
+        self.distinct = table.len();
+    }
+
+    /// Most packets first.
+    pub fn flows(&self) -> &[FlowSlot] {
+        &self.slots[..self.len]
+    }
+
+    /// The `n` largest flows of several tables (the poll loops of one run, each of which sees
+    /// its own flows), with their overflows and flow counts added up.
+    pub fn merge<'a>(lists: impl IntoIterator<Item = &'a TopFlows>, n: usize) -> TopFlows {
+        let mut all = std::vec::Vec::new();
+        let mut out = TopFlows::default();
+        for l in lists {
+            all.extend_from_slice(l.flows());
+            out.overflow.merge(&l.overflow);
+            out.distinct += l.distinct;
+        }
+        all.sort_by(|a, b| (b.counter.packets, a.key).cmp(&(a.counter.packets, b.key)));
+        all.truncate(n);
+        out.len = all.len();
+        out.slots = all;
+        out
+    }
+}
+
+#[cfg(feature = "std")]
 impl FlowTable<std::vec::Vec<FlowSlot>> {
     /// A heap-backed table of `capacity` slots, rounded up to a power of two.
     pub fn with_capacity(capacity: usize, seed: u64) -> Self {
@@ -713,5 +806,42 @@ mod tests {
         }
         assert_eq!(t.capacity(), cap);
         assert_eq!(t.len() as u64 + t.overflow.packets, 5000);
+    }
+
+    #[test]
+    fn top_flows_refresh_without_allocating_and_merge_across_loops() {
+        let key = |port: u16| FlowKey {
+            src_port: port,
+            protocol: 17,
+            ..FlowKey::default()
+        };
+        let mut a = FlowTable::with_capacity(64, 3);
+        let mut b = FlowTable::with_capacity(64, 4);
+        for (port, n) in [(1u16, 5u64), (2, 9), (3, 1)] {
+            for _ in 0..n {
+                a.count(&key(port), 100);
+            }
+        }
+        for _ in 0..7 {
+            b.count(&key(4), 60);
+        }
+        let (mut ta, mut tb) = (TopFlows::with_capacity(2), TopFlows::with_capacity(2));
+        ta.refresh(&a);
+        tb.refresh(&b);
+        let ports = |t: &TopFlows| t.flows().iter().map(|f| f.key.src_port).collect::<Vec<_>>();
+        assert_eq!(ports(&ta), [2, 1]);
+        assert_eq!((ta.distinct, tb.distinct), (3, 1));
+        let m = TopFlows::merge([&ta, &tb], 2);
+        assert_eq!(ports(&m), [2, 4]);
+        assert_eq!(
+            m.flows()[1].counter,
+            Counter {
+                packets: 7,
+                bytes: 420
+            }
+        );
+        assert_eq!(m.distinct, 4);
+        let shown = std::format!("{}", m.flows()[0].key);
+        assert_eq!(shown, "udp [::]:2 -> [::]:0");
     }
 }

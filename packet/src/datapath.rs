@@ -1,7 +1,7 @@
 //! The per-frame step every poll loop shares: the AF_XDP loop (`xdp-user run`) and the DPDK
 //! lcores (`dpdk-app`) differ in where a frame's bytes live, not in what they do with them.
 
-use crate::counter::{LoopCounters, ProtocolCounters};
+use crate::counter::{FlowKey, FlowSlot, FlowTable, LoopCounters, ProtocolCounters};
 use crate::echo::{Responder, Verdict, reflect_parsed};
 use crate::parse::parse;
 
@@ -33,12 +33,35 @@ pub fn handle_frame(
     counters: &mut LoopCounters,
     protocols: &mut ProtocolCounters,
 ) -> Option<usize> {
+    handle_frame_counting_flows::<[FlowSlot; 0]>(
+        action, responder, buf, len, counters, protocols, None,
+    )
+}
+
+/// [`handle_frame`], also counting the frame's IP 5-tuple in `flows` (before any rewrite; a
+/// frame the table has no room for counts in its `overflow`). `Action::Drop` parses nothing
+/// and counts no flow.
+#[inline]
+pub fn handle_frame_counting_flows<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+    action: Action,
+    responder: &Responder,
+    buf: &mut [u8],
+    len: usize,
+    counters: &mut LoopCounters,
+    protocols: &mut ProtocolCounters,
+    flows: Option<&mut FlowTable<S>>,
+) -> Option<usize> {
     if action == Action::Drop {
         counters.dropped += 1;
         return None;
     }
     let parsed = parse(buf.get(..len)?);
     protocols.count(parsed.as_ref(), len);
+    if let (Some(flows), Ok(h)) = (flows, &parsed)
+        && let Some(key) = FlowKey::from_frame(&buf[..len], h)
+    {
+        flows.count(&key, len as u64);
+    }
     let verdict = match (&parsed, action) {
         (Err(e), _) => Verdict::Malformed(*e),
         (Ok(h), Action::Echo) => responder.respond_parsed(buf, len, h),
@@ -130,6 +153,45 @@ mod tests {
         // Reflect turns it around like any other IP protocol (addresses and MACs only).
         let (r, c, _) = handle(Action::Reflect, &frame);
         assert_eq!((r, c.reflected), (Some(frame.len()), 1));
+    }
+
+    #[test]
+    fn flows_are_counted_before_the_reply_rewrites_the_frame() {
+        let mut responder = Responder::new();
+        responder.set_local_mac(LOCAL_MAC);
+        let mut flows = FlowTable::new([FlowSlot::default(); 8], 1);
+        let (mut c, mut p) = (LoopCounters::default(), ProtocolCounters::default());
+        for _ in 0..3 {
+            let mut buf = [0u8; 256];
+            buf[..UDP4_ECHO_REQUEST.len()].copy_from_slice(&UDP4_ECHO_REQUEST);
+            let r = handle_frame_counting_flows(
+                Action::Echo,
+                &responder,
+                &mut buf,
+                UDP4_ECHO_REQUEST.len(),
+                &mut c,
+                &mut p,
+                Some(&mut flows),
+            );
+            assert!(r.is_some());
+        }
+        let request = crate::parse(&UDP4_ECHO_REQUEST).unwrap();
+        let key = FlowKey::from_frame(&UDP4_ECHO_REQUEST, &request).unwrap();
+        assert_eq!(flows.get(&key).map(|c| c.packets), Some(3));
+        assert_eq!(flows.len(), 1, "the reply's reversed tuple is not counted");
+        // Malformed frames and non-IP frames have no flow.
+        let mut buf = [0u8; 256];
+        buf[..30].copy_from_slice(&UDP4_ECHO_REQUEST[..30]);
+        handle_frame_counting_flows(
+            Action::Echo,
+            &responder,
+            &mut buf,
+            30,
+            &mut c,
+            &mut p,
+            Some(&mut flows),
+        );
+        assert_eq!((flows.len(), flows.overflow.packets), (1, 0));
     }
 
     #[test]

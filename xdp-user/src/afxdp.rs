@@ -37,8 +37,10 @@
 pub use crate::frames::FrameAccount;
 use crate::frames::{FrameLedger, Place};
 use anyhow::{Context, Result, anyhow, bail};
-use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
-use packet::datapath::{Action as LoopAction, handle_frame};
+use packet::counter::{
+    FlowSlot, FlowTable, LoopCounters, ProtocolCounters, SharedLoopCounters, TopFlows,
+};
+use packet::datapath::{Action as LoopAction, handle_frame_counting_flows};
 use packet::echo::Responder;
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -68,6 +70,10 @@ pub struct QueueSettings {
     pub busy_poll: bool,
     pub core: Option<usize>,
     pub action: LoopAction,
+    /// Count 5-tuples in a flow table of this many slots (0: no flow counting), and publish
+    /// the `top_flows` largest.
+    pub flow_slots: usize,
+    pub top_flows: usize,
 }
 
 /// Counters of one queue, written by its loop once per batch and read by the stats thread.
@@ -76,6 +82,8 @@ pub struct QueueStats {
     pub counters: SharedLoopCounters,
     /// Protocol counters, copied under the lock every 64 batches and at the end.
     pub protocols: Mutex<ProtocolCounters>,
+    /// The largest flows, refreshed about every 500 ms and at the end (with flow counting).
+    pub top_flows: Mutex<TopFlows>,
 }
 
 impl QueueStats {
@@ -334,6 +342,11 @@ impl QueueSocket {
         let mut idle_spins = 0u32;
         let mut batches = 0u64;
         let action = self.settings.action;
+        // Flow counting: the table and the top-N buffer are allocated here, once.
+        let mut flows = (self.settings.flow_slots > 0)
+            .then(|| FlowTable::with_capacity(self.settings.flow_slots, flow_seed()));
+        let mut top = TopFlows::with_capacity(self.settings.top_flows);
+        let mut next_top = std::time::Instant::now();
 
         while !stop.load(Ordering::Relaxed) && self.errors.fatal.is_none() {
             self.reclaim(&mut free, &mut comp_descs);
@@ -369,7 +382,14 @@ impl QueueSocket {
             idle_spins = 0;
             local.rx += received as u64;
             for desc in rx_descs.iter_mut().take(received) {
-                let reply = self.process(desc, action, responder, &mut local, &mut protocols);
+                let reply = self.process(
+                    desc,
+                    action,
+                    responder,
+                    &mut local,
+                    &mut protocols,
+                    flows.as_mut(),
+                );
                 if reply {
                     tx_descs.push(*desc);
                 } else {
@@ -381,6 +401,16 @@ impl QueueSocket {
             }
             batches += 1;
             publish(stats, &local, &protocols, batches);
+            if let Some(table) = &flows
+                && batches.is_multiple_of(64)
+                && std::time::Instant::now() >= next_top
+            {
+                publish_top(stats, &mut top, table);
+                next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
+            }
+        }
+        if let Some(table) = &flows {
+            publish_top(stats, &mut top, table);
         }
 
         // Let the kernel finish what is on the TX ring, then account for every frame.
@@ -561,6 +591,7 @@ impl QueueSocket {
         responder: &Responder,
         local: &mut LoopCounters,
         protocols: &mut ProtocolCounters,
+        flows: Option<&mut FlowTable<Vec<FlowSlot>>>,
     ) -> bool {
         // SAFETY: the frame was just consumed from the RX ring, so the loop owns it and nothing
         // else reads or writes it until it is produced on the TX or fill ring.
@@ -570,13 +601,14 @@ impl QueueSocket {
         let mut cursor = data.cursor();
         let capacity = cursor.buf_len();
         cursor.set_pos(capacity);
-        let reply = handle_frame(
+        let reply = handle_frame_counting_flows(
             action,
             responder,
             data.contents_mut(),
             len,
             local,
             protocols,
+            flows,
         );
         data.cursor().set_pos(reply.unwrap_or(len));
         reply.is_some()
@@ -593,6 +625,22 @@ fn publish(stats: &QueueStats, c: &LoopCounters, p: &ProtocolCounters, batches: 
     {
         *shared = *p;
     }
+}
+
+/// Hands the table's largest flows to the statistics thread (skipped if it is reading them).
+fn publish_top(stats: &QueueStats, top: &mut TopFlows, table: &FlowTable<Vec<FlowSlot>>) {
+    top.refresh(table);
+    if let Ok(mut shared) = stats.top_flows.try_lock() {
+        shared.clone_from(top);
+    }
+}
+
+/// A per-run seed for the flow tables' hash, so a remote sender cannot aim for collisions.
+fn flow_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6b62_7066_6c6f_7773);
+    h.finish()
 }
 
 pub(crate) fn pin_to_core(core: usize) {

@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 use packet::abi::{Action, Counter, stat};
+use packet::counter::TopFlows;
 use packet::datapath::Action as LoopAction;
 use rules::{Policy, Rule};
 use std::net::IpAddr;
@@ -158,6 +159,14 @@ struct RunArgs {
     /// Descriptors per RX batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Count IP 5-tuples and print the N largest flows each interval, in the JSON and in the
+    /// metrics (0: no flow counting).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    flows: usize,
+    /// Slots of each queue's flow table (allocated once; flows that find no slot are counted
+    /// as overflow).
+    #[arg(long, default_value_t = 65536, value_name = "SLOTS")]
+    flow_table: usize,
     /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
     /// The loop then runs the driver's receive work itself: give it a core of its own, on a
     /// NIC whose interrupts it can replace. Sharing its core with the interface's NAPI
@@ -544,6 +553,8 @@ fn run_gen(args: GenArgs) -> Result<()> {
         busy_poll: false,
         core: args.core,
         action: LoopAction::Count,
+        flow_slots: 0,
+        top_flows: 0,
     })?;
     filter.register_socket(args.queue, socket.raw_fd())?;
     filter.attach(Mode::Auto)?;
@@ -717,6 +728,8 @@ fn run(args: RunArgs) -> Result<()> {
             busy_poll: args.busy_poll,
             core: cores.get(i).map(|c| *c as usize),
             action: args.action,
+            flow_slots: if args.flows > 0 { args.flow_table } else { 0 },
+            top_flows: args.flows,
         })?;
         filter.register_socket(*q, socket.raw_fd())?;
         sockets.push(socket);
@@ -772,14 +785,18 @@ fn run(args: RunArgs) -> Result<()> {
     let mut last_at = Instant::now();
     let mut gone = None;
     let mut hinted = false;
-    let publish =
-        |xdp: &Snapshot, queues: &[(u32, packet::counter::LoopCounters, afxdp::KernelStats)]| {
-            if let Some(m) = &metrics {
-                let mut families = metrics::xdp_families(&args.iface, xdp, None);
-                families.extend(metrics::loop_families(&args.iface, queues));
-                m.published.publish(families);
+    let publish = |xdp: &Snapshot,
+                   queues: &[(u32, packet::counter::LoopCounters, afxdp::KernelStats)],
+                   top: &TopFlows| {
+        if let Some(m) = &metrics {
+            let mut families = metrics::xdp_families(&args.iface, xdp, None);
+            families.extend(metrics::loop_families(&args.iface, queues));
+            if args.flows > 0 {
+                families.extend(metrics::flow_families(&args.iface, top));
             }
-        };
+            m.published.publish(families);
+        }
+    };
     let mut next_metrics = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
@@ -789,7 +806,11 @@ fn run(args: RunArgs) -> Result<()> {
                 .zip(&fds)
                 .map(|(r, fd)| (r.queue, r.stats.counts(), afxdp::kernel_stats_of(*fd)))
                 .collect();
-            publish(&filter.snapshot()?, &queues);
+            publish(
+                &filter.snapshot()?,
+                &queues,
+                &merged_top(&running, args.flows),
+            );
             next_metrics = Instant::now() + METRICS_REFRESH;
         }
         if args
@@ -853,19 +874,31 @@ fn run(args: RunArgs) -> Result<()> {
                 );
                 last[i] = now;
             }
+            if args.flows > 0 {
+                print!("{}", flows_text(&merged_top(&running, args.flows)));
+            }
             last_at = Instant::now();
         }
     }
     stop.store(true, Ordering::Relaxed);
     let mut reports = Vec::new();
+    let mut tops = Vec::new();
     for r in running {
         let report = r
             .handle
             .join()
             .map_err(|_| anyhow::anyhow!("queue {} thread panicked", r.queue))?;
         let protocols = *r.stats.protocols.lock().unwrap_or_else(|e| e.into_inner());
+        tops.push(
+            r.stats
+                .top_flows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
         reports.push((r.stats.counts(), protocols, report));
     }
+    let top = TopFlows::merge(&tops, args.flows);
     filter.detach();
     if let Some(e) = gone {
         // The queues are stopped and their threads joined; nothing is left to clean up.
@@ -877,7 +910,10 @@ fn run(args: RunArgs) -> Result<()> {
         .iter()
         .map(|(c, _, report)| (report.queue, *c, report.kernel))
         .collect();
-    publish(&xdp_counters, &queues);
+    publish(&xdp_counters, &queues, &top);
+    if args.flows > 0 {
+        eprint!("{}", flows_text(&top));
+    }
     eprintln!("xdp-user: detached from {}", args.iface);
 
     let mut total = packet::counter::LoopCounters::default();
@@ -962,6 +998,7 @@ fn run(args: RunArgs) -> Result<()> {
                 "frames_lost": lost,
                 "protocols": proto,
                 "queues": queue_json,
+                "flows": flows_json(&top, args.flows > 0),
                 "xdp": {
                     "xsk": xdp_counters.get(stat::ACTION_XSK).packets,
                     "pass": xdp_counters.get(stat::ACTION_PASS).packets,
@@ -981,6 +1018,54 @@ fn run(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The `n` largest flows of a run's queues now.
+fn merged_top(running: &[afxdp::RunningQueue], n: usize) -> TopFlows {
+    let tops: Vec<TopFlows> = running
+        .iter()
+        .map(|r| {
+            r.stats
+                .top_flows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+        .collect();
+    TopFlows::merge(&tops, n)
+}
+
+fn flows_text(top: &TopFlows) -> String {
+    let mut out = format!(
+        "  top flows ({} in the tables, {} packets found no slot):\n",
+        top.distinct, top.overflow.packets
+    );
+    for (i, f) in top.flows().iter().enumerate() {
+        out.push_str(&format!(
+            "  {:>3}. {:<60} {:>12} packets {:>14} bytes\n",
+            i + 1,
+            f.key.to_string(),
+            f.counter.packets,
+            f.counter.bytes
+        ));
+    }
+    out
+}
+
+fn flows_json(top: &TopFlows, on: bool) -> serde_json::Value {
+    if !on {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({
+        "distinct": top.distinct,
+        "overflow": {"packets": top.overflow.packets, "bytes": top.overflow.bytes},
+        "top": top.flows().iter().map(|f| serde_json::json!({
+            "protocol": f.key.protocol_name(),
+            "src": f.key.src_ip().to_string(), "src_port": f.key.src_port,
+            "dst": f.key.dst_ip().to_string(), "dst_port": f.key.dst_port,
+            "packets": f.counter.packets, "bytes": f.counter.bytes,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// `xdp-user cost`: ns per packet of the filter with the given rules, and of a bare XDP_DROP

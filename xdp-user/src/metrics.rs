@@ -6,7 +6,7 @@ use crate::afxdp::KernelStats;
 use crate::generator::GenReport;
 use crate::xdp::Snapshot;
 use packet::abi::stat;
-use packet::counter::LoopCounters;
+use packet::counter::{LoopCounters, TopFlows};
 use packet::metrics::{Endpoint, Family, Published};
 
 /// The endpoint and what it serves, when `--metrics` was given.
@@ -194,4 +194,45 @@ pub fn gen_families(iface: &str, r: &GenReport) -> Vec<Family> {
         packets.push(&[("iface", iface), ("what", what)], v);
     }
     vec![packets]
+}
+
+/// The largest flows (top N only, so the labels stay bounded) and the flow tables' state.
+pub fn flow_families(iface: &str, top: &TopFlows) -> Vec<Family> {
+    let mut packets = Family::gauge(
+        "kbp_top_flow_packets",
+        "Packets of the largest flows, by rank (1 = most packets); only the top N flows are \
+         exported.",
+    );
+    let mut bytes = Family::gauge("kbp_top_flow_bytes", "Bytes of the largest flows, by rank.");
+    for (i, f) in top.flows().iter().enumerate() {
+        let (rank, src, dst) = (
+            (i + 1).to_string(),
+            f.key.src_ip().to_string(),
+            f.key.dst_ip().to_string(),
+        );
+        let (sport, dport) = (f.key.src_port.to_string(), f.key.dst_port.to_string());
+        let protocol = f.key.protocol_name();
+        let labels = [
+            ("iface", iface),
+            ("rank", rank.as_str()),
+            ("protocol", protocol.as_ref()),
+            ("src", src.as_str()),
+            ("src_port", sport.as_str()),
+            ("dst", dst.as_str()),
+            ("dst_port", dport.as_str()),
+        ];
+        packets.push(&labels, f.counter.packets);
+        bytes.push(&labels, f.counter.bytes);
+    }
+    vec![
+        packets,
+        bytes,
+        Family::gauge("kbp_flows", "Flows in the flow tables.")
+            .with(&[("iface", iface)], top.distinct as u64),
+        Family::counter(
+            "kbp_flow_overflow_packets",
+            "Packets whose flow found no slot in the (fixed-size) flow table.",
+        )
+        .with(&[("iface", iface)], top.overflow.packets),
+    ]
 }

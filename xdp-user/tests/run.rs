@@ -405,3 +405,71 @@ fn unfinished_checksums_are_counted_explained_and_completed_on_request() {
         }
     }
 }
+
+/// Sends, from the peer, `n` UDP datagrams to the DUT's port 9 from each source port given,
+/// one source port after the other.
+fn udp_flows(tb: &Testbed, flows: &[(u16, u32)]) {
+    let list: Vec<String> = flows.iter().map(|(p, n)| format!("({p},{n})")).collect();
+    tb.peer_python(&format!(
+        "import socket,time\n\
+         for port, n in [{}]:\n\
+         \x20   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('', port))\n\
+         \x20   for i in range(n):\n\
+         \x20       s.sendto(b'f'*18, ('{DUT_IPV4}', 9))\n\
+         \x20       if i % 50 == 49: time.sleep(0.002)\n\
+         \x20   s.close()\n",
+        list.join(",")
+    ));
+}
+
+/// `--flows N`: known flows come out ranked by packets, with their 5-tuples and byte counts,
+/// in the JSON; a table too small for them counts the rest as overflow instead of growing.
+#[test]
+fn run_ranks_the_top_flows_and_counts_what_finds_no_slot() {
+    let flows = [(1111, 300), (2222, 200), (3333, 100), (4444, 50)];
+    for (slots, distinct, overflow) in [("1024", 4, 0), ("2", 2, 150)] {
+        let tb = testbed(1);
+        let mut run = Loader::start_cmd(
+            &tb,
+            "run",
+            &[
+                "--iface",
+                DUT_IF,
+                "--action",
+                "count",
+                "--flows",
+                "3",
+                "--flow-table",
+                slots,
+                "--json",
+            ],
+        );
+        udp_flows(&tb, &flows);
+        std::thread::sleep(Duration::from_millis(300));
+        run.signal(libc::SIGINT);
+        let v = last_json(&run.finish());
+        let f = &v["flows"];
+        assert_eq!(n(f, "/distinct"), distinct, "{f}");
+        assert_eq!(n(f, "/overflow/packets"), overflow, "{f}");
+        let top = f["top"].as_array().unwrap();
+        let expected: Vec<(u64, u64)> = flows
+            .iter()
+            .take(distinct.min(3) as usize)
+            .map(|(p, n)| (u64::from(*p), u64::from(*n)))
+            .collect();
+        let got: Vec<(u64, u64)> = top
+            .iter()
+            .map(|t| (n(t, "/src_port"), n(t, "/packets")))
+            .collect();
+        assert_eq!(got, expected, "{f}");
+        for t in top {
+            assert_eq!(t["protocol"], "udp");
+            assert_eq!(t["src"], "198.18.0.1");
+            assert_eq!(t["dst"], DUT_IPV4);
+            assert_eq!(n(t, "/dst_port"), 9);
+            // 14 Ethernet + 20 IPv4 + 8 UDP + 18 bytes of payload.
+            assert_eq!(n(t, "/bytes"), n(t, "/packets") * 60, "{t}");
+        }
+        assert_eq!(n(&v, "/counted"), 650, "{v}");
+    }
+}
