@@ -17,6 +17,8 @@
 //! - [`abi`]: the `#[repr(C)]` types exchanged with the eBPF program through maps.
 //! - [`verify`]: checksum verification independent of our own code, for tests and diagnostics.
 //! - [`fixtures`]: real frames captured from the Linux stack, and their expected replies.
+//! - [`capture`] (`capture`): what a poll loop received and sent, through a lock-free ring to a
+//!   writer thread, as pcapng.
 //! - [`metrics`] (`metrics`): the Prometheus / OpenMetrics endpoint every binary serves with
 //!   `--metrics ADDR:PORT`, rendering the counter families its statistics thread publishes.
 //! - [`craft`] (`std`): a seeded PRNG, header builders and a generator of hostile and
@@ -30,6 +32,8 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+#[cfg(feature = "capture")]
+pub mod capture;
 pub mod checksum;
 #[cfg(feature = "cli")]
 pub mod cli;

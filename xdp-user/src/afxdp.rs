@@ -37,6 +37,7 @@
 pub use crate::frames::FrameAccount;
 use crate::frames::{FrameLedger, Place};
 use anyhow::{Context, Result, anyhow, bail};
+use packet::capture::{Direction, Tap};
 use packet::counter::{
     FlowSlot, FlowTable, LoopCounters, ProtocolCounters, SharedLoopCounters, TopFlows,
 };
@@ -327,6 +328,7 @@ impl QueueSocket {
         responder: &Responder,
         stats: &QueueStats,
         stop: &AtomicBool,
+        tap: Option<Tap>,
     ) -> QueueReport {
         if let Some(core) = self.settings.core {
             pin_to_core(core);
@@ -343,8 +345,11 @@ impl QueueSocket {
         let mut batches = 0u64;
         let action = self.settings.action;
         // Flow counting: the table and the top-N buffer are allocated here, once.
-        let mut flows = (self.settings.flow_slots > 0)
-            .then(|| FlowTable::with_capacity(self.settings.flow_slots, flow_seed()));
+        let mut observers = Observers {
+            flows: (self.settings.flow_slots > 0)
+                .then(|| FlowTable::with_capacity(self.settings.flow_slots, flow_seed())),
+            tap,
+        };
         let mut top = TopFlows::with_capacity(self.settings.top_flows);
         let mut next_top = std::time::Instant::now();
 
@@ -381,6 +386,9 @@ impl QueueSocket {
             }
             idle_spins = 0;
             local.rx += received as u64;
+            if let Some(tap) = &mut observers.tap {
+                tap.set_time();
+            }
             for desc in rx_descs.iter_mut().take(received) {
                 let reply = self.process(
                     desc,
@@ -388,7 +396,7 @@ impl QueueSocket {
                     responder,
                     &mut local,
                     &mut protocols,
-                    flows.as_mut(),
+                    &mut observers,
                 );
                 if reply {
                     tx_descs.push(*desc);
@@ -401,7 +409,7 @@ impl QueueSocket {
             }
             batches += 1;
             publish(stats, &local, &protocols, batches);
-            if let Some(table) = &flows
+            if let Some(table) = &observers.flows
                 && batches.is_multiple_of(64)
                 && std::time::Instant::now() >= next_top
             {
@@ -409,7 +417,7 @@ impl QueueSocket {
                 next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
             }
         }
-        if let Some(table) = &flows {
+        if let Some(table) = &observers.flows {
             publish_top(stats, &mut top, table);
         }
 
@@ -591,7 +599,7 @@ impl QueueSocket {
         responder: &Responder,
         local: &mut LoopCounters,
         protocols: &mut ProtocolCounters,
-        flows: Option<&mut FlowTable<Vec<FlowSlot>>>,
+        observers: &mut Observers,
     ) -> bool {
         // SAFETY: the frame was just consumed from the RX ring, so the loop owns it and nothing
         // else reads or writes it until it is produced on the TX or fill ring.
@@ -601,18 +609,32 @@ impl QueueSocket {
         let mut cursor = data.cursor();
         let capacity = cursor.buf_len();
         cursor.set_pos(capacity);
+        let buf = data.contents_mut();
+        if let Some(tap) = &mut observers.tap {
+            tap.record(Direction::In, &buf[..len]);
+        }
         let reply = handle_frame_counting_flows(
             action,
             responder,
-            data.contents_mut(),
+            buf,
             len,
             local,
             protocols,
-            flows,
+            observers.flows.as_mut(),
         );
+        if let (Some(tap), Some(n)) = (&mut observers.tap, reply) {
+            tap.record(Direction::Out, &buf[..n]);
+        }
         data.cursor().set_pos(reply.unwrap_or(len));
         reply.is_some()
     }
+}
+
+/// What a loop does besides its work, each off unless asked for: flow counting and capture.
+#[derive(Debug)]
+struct Observers {
+    flows: Option<FlowTable<Vec<FlowSlot>>>,
+    tap: Option<Tap>,
 }
 
 /// Copies the loop's local counters to the shared ones: relaxed stores, once per batch; the
@@ -709,13 +731,14 @@ pub fn spawn(
     socket: QueueSocket,
     responder: Arc<Responder>,
     stop: Arc<AtomicBool>,
+    tap: Option<Tap>,
 ) -> Result<RunningQueue> {
     let stats = Arc::new(QueueStats::default());
     let queue = socket.queue();
     let s = Arc::clone(&stats);
     let handle = std::thread::Builder::new()
         .name(format!("xsk-q{queue}"))
-        .spawn(move || socket.run(&responder, &s, &stop))
+        .spawn(move || socket.run(&responder, &s, &stop, tap))
         .context("could not start a queue thread")?;
     Ok(RunningQueue {
         queue,

@@ -167,6 +167,14 @@ struct RunArgs {
     /// as overflow).
     #[arg(long, default_value_t = 65536, value_name = "SLOTS")]
     flow_table: usize,
+    /// Write what the loops receive and send back to FILE as pcapng (direction and queue in
+    /// each packet's options), through a bounded ring per queue: frames the ring has no room
+    /// for are counted and reported, never waited for.
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// Bytes kept of each captured frame.
+    #[arg(long, default_value_t = 65535, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    snaplen: u32,
     /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
     /// The loop then runs the driver's receive work itself: give it a core of its own, on a
     /// NIC whose interrupts it can replace. Sharing its core with the interface's NAPI
@@ -769,12 +777,29 @@ fn run(args: RunArgs) -> Result<()> {
 
     let fds: Vec<_> = sockets.iter().map(|s| s.raw_fd()).collect();
     let responder = Arc::new(responder);
+    let (capture, mut taps) = match &args.capture {
+        Some(path) => {
+            let queues: Vec<u32> = sockets.iter().map(|s| s.queue()).collect();
+            let (c, taps) = packet::capture::start(
+                &packet::capture::Output::File(path.clone()),
+                &args.iface,
+                &queues,
+                args.snaplen as usize,
+            )
+            .map_err(anyhow::Error::msg)?;
+            eprintln!("xdp-user: capturing to {}", path.display());
+            (Some(c), taps.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    taps.resize_with(sockets.len(), || None);
     let mut running = Vec::new();
-    for socket in sockets {
+    for (socket, tap) in sockets.into_iter().zip(taps) {
         running.push(afxdp::spawn(
             socket,
             Arc::clone(&responder),
             Arc::clone(&stop),
+            tap,
         )?);
     }
 
@@ -899,6 +924,26 @@ fn run(args: RunArgs) -> Result<()> {
         reports.push((r.stats.counts(), protocols, report));
     }
     let top = TopFlows::merge(&tops, args.flows);
+    // The loops have stopped: the writer empties the rings and closes the file.
+    let captured = capture
+        .map(|c| c.finish().map_err(anyhow::Error::msg))
+        .transpose()?;
+    if let (Some(c), Some(path)) = (&captured, &args.capture) {
+        eprintln!(
+            "xdp-user: captured {} frame(s) to {}{}",
+            c.written,
+            path.display(),
+            if c.dropped > 0 {
+                format!(
+                    "; {} frame(s) LOST to full capture rings (the disk or the writer could not \
+                     keep up: try a smaller --snaplen)",
+                    c.dropped
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     filter.detach();
     if let Some(e) = gone {
         // The queues are stopped and their threads joined; nothing is left to clean up.
@@ -999,6 +1044,10 @@ fn run(args: RunArgs) -> Result<()> {
                 "protocols": proto,
                 "queues": queue_json,
                 "flows": flows_json(&top, args.flows > 0),
+                "capture": captured.map(|c| serde_json::json!({
+                    "file": args.capture.as_ref().map(|p| p.display().to_string()),
+                    "written": c.written, "dropped": c.dropped,
+                })),
                 "xdp": {
                     "xsk": xdp_counters.get(stat::ACTION_XSK).packets,
                     "pass": xdp_counters.get(stat::ACTION_PASS).packets,

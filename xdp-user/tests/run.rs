@@ -473,3 +473,81 @@ fn run_ranks_the_top_flows_and_counts_what_finds_no_slot() {
         assert_eq!(n(&v, "/counted"), 650, "{v}");
     }
 }
+
+/// One line per captured frame, as tshark reads the pcapng: direction (1 in, 2 out), queue,
+/// interface name, and the frame's protocols.
+fn tshark_lines(path: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            path.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+        ])
+        .args([
+            "-e",
+            "frame.packet_flags_direction",
+            "-e",
+            "frame.interface_queue",
+        ])
+        .args(["-e", "frame.interface_name", "-e", "frame.protocols"])
+        .output()
+        .expect("tshark (apt package tshark; cargo xtask setup installs it)");
+    assert!(out.status.success(), "tshark: {}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// `run --capture FILE`: what the loop received and what it sent back, in order, as pcapng
+/// that tcpdump and tshark read, with the direction and the queue of each frame; malformed
+/// frames are in it (received) but never answered.
+#[test]
+fn run_captures_what_it_receives_and_sends_as_pcapng() {
+    let tb = testbed(1);
+    let path = std::env::temp_dir().join(format!("kbp-run-capture-{}.pcapng", std::process::id()));
+    let l = run_loader(&tb, &["--capture", path.to_str().unwrap()]);
+    assert_eq!(tb.ping(false, 5), 5);
+    let (ok, sent) = tb.udp_echo_sizes(7);
+    assert_eq!(ok, sent);
+    // UDP to port 7 with a wrong IPv4 header checksum: received, counted malformed, unanswered.
+    inject(
+        &tb,
+        &[fix_frame(
+            &"0800450000 1c00004000401100 00c6120001c6120002 9c40000700080000".replace(' ', ""),
+            false,
+        )],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let v = finish_json(l);
+    let (rx, tx) = (n(&v, "/rx"), n(&v, "/tx"));
+    assert_eq!((rx, tx), (5 + sent + 1, 5 + sent), "{v}");
+    assert_eq!(n(&v, "/capture/written"), rx + tx, "{v}");
+    assert_eq!(n(&v, "/capture/dropped"), 0, "{v}");
+    // tcpdump reads every frame.
+    let dump = std::process::Command::new("tcpdump")
+        .args(["-nn", "-r", path.to_str().unwrap()])
+        .output()
+        .expect("tcpdump (apt package tcpdump)");
+    assert_eq!(
+        text(&dump.stdout).lines().count() as u64,
+        rx + tx,
+        "{}",
+        text(&dump.stderr)
+    );
+    let lines = tshark_lines(&path);
+    let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count() as u64;
+    assert_eq!(count("0x00000001,0,dut0,"), rx, "{lines:?}");
+    assert_eq!(count("0x00000002,0,dut0,"), tx, "{lines:?}");
+    // Each ping request is followed by its reply.
+    let icmp: Vec<&String> = lines.iter().filter(|l| l.ends_with(":icmp:data")).collect();
+    assert_eq!(icmp.len(), 10, "{lines:?}");
+    for pair in icmp.chunks(2) {
+        assert!(pair[0].starts_with("0x00000001,") && pair[1].starts_with("0x00000002,"));
+    }
+    assert!(
+        lines.last().unwrap().starts_with("0x00000001,"),
+        "the malformed frame, unanswered"
+    );
+    let _ = std::fs::remove_file(&path);
+}

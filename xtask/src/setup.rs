@@ -40,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     // The metrics endpoint's test: a real Prometheus server, promtool, and curl.
     "prometheus",
     "curl",
+    // Reading the captures back in the tests: what users read them with.
+    "tcpdump",
+    "tshark",
 ];
 
 #[derive(Debug)]
