@@ -197,8 +197,10 @@ pub mod stat {
     /// First fragments (offset 0, more-fragments set) and later fragments (offset > 0).
     pub const FRAG_FIRST: u32 = 15;
     pub const FRAG_LATER: u32 = 16;
+    /// Frames capture was on for but found the capture ring full: counted, never a silent gap.
+    pub const CAPTURE_LOST: u32 = 17;
     /// Number of slots.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 /// Every global counter of the program on one CPU: the single entry of the per-CPU `STATS`
@@ -335,6 +337,50 @@ pub mod config_flags {
     pub const ICMP_USED: u32 = 16;
 }
 
+/// Bytes of a frame a [`CaptureRecord`] holds at most: a standard frame with two VLAN tags.
+pub const CAPTURE_BYTES: usize = 1536;
+/// The size of the program's capture ring buffer (`CAPTURE`).
+pub const CAPTURE_RING_BYTES: u32 = 8 << 20;
+
+/// One frame the program saw while capture was on (`CAPTURE_CTL` non-zero), with what it did:
+/// an entry of the `CAPTURE` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureRecord {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub rx_queue: u32,
+    /// The frame's length on the wire, and how much of it `data` holds.
+    pub orig_len: u32,
+    pub cap_len: u32,
+    /// The XDP action returned (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_REDIRECT` 4).
+    pub xdp_action: u32,
+    /// One of [`verdict`], and the matching rule with `verdict::RULE`.
+    pub verdict: u32,
+    pub rule: u32,
+    /// The generation of the rule set that decided.
+    pub generation: u32,
+    pub data: [u8; CAPTURE_BYTES],
+}
+
+impl Default for CaptureRecord {
+    fn default() -> Self {
+        CaptureRecord {
+            ts_ns: 0,
+            ifindex: 0,
+            rx_queue: 0,
+            orig_len: 0,
+            cap_len: 0,
+            xdp_action: 0,
+            verdict: 0,
+            rule: 0,
+            generation: 0,
+            data: [0; CAPTURE_BYTES],
+        }
+    }
+}
+
 /// How the program decided a packet: the `verdict` of a [`ProbeRecord`].
 pub mod verdict {
     /// A rule matched: `rule` says which.
@@ -393,6 +439,8 @@ pub mod map_name {
     pub const DST_V6: &str = "DST_V6";
     pub const XSKS: &str = "XSKS";
     pub const PROBE: &str = "PROBE";
+    pub const CAPTURE: &str = "CAPTURE";
+    pub const CAPTURE_CTL: &str = "CAPTURE_CTL";
 }
 
 /// Rule-set slots in `RULESETS` (and in `RULE_STATS`, `MAX_RULES` counters each).
@@ -409,6 +457,7 @@ const _: () = assert!(core::mem::size_of::<Stats>() == 16 * stat::COUNT as usize
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 4);
 const _: () = assert!(core::mem::size_of::<Action>() == 4);
 const _: () = assert!(core::mem::size_of::<ProbeRecord>() == 12 * 4 + 32);
+const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 8 + 8 * 4 + CAPTURE_BYTES);
 const _: () = assert!(
     core::mem::size_of::<RuleSet>()
         == 6 * 4
@@ -445,6 +494,11 @@ unsafe impl aya::Pod for RuleSet {}
 #[cfg(feature = "user")]
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for ProbeRecord {}
+// SAFETY: `repr(C)`, only integers and a byte array, no padding (8 + 8 * 4 + 1536 bytes, a
+// multiple of 8), valid for any bit pattern.
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for CaptureRecord {}
 
 #[cfg(test)]
 mod tests {

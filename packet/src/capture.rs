@@ -116,6 +116,83 @@ impl Output {
     }
 }
 
+/// A pcapng file being written: its interface blocks, then packets. Used by the loops'
+/// capture writer and by `xdp-user dump` (the XDP program's captures).
+pub struct PcapFile {
+    writer: PcapNgWriter<std::io::BufWriter<Box<dyn Write + Send>>>,
+}
+
+impl std::fmt::Debug for PcapFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapFile").finish_non_exhaustive()
+    }
+}
+
+impl PcapFile {
+    /// Creates `output` with one Ethernet interface block per `(name, snaplen)`, with
+    /// nanosecond timestamps; packets name their interface by index in this list.
+    pub fn create(output: &Output, interfaces: &[(&str, usize)]) -> Result<PcapFile, String> {
+        let sink: Box<dyn Write + Send> = match output {
+            Output::Stdout => Box::new(std::io::stdout()),
+            Output::File(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+                format!("--capture {}: cannot create the file ({e})", path.display())
+            })?),
+        };
+        let mut writer = PcapNgWriter::new(std::io::BufWriter::with_capacity(1 << 20, sink))
+            .map_err(|e| format!("cannot write the pcapng header: {e}"))?;
+        for (name, snaplen) in interfaces {
+            writer
+                .write_pcapng_block(InterfaceDescriptionBlock {
+                    linktype: DataLink::ETHERNET,
+                    snaplen: *snaplen as u32,
+                    options: vec![
+                        InterfaceDescriptionOption::IfName(Cow::Owned(name.to_string())),
+                        // Timestamps are in nanoseconds.
+                        InterfaceDescriptionOption::IfTsResol(9),
+                    ],
+                })
+                .map_err(|e| format!("cannot write the pcapng interface block: {e}"))?;
+        }
+        Ok(PcapFile { writer })
+    }
+
+    /// Writes one packet of interface `interface`, at `ts_ns` nanoseconds since the epoch.
+    pub fn packet(
+        &mut self,
+        interface: u32,
+        ts_ns: u64,
+        original_len: u32,
+        data: &[u8],
+        options: Vec<EnhancedPacketOption<'_>>,
+    ) -> Result<(), String> {
+        self.writer
+            .write_pcapng_block(EnhancedPacketBlock {
+                interface_id: interface,
+                timestamp: Duration::from_nanos(ts_ns),
+                original_len,
+                data: Cow::Borrowed(data),
+                options,
+            })
+            .map(|_| ())
+            .map_err(|e| format!("capture: write failed: {e}"))
+    }
+
+    pub fn flush(&mut self) -> Result<(), String> {
+        self.writer
+            .get_mut()
+            .flush()
+            .map_err(|e| format!("capture: write failed: {e}"))
+    }
+}
+
+/// Nanoseconds since the epoch now.
+pub fn wall_clock_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
 /// What a capture wrote, when it ends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureReport {
@@ -155,33 +232,8 @@ fn start_with(
     go: Option<Arc<AtomicBool>>,
 ) -> Result<(Capture, Vec<Tap>), String> {
     let snaplen = snaplen.clamp(1, MAX_SNAPLEN);
-    let sink: Box<dyn Write + Send> =
-        match output {
-            Output::Stdout => Box::new(std::io::stdout()),
-            Output::File(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-                format!("--capture {}: cannot create the file ({e})", path.display())
-            })?),
-        };
-    let mut writer = PcapNgWriter::new(std::io::BufWriter::with_capacity(1 << 20, sink))
-        .map_err(|e| format!("cannot write the pcapng header: {e}"))?;
-    writer
-        .write_pcapng_block(InterfaceDescriptionBlock {
-            linktype: DataLink::ETHERNET,
-            snaplen: snaplen as u32,
-            options: vec![
-                InterfaceDescriptionOption::IfName(Cow::Owned(iface.to_string())),
-                // Timestamps are in nanoseconds.
-                InterfaceDescriptionOption::IfTsResol(9),
-            ],
-        })
-        .map_err(|e| format!("cannot write the pcapng interface block: {e}"))?;
-    let anchor = {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        (std::time::Instant::now(), wall)
-    };
+    let writer = PcapFile::create(output, &[(iface, snaplen)])?;
+    let anchor = (std::time::Instant::now(), wall_clock_ns());
     let mut taps = Vec::new();
     let mut sources = Vec::new();
     for &queue in queues {
@@ -265,7 +317,7 @@ pub fn epb_option(code: u16, value: &[u8]) -> Result<EnhancedPacketOption<'stati
 
 /// The writer thread: drains the rings until told to stop, then once more.
 fn drain(
-    mut writer: PcapNgWriter<std::io::BufWriter<Box<dyn Write + Send>>>,
+    mut writer: PcapFile,
     mut sources: Vec<Source>,
     stop: &AtomicBool,
 ) -> Result<CaptureReport, String> {
@@ -282,10 +334,7 @@ fn drain(
         }
         if wrote == 0 {
             // Nothing waiting: flush, so a reader of the file sees packets as they come.
-            writer
-                .get_mut()
-                .flush()
-                .map_err(|e| format!("capture: write failed: {e}"))?;
+            writer.flush()?;
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -293,16 +342,13 @@ fn drain(
         .iter()
         .map(|s| s.dropped.load(Ordering::Relaxed))
         .sum();
-    writer
-        .get_mut()
-        .flush()
-        .map_err(|e| format!("capture: write failed: {e}"))?;
+    writer.flush()?;
     Ok(report)
 }
 
 /// Writes every complete record of one ring; returns how many.
 fn drain_one(
-    writer: &mut PcapNgWriter<std::io::BufWriter<Box<dyn Write + Send>>>,
+    writer: &mut PcapFile,
     s: &mut Source,
     report: &mut CaptureReport,
 ) -> Result<u64, String> {
@@ -336,15 +382,7 @@ fn drain_one(
             options.push(EnhancedPacketOption::DropCount(dropped - s.reported));
             s.reported = dropped;
         }
-        writer
-            .write_pcapng_block(EnhancedPacketBlock {
-                interface_id: 0,
-                timestamp: Duration::from_nanos(ts),
-                original_len,
-                data: Cow::Borrowed(&data[..caplen]),
-                options,
-            })
-            .map_err(|e| format!("capture: write failed: {e}"))?;
+        writer.packet(0, ts, original_len, &data[..caplen], options)?;
         n += 1;
         report.written += 1;
     }

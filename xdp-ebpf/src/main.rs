@@ -20,6 +20,12 @@
 //! the AND of those sets, lowest bit first, is the first matching rule in priority order. The
 //! cost does not grow with the number of rules.
 //!
+//! # Capture
+//! With `CAPTURE_CTL` non-zero (its value is the snap length), every frame goes into the
+//! `CAPTURE` ring buffer after it is decided: its first bytes, its RX queue, the XDP action
+//! returned, the verdict and the rule. A full ring counts the frame in `CAPTURE_LOST` instead.
+//! Off, capture costs one array load and a branch per frame.
+//!
 //! # Atomic reloads
 //! `RULESETS` holds two compiled rule sets and `CONFIG.active_set` names the one in force. The
 //! program reads that word once per packet and takes every table from the same slot; the
@@ -30,14 +36,16 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, XskMap, lpm_trie::Key},
+    maps::{Array, LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use packet::abi::{
-    Action, Counter, ICMP_NOT_ICMP, MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE,
-    ProbeRecord, RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags,
-    frag, proto_class, stat, verdict,
+    Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureRecord, Counter, ICMP_NOT_ICMP,
+    MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord, RULE_SET_SLOTS,
+    RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags, frag, proto_class, stat,
+    verdict,
 };
 
 #[map(name = "CONFIG")]
@@ -60,6 +68,12 @@ static DST_V6: LpmTrie<[u8; 17], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTR
 /// Sized by the loader from the interface's RX queue count.
 #[map(name = "XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(1, 0);
+/// The snap length while capture is on, 0 while off; written by `xdp-user dump` / `--capture`.
+/// A map of its own, so a capture never races a reload's write of `CONFIG`.
+#[map(name = "CAPTURE_CTL")]
+static CAPTURE_CTL: Array<u32> = Array::with_max_entries(1, 0);
+#[map(name = "CAPTURE")]
+static CAPTURE: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
 /// Written only by `xdp_filter_probe`.
 #[map(name = "PROBE")]
 static PROBE: Array<ProbeRecord> = Array::with_max_entries(1, 0);
@@ -102,7 +116,68 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
         verdict::UNPARSED => stats[stat::UNPARSED as usize].add(len),
         _ => stats[stat::DEFAULT_ACTION as usize].add(len),
     }
-    act(&ctx, stats, decision.action, len)
+    let action = act(&ctx, stats, decision.action, len);
+    if let Some(&snaplen) = CAPTURE_CTL.get(0)
+        && snaplen != 0
+    {
+        capture(&ctx, stats, snaplen, action, &decision, rules.generation, len);
+    }
+    action
+}
+
+/// Puts the frame, and what was done with it, into the capture ring (or counts it lost).
+/// Inlined: eBPF calls take at most five arguments.
+#[inline(always)]
+fn capture(
+    ctx: &XdpContext,
+    stats: &mut [Counter; stat::COUNT as usize],
+    snaplen: u32,
+    action: u32,
+    d: &Decision,
+    generation: u32,
+    len: u64,
+) {
+    let Some(mut entry) = CAPTURE.reserve::<CaptureRecord>(0) else {
+        stats[stat::CAPTURE_LOST as usize].add(len);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    let want = (len as u32).min(snaplen).min(CAPTURE_BYTES as u32);
+    // The verifier must see 1 <= want <= CAPTURE_BYTES on the very register passed to the
+    // helper. Read back through a volatile load, the value is opaque to LLVM, so the checks
+    // below are kept as written instead of being folded into the min() above.
+    // SAFETY: a read of a local through a valid reference.
+    let want = unsafe { core::ptr::read_volatile(&want) };
+    let cap_len = if want == 0 || want > CAPTURE_BYTES as u32 {
+        0
+    } else {
+        // SAFETY: `record` is a reserved ring-buffer entry of size_of::<CaptureRecord>() bytes,
+        // ours until submitted; `want` is at most CAPTURE_BYTES, the size of `data`, and at
+        // most the frame's length, so the helper reads and writes only what exists.
+        let rc = unsafe {
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                0,
+                (*record).data.as_mut_ptr().cast(),
+                want,
+            )
+        };
+        if rc == 0 { want } else { 0 }
+    };
+    // SAFETY: as above; plain stores into the reserved entry.
+    unsafe {
+        (*record).ts_ns = bpf_ktime_get_ns();
+        // SAFETY: `ctx.ctx` is the program's valid xdp_md for its whole run.
+        (*record).ifindex = (*ctx.ctx).ingress_ifindex;
+        (*record).rx_queue = (*ctx.ctx).rx_queue_index;
+        (*record).orig_len = len as u32;
+        (*record).cap_len = cap_len;
+        (*record).xdp_action = action;
+        (*record).verdict = d.verdict;
+        (*record).rule = d.rule;
+        (*record).generation = generation;
+    }
+    entry.submit(0);
 }
 
 /// The reference for benchmarks: a program that only returns `XDP_DROP`. The filter's cost

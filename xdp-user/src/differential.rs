@@ -20,7 +20,7 @@ use packet::abi::{Action, ICMP_NOT_ICMP, NO_PORT, ProbeRecord, proto_class, verd
 use packet::craft::{PORT_POOL, Rng, V4_POOL, V6_POOL, random_frame};
 use packet::filter::{Class, IpFields, classify};
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What the program should have done with a frame, by the model.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ fn model(rules: &[Rule], policy: Policy, frame: &[u8]) -> Expected {
         Class::NotIp => (verdict::NOT_IP, 0, policy.default, None),
         Class::Malformed(_) => (verdict::MALFORMED, 0, policy.malformed, None),
         Class::Unparsed => (verdict::UNPARSED, 0, policy.unparsed, None),
-        Class::Ip(f) => match rules::first_match(rules, &packet_fields(&f)) {
+        Class::Ip(f) => match rules::first_match(rules, &PacketFields::from_ip(&f)) {
             Some(i) => (verdict::RULE, i as u32, rules[i].action, Some(f)),
             None => (verdict::NO_RULE, 0, policy.default, Some(f)),
         },
@@ -46,25 +46,6 @@ fn model(rules: &[Rule], policy: Policy, frame: &[u8]) -> Expected {
         rule,
         action,
         fields,
-    }
-}
-
-fn packet_fields(f: &IpFields) -> PacketFields {
-    let addr = |a: &[u8; 16]| -> IpAddr {
-        if f.v6 {
-            Ipv6Addr::from(*a).into()
-        } else {
-            Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
-        }
-    };
-    PacketFields {
-        class: f.class,
-        src: addr(&f.src),
-        dst: addr(&f.dst),
-        sport: f.sport,
-        dport: f.dport,
-        icmp_type: f.icmp_type,
-        frag: f.frag.abi(),
     }
 }
 

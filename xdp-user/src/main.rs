@@ -9,6 +9,7 @@
 mod afxdp;
 #[cfg(test)]
 mod differential;
+mod dump;
 mod frames;
 mod generator;
 mod iface;
@@ -70,6 +71,10 @@ enum Command {
     /// Measure the XDP program's cost per packet with a rule set, in the kernel
     /// (BPF_PROG_TEST_RUN, no interface needed), beside a bare XDP_DROP program in the same run.
     Cost(CostArgs),
+    /// Capture the frames the XDP program of `load` or `run` sees on an interface, with what
+    /// it did to each (verdict, rule, RX queue), as pcapng: `-w FILE`, or `-w -` to pipe into
+    /// `tcpdump -r -`.
+    Dump(DumpArgs),
 }
 
 /// How long `load` and `run` run and how they report.
@@ -106,6 +111,13 @@ struct LoadArgs {
     /// the rules of --rules).
     #[arg(long = "rule", value_name = "RULE")]
     rules: Vec<String>,
+    /// Write every frame the program sees, with its verdict, rule and RX queue, to FILE as
+    /// pcapng (as `xdp-user dump` does, from the start).
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// Bytes kept of each captured frame (at most 1536).
+    #[arg(long, default_value_t = 1536, value_parser = clap::value_parser!(u32).range(1..=1536))]
+    snaplen: u32,
     /// A file of rules, one per line, `#` comments. Reloaded on SIGHUP.
     #[arg(long = "rules", value_name = "FILE")]
     rules_file: Option<PathBuf>,
@@ -246,6 +258,40 @@ struct GenArgs {
     json: bool,
 }
 
+/// Arguments of `xdp-user dump`.
+#[derive(clap::Args, Debug)]
+struct DumpArgs {
+    /// An interface whose xdp-user program to capture from (repeatable: one pcapng
+    /// interface block each).
+    #[arg(long, required = true)]
+    iface: Vec<String>,
+    /// Where to write the pcapng: a file, or `-` for standard output.
+    #[arg(short = 'w', long = "write", value_name = "FILE", default_value = "-")]
+    write: String,
+    /// Bytes kept of each frame (at most 1536).
+    #[arg(long, default_value_t = 1536, value_parser = clap::value_parser!(u32).range(1..=1536))]
+    snaplen: u32,
+    /// Stop after writing this many frames.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Only frames this rule matches, in `load`'s grammar ("proto udp dport 9"); with an
+    /// `action`, only those the program gave that action.
+    #[arg(long = "match", value_name = "RULE")]
+    matches: Option<String>,
+    /// Only frames the program passed, dropped or redirected to AF_XDP.
+    #[arg(long, value_parser = ["pass", "drop", "xsk"])]
+    verdict: Option<String>,
+    /// Only frames rule N decided (numbered from 1, in the order given to `load`).
+    #[arg(long = "rule", value_name = "N")]
+    rule: Option<u32>,
+    /// On exit, print a JSON summary (to standard error when the capture goes to stdout).
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `xdp-user cost`.
 #[derive(clap::Args, Debug)]
 struct CostArgs {
@@ -269,6 +315,7 @@ fn main() {
         Command::Run(args) => run(args),
         Command::Gen(args) => run_gen(args),
         Command::Cost(args) => cost(args),
+        Command::Dump(args) => run_dump(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -347,6 +394,29 @@ fn load(args: LoadArgs) -> Result<()> {
     filter.install(&rules, policy)?;
     let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
     filter.attach(args.mode)?;
+    let capture_stop = Arc::new(AtomicBool::new(false));
+    let capture = match &args.capture {
+        Some(path) => {
+            let maps = dump::CaptureMaps::of_attached(&args.iface)?;
+            let (path, stop) = (path.clone(), Arc::clone(&capture_stop));
+            let opts = dump::DumpOptions {
+                snaplen: args.snaplen,
+                count: None,
+                duration: None,
+                selection: dump::Selection::default(),
+            };
+            eprintln!("xdp-user: capturing to {}", path.display());
+            Some(std::thread::spawn(move || {
+                dump::capture(
+                    vec![maps],
+                    &packet::capture::Output::File(path),
+                    &opts,
+                    &stop,
+                )
+            }))
+        }
+        None => None,
+    };
     let mode = match filter.mode {
         Mode::Native => "native (driver)",
         _ => "skb (generic)",
@@ -429,9 +499,24 @@ fn load(args: LoadArgs) -> Result<()> {
             next_print = last_at + interval;
         }
     }
+    // Capture stops while the program still runs (it switches capture off itself).
+    capture_stop.store(true, Ordering::Relaxed);
+    let captured = match capture.map(|t| t.join()) {
+        Some(Ok(r)) => Some(r?),
+        Some(Err(_)) => bail!("the capture thread panicked"),
+        None => None,
+    };
     // Detach first, then read: no packet is counted after the totals are taken.
     filter.detach();
     let total = filter.snapshot()?;
+    if let (Some(c), Some(path)) = (&captured, &args.capture) {
+        eprintln!(
+            "xdp-user: captured {} frame(s) to {}; {} lost to a full capture ring",
+            c.written,
+            path.display(),
+            c.lost
+        );
+    }
     // The last scrape sees the totals the JSON reports.
     publish(
         &total,
@@ -451,6 +536,9 @@ fn load(args: LoadArgs) -> Result<()> {
         });
         v["reloads"] = reloads.into();
         v["reload_failures"] = reload_failures.into();
+        v["capture"] = captured
+            .map(|c| serde_json::json!({"written": c.written, "seen": c.seen, "lost": c.lost}))
+            .unwrap_or(serde_json::Value::Null);
         println!("{v}");
     }
     Ok(())
@@ -656,6 +744,68 @@ fn run_gen(args: GenArgs) -> Result<()> {
                 "latency_us": {"p50": p50, "p99": p99, "max": max},
             })
         );
+    }
+    Ok(())
+}
+
+fn run_dump(args: DumpArgs) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let selection = dump::Selection {
+        action: args
+            .verdict
+            .as_deref()
+            .map(dump::Selection::action_of)
+            .transpose()?,
+        rule: args.rule,
+        matches: args
+            .matches
+            .as_deref()
+            .map(dump::Selection::parse_match)
+            .transpose()?,
+    };
+    let maps = args
+        .iface
+        .iter()
+        .map(|i| dump::CaptureMaps::of_attached(i))
+        .collect::<Result<Vec<_>>>()?;
+    let output = packet::capture::Output::parse(&args.write);
+    eprintln!(
+        "xdp-user dump: capturing on {} to {}",
+        args.iface.join(", "),
+        if args.write == "-" {
+            "standard output"
+        } else {
+            &args.write
+        }
+    );
+    let opts = dump::DumpOptions {
+        snaplen: args.snaplen,
+        count: args.count,
+        duration: args.duration,
+        selection,
+    };
+    let r = dump::capture(maps, &output, &opts, &stop)?;
+    eprintln!(
+        "xdp-user dump: {} frame(s) seen, {} written, {} lost to a full capture ring{}",
+        r.seen,
+        r.written,
+        r.lost,
+        if r.lost > 0 {
+            " (the reader could not keep up: narrow it with --match/--verdict, or lower --snaplen)"
+        } else {
+            ""
+        }
+    );
+    if args.json {
+        let v = serde_json::json!({"seen": r.seen, "written": r.written, "lost": r.lost});
+        if args.write == "-" {
+            eprintln!("{v}");
+        } else {
+            println!("{v}");
+        }
     }
     Ok(())
 }

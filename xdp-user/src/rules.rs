@@ -417,7 +417,6 @@ pub fn parse_rules_file(text: &str, name: &str) -> Result<Vec<Rule>> {
 }
 
 /// The fields of a packet that rules look at, as the eBPF program sees them.
-#[cfg(test)]
 #[derive(Clone, Copy, Debug)]
 pub struct PacketFields {
     pub class: u32,
@@ -432,7 +431,28 @@ pub struct PacketFields {
     pub frag: u32,
 }
 
-#[cfg(test)]
+impl PacketFields {
+    /// The fields of a frame the model classified as IP (`packet::filter`).
+    pub fn from_ip(f: &packet::filter::IpFields) -> PacketFields {
+        let addr = |a: &[u8; 16]| -> IpAddr {
+            if f.v6 {
+                std::net::Ipv6Addr::from(*a).into()
+            } else {
+                std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
+            }
+        };
+        PacketFields {
+            class: f.class,
+            src: addr(&f.src),
+            dst: addr(&f.dst),
+            sport: f.sport,
+            dport: f.dport,
+            icmp_type: f.icmp_type,
+            frag: f.frag.abi(),
+        }
+    }
+}
+
 fn prefix_matches(p: &Prefix, addr: &IpAddr) -> bool {
     match (p, addr) {
         (Prefix::V4(a, l), IpAddr::V4(x)) => same_prefix(a, &x.octets(), *l),
@@ -441,8 +461,8 @@ fn prefix_matches(p: &Prefix, addr: &IpAddr) -> bool {
     }
 }
 
-/// The first rule that matches, by a linear scan: the reference semantics.
-#[cfg(test)]
+/// The first rule that matches, by a linear scan: the reference semantics (the differential
+/// test's model, and `dump --match`).
 pub fn first_match(rules: &[Rule], p: &PacketFields) -> Option<usize> {
     rules.iter().position(|r| {
         r.proto.is_none_or(|pr| pr.class() == p.class)

@@ -1,0 +1,261 @@
+//! `xdp-user dump` and `load --capture`: known traffic against `load`, captured by the XDP
+//! program itself into pcapng, read back with tshark and tcpdump: the frames, their verdicts
+//! (`epb_verdict`, eBPF XDP), the rule that decided each, the RX queue, and the selections
+//! (`--verdict`, `--rule`, `--match`). Capture is switched off again when a dump ends.
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+use xtask::testbed::{DUT_IF, Testbed};
+
+fn load(tb: &Testbed, extra: &[&str]) -> Loader {
+    let mut args = vec![
+        "--iface",
+        DUT_IF,
+        "--rule",
+        "proto udp dport 9 action drop",
+        "--rule",
+        "proto udp dport 10 action pass",
+        "--json",
+        "--duration",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    Loader::start(tb, &args)
+}
+
+/// The traffic every test sends: 3 pings (passed, no rule), 5 datagrams to port 9 (dropped by
+/// rule 1), 4 to port 10 (passed by rule 2).
+fn traffic(tb: &Testbed) {
+    assert_eq!(ping(tb, false, 3), 3);
+    send_udp(tb, 9, 5);
+    send_udp(tb, 10, 4);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// `xdp-user dump` on the DUT interface, in the background, with `extra` arguments.
+fn dump(tb: &Testbed, path: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    let child = tb
+        .in_dut(xdp_user())
+        .args([
+            "dump",
+            "--iface",
+            DUT_IF,
+            "-w",
+            path.to_str().unwrap(),
+            "--json",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Capture is on once the file exists (its header is written first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child
+}
+
+/// (XDP verdict, queue, comment) per captured frame, as tshark reads them.
+fn tshark(path: &std::path::Path) -> Vec<(u64, u64, String)> {
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            path.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+        ])
+        .args([
+            "-e",
+            "frame.verdict.ebpf_xdp",
+            "-e",
+            "frame.interface_queue",
+        ])
+        .args(["-e", "frame.comment"])
+        .output()
+        .expect("tshark (apt package tshark)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f.get(2).unwrap_or(&"").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("kbp-{name}-{}.pcapng", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+#[test]
+fn dump_writes_every_frame_with_its_verdict_and_rule() {
+    let tb = quiet_testbed();
+    let l = load(&tb, &[]);
+    let path = temp("dump-all");
+    let d = dump(&tb, &path, &["--duration", "4"]);
+    traffic(&tb);
+    let out = d.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = last_json(&out);
+    let mut l = l;
+    l.signal(libc::SIGINT);
+    let v = last_json(&l.finish());
+    let frames = tshark(&path);
+    assert_eq!(frames.len() as u64, n(&summary, "/written"), "{summary}");
+    assert_eq!(n(&summary, "/lost"), 0);
+    let with = |verdict: u64, comment: &str| {
+        frames
+            .iter()
+            .filter(|(v, q, c)| *v == verdict && *q == 0 && c.starts_with(comment))
+            .count() as u64
+    };
+    // XDP_DROP = 1, XDP_PASS = 2.
+    assert_eq!(with(1, "rule 1 "), 5, "{frames:?}");
+    assert_eq!(with(2, "rule 2 "), 4, "{frames:?}");
+    assert_eq!(with(2, "no rule matched"), 3, "the pings: {frames:?}");
+    // Everything the program counted while capturing is in the file (a quiet testbed: the
+    // only traffic is ours).
+    assert_eq!(
+        frames.len() as u64,
+        n(&v, "/actions/pass") + n(&v, "/actions/drop"),
+        "{v}"
+    );
+}
+
+#[test]
+fn dump_selects_by_verdict_rule_and_match_and_pipes_into_tcpdump() {
+    let tb = quiet_testbed();
+    let mut l = load(&tb, &[]);
+    for (extra, want) in [
+        (vec!["--verdict", "drop"], 5usize),
+        (vec!["--rule", "2"], 4),
+        (vec!["--match", "proto udp dport 10"], 4),
+        (vec!["--match", "proto udp dport 9-10 action pass"], 4),
+        (vec!["--match", "proto icmp icmp-type 8"], 3),
+    ] {
+        let path = temp("dump-select");
+        let mut args = extra.clone();
+        args.extend(["--duration", "3"]);
+        let d = dump(&tb, &path, &args);
+        traffic(&tb);
+        let out = d.wait_with_output().unwrap();
+        assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
+        assert_eq!(tshark(&path).len(), want, "{extra:?}");
+    }
+    // `-w -` into tcpdump: the dropped datagrams, by count.
+    let pipe = tb
+        .in_dut("sh")
+        .args([
+            "-c",
+            &format!(
+                "{} dump --iface {DUT_IF} -w - --verdict drop --count 5 --duration 10 | tcpdump -nn -r -",
+                xdp_user()
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    traffic(&tb);
+    let out = pipe.wait_with_output().unwrap();
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 5, "{lines:?} {}", text(&out.stderr));
+    assert!(lines.iter().all(|l| l.contains(".9: UDP")), "{lines:?}");
+    l.signal(libc::SIGINT);
+    l.finish();
+}
+
+#[test]
+fn load_capture_writes_what_the_program_saw_and_capture_ends_with_the_dump() {
+    let tb = quiet_testbed();
+    let path = temp("load-capture");
+    let mut l = load(&tb, &["--capture", path.to_str().unwrap()]);
+    traffic(&tb);
+    // While `load` captures, a second capture is refused, clearly.
+    let second = tb
+        .in_dut(xdp_user())
+        .args([
+            "dump",
+            "--iface",
+            DUT_IF,
+            "-w",
+            "/dev/null",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("already running"),
+        "{}",
+        text(&second.stderr)
+    );
+    l.signal(libc::SIGINT);
+    let v = last_json(&l.finish());
+    assert_eq!(n(&v, "/capture/written"), 12, "{v}");
+    assert_eq!(n(&v, "/capture/lost"), 0, "{v}");
+    assert_eq!(tshark(&path).len(), 12);
+
+    // After a dump ends, capture is off: the next one starts.
+    let l = load(&tb, &[]);
+    for _ in 0..2 {
+        let path = temp("dump-again");
+        let d = dump(&tb, &path, &["--duration", "1"]);
+        let out = d.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let mut l = l;
+    l.signal(libc::SIGINT);
+    l.finish();
+}
+
+#[test]
+fn dump_says_what_to_do_without_a_program() {
+    let tb = quiet_testbed();
+    let out = tb
+        .in_dut(xdp_user())
+        .args([
+            "dump",
+            "--iface",
+            DUT_IF,
+            "-w",
+            "/dev/null",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("no XDP program is attached to dut0") && e.contains("xdp-user load"),
+        "{e}"
+    );
+    let out = tb
+        .in_dut(xdp_user())
+        .args(["dump", "--iface", "nosuch0", "-w", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nosuch0"),
+        "{}",
+        text(&out.stderr)
+    );
+}
