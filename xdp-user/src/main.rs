@@ -1428,6 +1428,7 @@ fn to_json(
         "default_action": s.get(stat::DEFAULT_ACTION).packets,
         "malformed": s.get(stat::MALFORMED).packets,
         "unparsed": s.get(stat::UNPARSED).packets,
+        "capture_lost": s.get(stat::CAPTURE_LOST).packets,
         "fragments": {
             "first": s.get(stat::FRAG_FIRST).packets,
             "later": s.get(stat::FRAG_LATER).packets,
