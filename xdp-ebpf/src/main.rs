@@ -26,6 +26,13 @@
 //! returned, the verdict and the rule. A full ring counts the frame in `CAPTURE_LOST` instead.
 //! Off, capture costs one array load and a branch per frame.
 //!
+//! # Logs
+//! Rare events go to `aya-log` (`xdp-user --log-level`): malformed frames (warn), AF_XDP
+//! redirects that found no socket (warn), and each CPU's first packet under a new rule set
+//! (info). The level is a load-time constant (`AYA_LOG_LEVEL`), so the verifier removes every
+//! disabled level's code: off, logging costs nothing per packet. On, at most one record per
+//! 10 ms per CPU is written.
+//!
 //! # Atomic reloads
 //! `RULESETS` holds two compiled rule sets and `CONFIG.active_set` names the one in force. The
 //! program reads that word once per packet and takes every table from the same slot; the
@@ -41,6 +48,8 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
+use aya_log_ebpf::macro_support::{Level, level_enabled};
+use aya_log_ebpf::{info, warn};
 use packet::abi::{
     Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureRecord, Counter, ICMP_NOT_ICMP,
     MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord, RULE_SET_SLOTS,
@@ -74,6 +83,10 @@ static XSKS: XskMap = XskMap::with_max_entries(1, 0);
 static CAPTURE_CTL: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "CAPTURE")]
 static CAPTURE: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
+/// Per CPU: when the next log record may be written (the rate limit), and the rule-set
+/// generation this CPU last logged.
+#[map(name = "LOG_STATE")]
+static LOG_STATE: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 /// Written only by `xdp_filter_probe`.
 #[map(name = "PROBE")]
 static PROBE: Array<ProbeRecord> = Array::with_max_entries(1, 0);
@@ -110,6 +123,18 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     let class = classify(&ctx);
     count_class(stats, &class, len);
     let decision = decide(&ctx, &class, set, rules);
+    if level_enabled(Level::Info) {
+        log_rule_set(&ctx, set, rules.generation);
+    }
+    if matches!(class, Class::Malformed) && level_enabled(Level::Warn) && log_allowed() {
+        warn!(
+            &ctx,
+            "malformed frame: {} bytes on RX queue {}, action {}",
+            len,
+            ctx.rx_queue_index(),
+            decision.action
+        );
+    }
     match decision.verdict {
         verdict::RULE => count_rule(set, decision.rule, len),
         verdict::MALFORMED => stats[stat::MALFORMED as usize].add(len),
@@ -123,6 +148,39 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
         capture(&ctx, stats, snaplen, action, &decision, rules.generation, len);
     }
     action
+}
+
+/// The rate limit of log records: at most one per 10 ms per CPU. Only reached when a level is
+/// enabled.
+#[inline(always)]
+fn log_allowed() -> bool {
+    let Some(state) = LOG_STATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: bpf_ktime_get_ns has no arguments; `state` is this CPU's element of a per-CPU
+    // array, valid for the program's run and touched by no other CPU.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        if now < (*state)[0] {
+            return false;
+        }
+        (*state)[0] = now + 10_000_000;
+    }
+    true
+}
+
+/// Logs, once per CPU, that a new rule set is in force.
+#[inline(always)]
+fn log_rule_set(ctx: &XdpContext, set: u32, generation: u32) {
+    let Some(state) = LOG_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's element of a per-CPU array, valid for the program's run.
+    let seen = unsafe { &mut (*state)[1] };
+    if *seen != u64::from(generation) {
+        *seen = u64::from(generation);
+        info!(ctx, "rule set {} (slot {}) in force", generation, set);
+    }
 }
 
 /// Puts the frame, and what was done with it, into the capture ring (or counts it lost).
@@ -701,6 +759,13 @@ fn act(
                 .unwrap_or(xdp_action::XDP_PASS);
         }
         stats[stat::XSK_FALLBACK as usize].add(len);
+        if level_enabled(Level::Warn) && log_allowed() {
+            warn!(
+                ctx,
+                "xsk: no AF_XDP socket on RX queue {}: passed to the kernel",
+                queue
+            );
+        }
     }
     stats[stat::ACTION_PASS as usize].add(len);
     xdp_action::XDP_PASS

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use xdp::{Mode, Snapshot, XdpFilter};
+use xdp::{LogLevel, Mode, Snapshot, XdpFilter};
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +93,11 @@ struct Reporting {
     /// 127.0.0.1:9100), refreshed every 250 ms.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<String>,
+    /// What the XDP program logs (malformed frames and AF_XDP redirects without a socket at
+    /// warn, rule-set switches at info), at most 100 records per second per CPU. Fixed at
+    /// load time: levels below it cost nothing per packet.
+    #[arg(long, value_enum, default_value = "off")]
+    log_level: LogLevel,
 }
 
 /// How often the metrics are refreshed from the counters.
@@ -304,6 +309,9 @@ struct CostArgs {
     /// Runs per measurement.
     #[arg(long, default_value_t = 2_000_000)]
     repeat: u32,
+    /// Load the program with this log level (to see what logging costs).
+    #[arg(long, value_enum, default_value = "off")]
+    log_level: LogLevel,
     /// Print one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -390,7 +398,7 @@ fn load(args: LoadArgs) -> Result<()> {
     let policy = args.policy();
     let mut rules = read_rules(&args.rules, args.rules_file.as_deref())?;
     let mut watch = iface::IfaceWatch::new(&args.iface)?;
-    let mut filter = XdpFilter::load(&args.iface)?;
+    let mut filter = XdpFilter::load_logging(&args.iface, args.report.log_level)?;
     filter.install(&rules, policy)?;
     let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
     filter.attach(args.mode)?;
@@ -446,6 +454,7 @@ fn load(args: LoadArgs) -> Result<()> {
     };
     loop {
         std::thread::sleep(Duration::from_millis(20));
+        filter.flush_logs();
         if metrics.is_some() && Instant::now() >= next_metrics {
             let reloads = metrics::Reloads {
                 done: reloads,
@@ -508,6 +517,7 @@ fn load(args: LoadArgs) -> Result<()> {
     };
     // Detach first, then read: no packet is counted after the totals are taken.
     filter.detach();
+    filter.flush_logs();
     let total = filter.snapshot()?;
     if let (Some(c), Some(path)) = (&captured, &args.capture) {
         eprintln!(
@@ -872,7 +882,7 @@ fn run(args: RunArgs) -> Result<()> {
     // Load, install the rules, bind and register every socket, and only then attach: no
     // packet meets a half-built data path.
     let mut watch = iface::IfaceWatch::new(&args.iface)?;
-    let mut filter = XdpFilter::load(&args.iface)?;
+    let mut filter = XdpFilter::load_logging(&args.iface, args.report.log_level)?;
     filter.install(&rules, RUN_POLICY)?;
     let mut sockets = Vec::new();
     for (i, q) in queues.iter().enumerate() {
@@ -975,6 +985,7 @@ fn run(args: RunArgs) -> Result<()> {
     let mut next_metrics = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
+        filter.flush_logs();
         if metrics.is_some() && Instant::now() >= next_metrics {
             let queues: Vec<_> = running
                 .iter()
@@ -1099,6 +1110,7 @@ fn run(args: RunArgs) -> Result<()> {
         // The queues are stopped and their threads joined; nothing is left to clean up.
         return Err(e);
     }
+    filter.flush_logs();
     let xdp_counters = filter.snapshot()?;
     // The last scrape sees the totals the JSON reports.
     let queues: Vec<_> = reports
@@ -1273,7 +1285,7 @@ fn cost(args: CostArgs) -> Result<()> {
     let (repeat, json) = (args.repeat, args.json);
     let rules = read_rules(&args.rules, args.rules_file.as_deref())?;
     // Any interface will do: nothing is attached. Loopback always exists.
-    let mut filter = XdpFilter::load("lo")?;
+    let mut filter = XdpFilter::load_logging("lo", args.log_level)?;
     filter.install(&rules, PASS_ALL)?;
     let frames: [(&str, &[u8]); 4] = [
         ("udp4", &packet::fixtures::UDP4_ECHO_REQUEST),

@@ -55,9 +55,43 @@ pub enum Mode {
     Skb,
 }
 
+/// How much the XDP program logs (`--log-level`): fixed when it is loaded, so that the
+/// verifier removes the code of every disabled level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum LogLevel {
+    #[default]
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+/// Prints the program's log records on standard error.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!(
+            "xdp-user: [xdp {}] {}",
+            record.level().as_str().to_lowercase(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
 /// The attached program. Dropping it detaches the program.
 pub struct XdpFilter {
     ebpf: Ebpf,
+    /// Reads the program's log records (with a log level other than off).
+    logger: Option<aya_log::EbpfLogger<StderrLog>>,
     link: Option<FdLink>,
     /// The mode the program runs in (native or skb), after `auto` chose.
     pub mode: Mode,
@@ -130,11 +164,19 @@ impl XdpFilter {
     /// [`attach`](Self::attach), so no packet ever meets an empty rule table. The AF_XDP
     /// socket map gets one slot per RX queue of the interface.
     pub fn load(iface: &str) -> Result<XdpFilter> {
+        XdpFilter::load_logging(iface, LogLevel::Off)
+    }
+
+    /// As [`load`](Self::load), with the program logging rare events at `level` and above;
+    /// call [`flush_logs`](Self::flush_logs) now and then to print them.
+    pub fn load_logging(iface: &str, level: LogLevel) -> Result<XdpFilter> {
         let if_index = if_index(iface)?;
         let queues = crate::afxdp::rx_queue_count(iface)?.max(1);
         raise_memlock_limit();
+        let level_byte = level as u8;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_name::XSKS, queues)
+            .override_global(aya_log::LEVEL, &level_byte, true)
             .load(PROGRAM)
             .map_err(|e| explain(e.into(), "could not load the XDP program's maps"))?;
         let program: &mut Xdp = ebpf
@@ -144,8 +186,18 @@ impl XdpFilter {
         program
             .load()
             .map_err(|e| explain(e.into(), "the kernel rejected the XDP program"))?;
+        // Kept for the program's life: dropping the logger closes its map.
+        let logger = if level == LogLevel::Off {
+            None
+        } else {
+            Some(
+                aya_log::EbpfLogger::init_with_logger(&mut ebpf, StderrLog)
+                    .context("could not open the XDP program's log")?,
+            )
+        };
         Ok(XdpFilter {
             ebpf,
+            logger,
             link: None,
             mode: Mode::Auto,
             iface: iface.to_string(),
@@ -260,6 +312,13 @@ impl XdpFilter {
             if t.join().is_err() {
                 grace_period();
             }
+        }
+    }
+
+    /// Prints the log records the program wrote since the last call.
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = &mut self.logger {
+            l.flush();
         }
     }
 
