@@ -145,7 +145,15 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     if let Some(&snaplen) = CAPTURE_CTL.get(0)
         && snaplen != 0
     {
-        capture(&ctx, stats, snaplen, action, &decision, rules.generation, len);
+        capture(
+            &ctx,
+            stats,
+            snaplen,
+            action,
+            &decision,
+            rules.generation,
+            len,
+        );
     }
     action
 }
@@ -212,14 +220,8 @@ fn capture(
         // SAFETY: `record` is a reserved ring-buffer entry of size_of::<CaptureRecord>() bytes,
         // ours until submitted; `want` is at most CAPTURE_BYTES, the size of `data`, and at
         // most the frame's length, so the helper reads and writes only what exists.
-        let rc = unsafe {
-            bpf_xdp_load_bytes(
-                ctx.ctx,
-                0,
-                (*record).data.as_mut_ptr().cast(),
-                want,
-            )
-        };
+        let rc =
+            unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, (*record).data.as_mut_ptr().cast(), want) };
         if rc == 0 { want } else { 0 }
     };
     // SAFETY: as above; plain stores into the reserved entry.
@@ -762,8 +764,7 @@ fn act(
         if level_enabled(Level::Warn) && log_allowed() {
             warn!(
                 ctx,
-                "xsk: no AF_XDP socket on RX queue {}: passed to the kernel",
-                queue
+                "xsk: no AF_XDP socket on RX queue {}: passed to the kernel", queue
             );
         }
     }
