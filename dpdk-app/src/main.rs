@@ -57,11 +57,11 @@ struct Cli {
     /// Packets per RX burst.
     #[arg(long, default_value_t = 32)]
     burst: usize,
-    /// RX descriptors per queue.
-    #[arg(long, default_value_t = 1024)]
+    /// RX descriptors per queue (0: the driver's preferred size, else 1024).
+    #[arg(long, default_value_t = 0)]
     rxd: u16,
-    /// TX descriptors per queue.
-    #[arg(long, default_value_t = 1024)]
+    /// TX descriptors per queue (0: the driver's preferred size, else 1024).
+    #[arg(long, default_value_t = 0)]
     txd: u16,
     /// Seconds between statistics lines.
     #[arg(long, default_value_t = 1.0, value_parser = packet::cli::positive)]
@@ -156,7 +156,17 @@ fn run() -> Result<()> {
 
     // l2fwd's sizing: every descriptor of every queue, a burst in flight per lcore, and the
     // per-lcore mempool caches, with a floor of 8192.
-    let per_port = u32::from(cli.rxd) + u32::from(cli.txd) + cli.burst as u32;
+    // Ring sizes per port, resolved before the pool is sized from them.
+    let rings = ports
+        .iter()
+        .map(|p| p.ring_sizes(cli.rxd, cli.txd))
+        .collect::<Result<Vec<_>>>()?;
+    let per_port = rings
+        .iter()
+        .map(|(r, t)| u32::from(*r) + u32::from(*t))
+        .max()
+        .unwrap_or(2048)
+        + cli.burst as u32;
     let mbufs = (ports.len() as u32 * pollers as u32 * per_port + lcores.len() as u32 * 256 + 1024)
         .max(8192);
     let pool = Mempool::new(&eal, "kbp_mbufs", mbufs, ports[0].socket())?;
@@ -165,8 +175,8 @@ fn run() -> Result<()> {
     // these first, which stops and closes them while the pool still exists.
     let mut started: Vec<StartedPort<'_>> = Vec::with_capacity(ports.len());
     let mut responders = Vec::with_capacity(ports.len());
-    for port in ports {
-        let (port, rxd, txd) = port.start(&pool, pollers as u16, cli.rxd, cli.txd)?;
+    for (port, (rxd, txd)) in ports.into_iter().zip(rings) {
+        let (port, rxd, txd) = port.start(&pool, pollers as u16, rxd, txd)?;
         let mac = port.mac()?;
         let mut responder = template.clone();
         responder.set_local_mac(mac);
