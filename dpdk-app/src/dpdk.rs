@@ -683,13 +683,19 @@ impl PacketBuf for Mbuf<'_> {
     #[inline]
     fn packet(&mut self) -> Packet<'_> {
         let m = self.ptr.as_ptr();
-        // SAFETY: `m` is a valid mbuf that we own (`&mut self`); its data room starts at the
-        // shim's data pointer and spans data_len + tailroom bytes inside the mbuf's buffer,
-        // which nobody else touches while we hold it.
+        // The fields are read through bindgen's layout of struct rte_mbuf (checked against
+        // the C headers by bindgen's layout tests) rather than by a C call each: this runs
+        // once per packet. rte_pktmbuf_mtod is buf_addr + data_off; the tailroom is
+        // buf_len - data_off - data_len.
+        // SAFETY: `m` is a valid mbuf that we own (`&mut self`); its data starts data_off
+        // bytes into its buffer and data_len + tailroom bytes from there are inside the
+        // buffer (buf_len), which nobody else touches while we hold it.
         unsafe {
-            let data = sys::shim_pktmbuf_data(m);
-            let len = usize::from(sys::shim_pktmbuf_data_len(m));
-            let room = len + usize::from(sys::shim_pktmbuf_tailroom(m));
+            let mb = &*m;
+            let off = usize::from(mb.data_off);
+            let len = usize::from(mb.data_len);
+            let room = usize::from(mb.buf_len).saturating_sub(off).max(len);
+            let data = mb.buf_addr.cast::<u8>().add(off);
             Packet {
                 buf: std::slice::from_raw_parts_mut(data, room),
                 len,
@@ -698,9 +704,28 @@ impl PacketBuf for Mbuf<'_> {
     }
 
     #[inline]
+    fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let m = self.ptr.as_ptr();
+            // SAFETY: prefetching is only a hint and never faults; `m` is a valid mbuf we own,
+            // so reading its buf_addr and data_off for the address is a plain field read.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(m.cast());
+                let data = (*m)
+                    .buf_addr
+                    .cast::<u8>()
+                    .wrapping_add(usize::from((*m).data_off));
+                _mm_prefetch::<_MM_HINT_T0>(data.cast());
+            }
+        }
+    }
+
+    #[inline]
     fn is_multi_segment(&self) -> bool {
-        // SAFETY: a valid mbuf that we own.
-        unsafe { sys::shim_pktmbuf_nb_segs(self.ptr.as_ptr()) > 1 }
+        // SAFETY: a valid mbuf that we own; a plain field read.
+        unsafe { (*self.ptr.as_ptr()).nb_segs > 1 }
     }
 
     #[inline]

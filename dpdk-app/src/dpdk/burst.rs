@@ -24,6 +24,10 @@ pub trait PacketBuf {
     /// Sets the length after a rewrite. Returns false, and changes nothing, when `len` is
     /// longer than the data room or the buffer is chained.
     fn set_len(&mut self, len: usize) -> bool;
+    /// Hints the CPU to load the buffer's metadata and first bytes (the headers) into cache:
+    /// issued for the next packet while this one is handled. A hint only; no effect is
+    /// required.
+    fn prefetch(&self) {}
 }
 
 /// A packet of a burst: its data (room to grow included) and its length.
@@ -90,17 +94,19 @@ impl<P> Burst<P> {
     ///
     /// This is the poll loop's one pass over a burst: one look at each slot, no index.
     #[inline]
-    pub fn drain_into(
-        &mut self,
-        out: &mut Burst<P>,
-        mut keep: impl FnMut(&mut P) -> bool,
-    ) -> usize {
+    pub fn drain_into(&mut self, out: &mut Burst<P>, mut keep: impl FnMut(&mut P) -> bool) -> usize
+    where
+        P: PacketBuf,
+    {
         // Empty first: if `keep` panics, the burst is simply shorter (the packets not yet seen
         // stay in their slots, past `len`, and are dropped with the burst).
         let n = std::mem::take(&mut self.len);
         let mut overflow = 0;
-        for slot in &mut self.slots[..n] {
-            if let Some(mut p) = slot.take()
+        for i in 0..n {
+            if let Some(Some(next)) = self.slots[..n].get(i + 1) {
+                next.prefetch();
+            }
+            if let Some(mut p) = self.slots[i].take()
                 && keep(&mut p)
                 && out.push(p).is_err()
             {
