@@ -309,6 +309,10 @@ struct CostArgs {
     /// Runs per measurement.
     #[arg(long, default_value_t = 2_000_000)]
     repeat: u32,
+    /// Also time this already-loaded XDP program (e.g. xdp-tools' xdp-filter, by the id
+    /// `ip -d link` or `bpftool prog` shows), on the same frames, alternating with ours.
+    #[arg(long, value_name = "ID")]
+    reference_prog_id: Option<u32>,
     /// Load the program with this log level (to see what logging costs).
     #[arg(long, value_enum, default_value = "off")]
     log_level: LogLevel,
@@ -1298,25 +1302,42 @@ fn cost(args: CostArgs) -> Result<()> {
         rules.len()
     );
     println!(
-        "{:<12} {:>10} {:>10} {:>7}",
-        "packet", "filter ns", "bare ns", "ratio"
+        "{:<12} {:>10} {:>10} {:>7}{}",
+        "packet",
+        "filter ns",
+        "bare ns",
+        "ratio",
+        if args.reference_prog_id.is_some() {
+            format!(" {:>14}", "reference ns")
+        } else {
+            String::new()
+        }
     );
     let mut rows = Vec::new();
     for (name, frame) in frames {
         // Alternate filter and bare three times and keep the fastest of each: the least
         // disturbed by the rest of the machine.
-        let (mut best_filter, mut best_bare) = (f64::MAX, f64::MAX);
+        let (mut best_filter, mut best_bare, mut best_ref) = (f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..3 {
             let (_, d) = filter.test_run("xdp_filter", frame, repeat)?;
             best_filter = best_filter.min(d.as_nanos() as f64);
             let (_, d) = filter.test_run("xdp_drop_bare", frame, repeat)?;
             best_bare = best_bare.min(d.as_nanos() as f64);
+            if let Some(id) = args.reference_prog_id {
+                let (_, d) = XdpFilter::test_run_program_id(id, frame, repeat)?;
+                best_ref = best_ref.min(d.as_nanos() as f64);
+            }
         }
         // The kernel reports whole nanoseconds per run; a bare program may round to 0.
         let ratio = best_filter / best_bare.max(1.0);
-        println!("{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}");
+        let reference = args.reference_prog_id.map(|_| best_ref);
+        println!(
+            "{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}{}",
+            reference.map_or(String::new(), |r| format!(" {r:>14.0}"))
+        );
         rows.push(serde_json::json!({
-            "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio
+            "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio,
+            "reference_ns": reference,
         }));
     }
     // Reloads: the same rule set installed again and again through the atomic path (write

@@ -418,6 +418,34 @@ impl XdpFilter {
         Ok((r.return_value, r.duration))
     }
 
+    /// Runs an XDP program already loaded in the kernel (by anyone: `xdp-filter`, a
+    /// dispatcher), found by its id, on `frame` `repeat` times: the same measurement as
+    /// [`test_run`](Self::test_run), for a reference beside ours.
+    pub fn test_run_program_id(
+        id: u32,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration)> {
+        let info = aya::programs::loaded_programs()
+            .filter_map(|p| p.ok())
+            .find(|p| p.id() == id)
+            .with_context(|| format!("no loaded BPF program has id {id}"))?;
+        let prog = Xdp::from_program_info(
+            info,
+            std::borrow::Cow::Owned(format!("program {id}")),
+            aya_obj::programs::XdpAttachType::Interface,
+        )
+        .with_context(|| format!("program {id} is not an XDP program"))?;
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .map_err(|e| explain(e.into(), "BPF_PROG_TEST_RUN failed"))?;
+        Ok((r.return_value, r.duration))
+    }
+
     /// Registers the AF_XDP socket `fd` for RX queue `queue` in the XSKS map, so `xsk` rules
     /// redirect that queue's packets to it.
     pub fn register_socket(&mut self, queue: u32, fd: std::os::fd::RawFd) -> Result<()> {
