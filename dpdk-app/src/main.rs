@@ -72,6 +72,26 @@ struct Cli {
     /// On exit, print the counters as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Count IP 5-tuples and print the N largest flows each interval, in the JSON and in the
+    /// metrics (0: no flow counting).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    flows: usize,
+    /// Slots of each polling lcore's flow table (allocated once; flows that find no slot are
+    /// counted as overflow).
+    #[arg(long, default_value_t = 65536, value_name = "SLOTS")]
+    flow_table: usize,
+    /// Write what the lcores receive and send back to FILE as pcapng (direction and lcore's
+    /// queue in each packet's options), through a bounded ring per lcore: frames the ring has
+    /// no room for are counted and reported, never waited for.
+    #[arg(long, value_name = "FILE")]
+    capture: Option<std::path::PathBuf>,
+    /// Bytes kept of each captured frame.
+    #[arg(long, default_value_t = 65535, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    snaplen: u32,
+    /// Serve Prometheus / OpenMetrics metrics at http://ADDR:PORT/metrics (loop counters,
+    /// rte_eth_stats per port, top flows), refreshed every 250 ms.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
     /// Finish unfinished UDP checksums (only the pseudo-header sum, left by a sender with
     /// checksum offload, e.g. a veth peer with `tx` on) in echo replies, as the kernel would.
     #[arg(long)]
@@ -223,6 +243,37 @@ fn run() -> Result<()> {
         burst: cli.burst,
         stop: Arc::clone(&stop),
         lcores: (0..pollers).map(|_| LcoreStats::default()).collect(),
+        flow_slots: if cli.flows > 0 { cli.flow_table } else { 0 },
+        top_flows: cli.flows,
+    };
+    let names = started
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (capture, taps) = match &cli.capture {
+        Some(path) => {
+            let queues: Vec<u32> = (0..pollers as u32).collect();
+            let (c, taps) = packet::capture::start(
+                &packet::capture::Output::File(path.clone()),
+                &names,
+                &queues,
+                cli.snaplen as usize,
+            )
+            .map_err(anyhow::Error::msg)?;
+            eprintln!("dpdk-app: capturing to {}", path.display());
+            (Some(c), taps.into_iter().map(Some).collect())
+        }
+        None => (None, (0..pollers).map(|_| None).collect::<Vec<_>>()),
+    };
+    let endpoint = match &cli.metrics {
+        Some(addr) => {
+            let published = packet::metrics::Published::default();
+            let e = packet::metrics::serve(addr, published.clone()).map_err(anyhow::Error::msg)?;
+            eprintln!("dpdk-app: Prometheus metrics on http://{}/metrics", e.addr);
+            Some((e, published))
+        }
+        None => None,
     };
     let start = Instant::now();
     let interval = Duration::from_secs_f64(cli.interval);
@@ -234,17 +285,20 @@ fn run() -> Result<()> {
         !cli.complete_checksums,
         vdev_interfaces(&eal_args),
     ));
+    printer.borrow_mut().metrics = endpoint.as_ref().map(|(_, p)| p.clone());
 
     if workers == 0 {
         // One lcore: the main lcore polls and prints between bursts.
         let queues = per_lcore.pop().unwrap_or_default();
-        worker::poll_loop(&shared, 0, queues, Some((&printer, deadline)));
+        let tap = taps.into_iter().next().flatten();
+        worker::poll_loop(&shared, 0, queues, Some((&printer, deadline)), tap);
     } else {
         let shared = &shared;
         let jobs: Vec<_> = per_lcore
             .into_iter()
             .enumerate()
-            .map(|(i, queues)| move || worker::poll_loop(shared, i, queues, None))
+            .zip(taps)
+            .map(|((i, queues), tap)| move || worker::poll_loop(shared, i, queues, None, tap))
             .collect();
         eal.run_on_workers(jobs, |launched_all| {
             // If this panics, the workers still stop (and run_on_workers waits for them).
@@ -262,7 +316,32 @@ fn run() -> Result<()> {
         })?;
     }
     let gone = printer.borrow_mut().gone.take();
+    // The last scrape sees the totals the JSON reports.
+    printer.borrow().publish_metrics(&shared);
     drop(printer);
+    // The lcores have stopped: the writer empties the rings and closes the file.
+    let captured = capture
+        .map(|c| c.finish().map_err(anyhow::Error::msg))
+        .transpose()?;
+    if let (Some(c), Some(path)) = (&captured, &cli.capture) {
+        eprintln!(
+            "dpdk-app: captured {} frame(s) to {}{}",
+            c.written,
+            path.display(),
+            if c.dropped > 0 {
+                format!(
+                    "; {} frame(s) LOST to full capture rings (try a smaller --snaplen)",
+                    c.dropped
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    let top = (cli.flows > 0).then(|| shared.top_flows());
+    if let Some(t) = &top {
+        eprint!("{}", t.text());
+    }
 
     let seconds = start.elapsed().as_secs_f64();
     // Read names and statistics while the ports are still open.
@@ -280,7 +359,11 @@ fn run() -> Result<()> {
     if cli.json {
         println!(
             "{}",
-            report.json(&format!("{:?}", cli.action).to_lowercase())
+            report.json(
+                &format!("{:?}", cli.action).to_lowercase(),
+                top.as_ref(),
+                cli.capture.as_deref().zip(captured)
+            )
         );
     }
     drop(shared);

@@ -7,8 +7,11 @@
 //! print (l2fwd's arrangement).
 
 use crate::dpdk::{Burst, PacketBuf, PortStats, Queue, StartedPort};
-use packet::counter::{LoopCounters, ProtocolCounters, SharedLoopCounters};
-use packet::datapath::{Action, handle_frame};
+use packet::capture::{Direction, Tap};
+use packet::counter::{
+    FlowSlot, FlowTable, LoopCounters, ProtocolCounters, SharedLoopCounters, TopFlows,
+};
+use packet::datapath::{Action, handle_frame_counting_flows};
 use packet::echo::Responder;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 pub struct LcoreStats {
     pub counters: SharedLoopCounters,
     pub protocols: Mutex<ProtocolCounters>,
+    /// With `--flows`: the lcore's largest flows, refreshed about every 500 ms and at the end.
+    pub top_flows: Mutex<TopFlows>,
 }
 
 impl LcoreStats {
@@ -48,6 +53,33 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Indexed by polling lcore (= queue index).
     pub lcores: Vec<LcoreStats>,
+    /// Flow counting (`--flows N`): slots of each lcore's table (0: off), and N.
+    pub flow_slots: usize,
+    pub top_flows: usize,
+}
+
+impl Shared {
+    /// The `n` largest flows over every lcore now.
+    pub fn top_flows(&self) -> TopFlows {
+        let tops: Vec<TopFlows> = self
+            .lcores
+            .iter()
+            .map(|l| {
+                l.top_flows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            })
+            .collect();
+        TopFlows::merge(&tops, self.top_flows)
+    }
+}
+
+/// What an lcore does besides its work, each off unless asked for: flow counting and capture.
+#[derive(Debug)]
+struct Observers {
+    flows: Option<FlowTable<Vec<FlowSlot>>>,
+    tap: Option<Tap>,
 }
 
 /// The poll loop of polling lcore `index`, over its own `queues` (queue `index` of every
@@ -58,6 +90,7 @@ pub fn poll_loop(
     index: usize,
     mut queues: Vec<Queue<'_>>,
     inline: Option<(&RefCell<Printer<'_>>, Option<Instant>)>,
+    tap: Option<Tap>,
 ) {
     let stats = &shared.lcores[index];
     let mut rx = Burst::new();
@@ -65,6 +98,14 @@ pub fn poll_loop(
     let mut c = LoopCounters::default();
     let mut protocols = ProtocolCounters::default();
     let mut bursts: u64 = 0;
+    // Allocated here, once: the flow table and the buffer its top N is handed over in.
+    let mut observers = Observers {
+        flows: (shared.flow_slots > 0)
+            .then(|| FlowTable::with_capacity(shared.flow_slots, flow_seed())),
+        tap,
+    };
+    let mut top = TopFlows::with_capacity(shared.top_flows);
+    let mut next_top = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         for (queue, responder) in queues.iter_mut().zip(&shared.responders) {
             let n = queue.rx(&mut rx, shared.burst);
@@ -72,9 +113,19 @@ pub fn poll_loop(
                 continue;
             }
             c.rx += n as u64;
+            if let Some(tap) = &mut observers.tap {
+                tap.set_time();
+            }
             // One pass: each packet is answered into `tx` or freed on the spot.
             let overflow = rx.drain_into(&mut tx, |m| {
-                process(m, shared.action, responder, &mut c, &mut protocols)
+                process(
+                    m,
+                    shared.action,
+                    responder,
+                    &mut c,
+                    &mut protocols,
+                    &mut observers,
+                )
             });
             // Replies go back out of the port they came in on; what TX cannot take is freed.
             let (sent, unsent) = queue.tx(&mut tx);
@@ -82,6 +133,13 @@ pub fn poll_loop(
             c.tx_dropped += (unsent + overflow) as u64;
             bursts += 1;
             stats.publish(&c, &protocols, bursts);
+            if let Some(table) = &observers.flows
+                && bursts.is_multiple_of(64)
+                && Instant::now() >= next_top
+            {
+                publish_top(stats, &mut top, table);
+                next_top = Instant::now() + Duration::from_millis(500);
+            }
         }
         if let Some((printer, deadline)) = inline {
             // Checked once per round over the ports; cheap next to a burst.
@@ -92,6 +150,25 @@ pub fn poll_loop(
         }
     }
     stats.publish(&c, &protocols, 0);
+    if let Some(table) = &observers.flows {
+        publish_top(stats, &mut top, table);
+    }
+}
+
+/// Hands the table's largest flows to the main lcore (skipped if it is reading them).
+fn publish_top(stats: &LcoreStats, top: &mut TopFlows, table: &FlowTable<Vec<FlowSlot>>) {
+    top.refresh(table);
+    if let Ok(mut shared) = stats.top_flows.try_lock() {
+        shared.clone_from(top);
+    }
+}
+
+/// A per-run seed for the flow tables' hash, so a remote sender cannot aim for collisions.
+fn flow_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6b62_7066_6c6f_7773);
+    h.finish()
 }
 
 /// Decides what to do with packet `m`; rewrites it in place when it is answered. Returns true
@@ -103,6 +180,7 @@ fn process<P: PacketBuf>(
     responder: &Responder,
     c: &mut LoopCounters,
     protocols: &mut ProtocolCounters,
+    observers: &mut Observers,
 ) -> bool {
     if action != Action::Drop && m.is_multi_segment() {
         // Our mempool's buffers hold a full Ethernet frame; a chained mbuf is a jumbo frame
@@ -112,7 +190,22 @@ fn process<P: PacketBuf>(
     }
     let p = m.packet();
     let len = p.len;
-    match handle_frame(action, responder, p.buf, len, c, protocols) {
+    if let Some(tap) = &mut observers.tap {
+        tap.record(Direction::In, &p.buf[..len]);
+    }
+    let reply = handle_frame_counting_flows(
+        action,
+        responder,
+        p.buf,
+        len,
+        c,
+        protocols,
+        observers.flows.as_mut(),
+    );
+    if let (Some(tap), Some(n)) = (&mut observers.tap, reply) {
+        tap.record(Direction::Out, &p.buf[..n]);
+    }
+    match reply {
         Some(reply_len) => {
             // The reply was written inside `p.buf`, so it fits; `set_len` checks anyway (one
             // compare, only when the length changed) and a refusal counts as a dropped reply.
@@ -146,6 +239,9 @@ pub struct Printer<'a> {
     last_watch: Instant,
     /// Whether to explain unfinished checksums (once), when the app does not complete them.
     hint_checksums: bool,
+    /// With `--metrics`: what the endpoint serves, refreshed every 250 ms.
+    pub metrics: Option<packet::metrics::Published>,
+    next_metrics: Instant,
 }
 
 impl<'a> Printer<'a> {
@@ -174,7 +270,22 @@ impl<'a> Printer<'a> {
             gone: None,
             last_watch: Instant::now(),
             hint_checksums,
+            metrics: None,
+            next_metrics: Instant::now(),
         }
+    }
+
+    /// Publishes the counters for the metrics endpoint, if there is one.
+    pub fn publish_metrics(&self, shared: &Shared) {
+        let Some(published) = &self.metrics else {
+            return;
+        };
+        let stats: Vec<(u16, String, PortStats)> = self
+            .ports
+            .iter()
+            .map(|p| (p.id(), p.name(), p.stats()))
+            .collect();
+        published.publish(families(shared, &stats));
     }
 
     /// Reports link changes and unfinished checksums at once, and the statistics every
@@ -184,6 +295,10 @@ impl<'a> Printer<'a> {
         if self.last_watch.elapsed() >= Duration::from_millis(20) {
             self.last_watch = Instant::now();
             self.watch(shared);
+        }
+        if self.metrics.is_some() && Instant::now() >= self.next_metrics {
+            self.publish_metrics(shared);
+            self.next_metrics = Instant::now() + Duration::from_millis(250);
         }
         if self.last_at.elapsed() < self.interval {
             return;
@@ -297,8 +412,77 @@ impl<'a> Printer<'a> {
             );
             self.last_ports[i] = s;
         }
+        if shared.top_flows > 0 {
+            print!("{}", shared.top_flows().text());
+        }
         self.last_at = Instant::now();
     }
+}
+
+/// The metric families of a run: the lcores' loop counters, the ports' statistics
+/// (`rte_eth_stats`), and with `--flows` the top flows.
+pub fn families(
+    shared: &Shared,
+    ports: &[(u16, String, PortStats)],
+) -> Vec<packet::metrics::Family> {
+    use packet::metrics::Family;
+    let label = ports
+        .iter()
+        .map(|(_, n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let lcores: Vec<(u32, LoopCounters)> = shared
+        .lcores
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u32, l.counts()))
+        .collect();
+    let mut out = packet::metrics::loop_families(&label, &lcores);
+    let mut packets = Family::counter(
+        "kbp_dpdk_port_packets",
+        "Packets the DPDK port received and sent (rte_eth_stats ipackets, opackets).",
+    );
+    let mut bytes = Family::counter(
+        "kbp_dpdk_port_bytes",
+        "Bytes the DPDK port received and sent (rte_eth_stats ibytes, obytes).",
+    );
+    let mut errors = Family::counter(
+        "kbp_dpdk_port_errors",
+        "Packets the DPDK port lost or refused, by kind (rte_eth_stats imissed, ierrors, \
+         oerrors, rx_nombuf).",
+    );
+    for (id, name, s) in ports {
+        let port = id.to_string();
+        for (dir, p, b) in [("rx", s.ipackets, s.ibytes), ("tx", s.opackets, s.obytes)] {
+            let labels = [
+                ("port", port.as_str()),
+                ("name", name.as_str()),
+                ("direction", dir),
+            ];
+            packets.push(&labels, p);
+            bytes.push(&labels, b);
+        }
+        for (kind, v) in [
+            ("imissed", s.imissed),
+            ("ierrors", s.ierrors),
+            ("oerrors", s.oerrors),
+            ("rx_nombuf", s.rx_nombuf),
+        ] {
+            errors.push(
+                &[
+                    ("port", port.as_str()),
+                    ("name", name.as_str()),
+                    ("kind", kind),
+                ],
+                v,
+            );
+        }
+    }
+    out.extend([packets, bytes, errors]);
+    if shared.top_flows > 0 {
+        out.extend(packet::metrics::flow_families(&label, &shared.top_flows()));
+    }
+    out
 }
 
 /// An interface's `operstate` and MTU, from this namespace's sysfs; `None` when it does not
@@ -360,7 +544,12 @@ impl Report {
         )
     }
 
-    pub fn json(&self, action: &str) -> String {
+    pub fn json(
+        &self,
+        action: &str,
+        flows: Option<&TopFlows>,
+        capture: Option<(&std::path::Path, packet::capture::CaptureReport)>,
+    ) -> String {
         let t = &self.total;
         let mut proto = serde_json::Map::new();
         for (name, c) in self.protocols.classes() {
@@ -401,6 +590,10 @@ impl Report {
             "protocols": proto,
             "lcores": lcores,
             "ports": ports,
+            "flows": flows.map(TopFlows::to_json),
+            "capture": capture.map(|(file, c)| serde_json::json!({
+                "file": file.display().to_string(), "written": c.written, "dropped": c.dropped,
+            })),
         })
         .to_string()
     }
@@ -462,7 +655,11 @@ mod tests {
     fn run(m: &mut HeapBuf, action: Action) -> (bool, LoopCounters) {
         let mut c = LoopCounters::default();
         let mut p = ProtocolCounters::default();
-        let keep = process(m, action, &responder(), &mut c, &mut p);
+        let mut o = Observers {
+            flows: None,
+            tap: None,
+        };
+        let keep = process(m, action, &responder(), &mut c, &mut p, &mut o);
         (keep, c)
     }
 

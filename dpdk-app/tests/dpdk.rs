@@ -643,3 +643,117 @@ fn the_interface_behind_a_port_is_watched_for_flaps_and_mtu() {
     );
     json_of(&out);
 }
+
+/// `--flows`, `--capture` and `--metrics`: known flows come out ranked, the capture holds
+/// every frame received and every reply sent (tshark reads the directions back), and the
+/// metrics endpoint serves text that promtool accepts, with the loop's and the port's counters.
+#[test]
+fn flows_capture_and_metrics_show_what_the_app_sees() {
+    let tb = testbed();
+    let mut eal = eal_common("1", false);
+    eal.args
+        .extend(["--vdev".into(), format!("net_af_packet0,iface={DUT_IF}")]);
+    let capture =
+        std::env::temp_dir().join(format!("kbp-dpdk-capture-{}.pcapng", std::process::id()));
+    let mut app = spawn_app(
+        Some(&tb),
+        &eal,
+        &[
+            "--ip",
+            DUT_IPV4,
+            "--flows",
+            "3",
+            "--capture",
+            capture.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:9466",
+            "--duration",
+            "8",
+            "--json",
+        ],
+    );
+    wait_started(&mut app);
+    assert_eq!(tb.ping(false, 4), 4);
+    tb.peer_python(&format!(
+        "import socket,time\n\
+         for port, n in ((1111,300),(2222,200),(3333,100),(4444,50)):\n\
+         \x20   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('', port))\n\
+         \x20   for i in range(n):\n\
+         \x20       s.sendto(b'f'*18, ('{DUT_IPV4}', 9))\n\
+         \x20       if i % 50 == 49: time.sleep(0.002)\n\
+         \x20   s.close()\n"
+    ));
+    std::thread::sleep(Duration::from_millis(700));
+    let scrape = tb
+        .in_dut("curl")
+        .args(["-sS", "--fail", "http://127.0.0.1:9466/metrics"])
+        .output()
+        .expect("curl");
+    assert!(
+        scrape.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scrape.stderr)
+    );
+    let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt package prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let value = |prefix: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    let loop_rx = value("kbp_loop_packets_total{iface=\"net_af_packet0\",queue=\"0\",what=\"rx\"}");
+    let port_rx =
+        value("kbp_dpdk_port_packets_total{port=\"0\",name=\"net_af_packet0\",direction=\"rx\"}");
+    assert!(loop_rx >= 4 + 650, "{text}");
+    assert_eq!(loop_rx, port_rx, "the loop and the port agree: {text}");
+    assert!(text.contains("kbp_top_flow_packets{"), "{text}");
+
+    let out = app.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    let top: Vec<(u64, u64)> = v["flows"]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (n(t, "/src_port"), n(t, "/packets")))
+        .collect();
+    assert_eq!(top, [(1111, 300), (2222, 200), (3333, 100)], "{v}");
+    assert_eq!(n(&v, "/flows/overflow/packets"), 0, "{v}");
+    let (rx, tx) = (n(&v, "/rx"), n(&v, "/tx"));
+    assert_eq!(n(&v, "/capture/written"), rx + tx, "{v}");
+    assert_eq!(n(&v, "/capture/dropped"), 0, "{v}");
+    let dirs = Command::new("tshark")
+        .args(["-r", capture.to_str().unwrap(), "-T", "fields"])
+        .args(["-e", "frame.packet_flags_direction"])
+        .output()
+        .expect("tshark (apt package tshark)");
+    let dirs = String::from_utf8_lossy(&dirs.stdout);
+    let count = |d: &str| dirs.lines().filter(|l| *l == d).count() as u64;
+    assert_eq!((count("0x00000001"), count("0x00000002")), (rx, tx), "{v}");
+    let _ = std::fs::remove_file(&capture);
+}

@@ -520,6 +520,42 @@ impl TopFlows {
         &self.slots[..self.len]
     }
 
+    /// The table as text, a line per flow (what `run` and `dpdk-app` print each interval).
+    pub fn text(&self) -> std::string::String {
+        let mut out = std::format!(
+            "  top flows ({} in the tables, {} packets found no slot):\n",
+            self.distinct,
+            self.overflow.packets
+        );
+        for (i, f) in self.flows().iter().enumerate() {
+            out.push_str(&std::format!(
+                "  {:>3}. {:<60} {:>12} packets {:>14} bytes\n",
+                i + 1,
+                std::string::ToString::to_string(&f.key),
+                f.counter.packets,
+                f.counter.bytes
+            ));
+        }
+        out
+    }
+
+    /// The JSON `flows` object of `run` and `dpdk-app`.
+    #[cfg(feature = "report")]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "distinct": self.distinct,
+            "overflow": {"packets": self.overflow.packets, "bytes": self.overflow.bytes},
+            "top": self.flows().iter().map(|f| serde_json::json!({
+                "protocol": f.key.protocol_name(),
+                "src": std::string::ToString::to_string(&f.key.src_ip()),
+                "src_port": f.key.src_port,
+                "dst": std::string::ToString::to_string(&f.key.dst_ip()),
+                "dst_port": f.key.dst_port,
+                "packets": f.counter.packets, "bytes": f.counter.bytes,
+            })).collect::<std::vec::Vec<_>>(),
+        })
+    }
+
     /// The `n` largest flows of several tables (the poll loops of one run, each of which sees
     /// its own flows), with their overflows and flow counts added up.
     pub fn merge<'a>(lists: impl IntoIterator<Item = &'a TopFlows>, n: usize) -> TopFlows {

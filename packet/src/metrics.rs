@@ -232,6 +232,75 @@ impl Drop for Endpoint {
     }
 }
 
+/// The poll loops' counters, per queue (AF_XDP) or lcore (DPDK): `kbp_loop_packets_total`
+/// by `what` (rx, tx, and each fate of a received frame).
+pub fn loop_families(iface: &str, queues: &[(u32, crate::counter::LoopCounters)]) -> Vec<Family> {
+    let mut packets = Family::counter(
+        "kbp_loop_packets",
+        "Packets of the poll loop, by what happened to them: rx, tx, and each fate of a \
+         received frame (echoed, reflected, counted, dropped, malformed, not_for_us, \
+         tx_ring_full).",
+    );
+    for (queue, c) in queues {
+        let q = queue.to_string();
+        for (what, v) in [
+            ("rx", c.rx),
+            ("tx", c.tx),
+            ("echoed", c.echoed),
+            ("reflected", c.reflected),
+            ("counted", c.counted),
+            ("dropped", c.dropped),
+            ("malformed", c.malformed),
+            ("not_for_us", c.not_for_us),
+            ("tx_ring_full", c.tx_dropped),
+        ] {
+            packets.push(&[("iface", iface), ("queue", &q), ("what", what)], v);
+        }
+    }
+    vec![packets]
+}
+
+/// The largest flows (top N only, so the labels stay bounded) and the flow tables' state.
+pub fn flow_families(iface: &str, top: &crate::counter::TopFlows) -> Vec<Family> {
+    let mut packets = Family::gauge(
+        "kbp_top_flow_packets",
+        "Packets of the largest flows, by rank (1 = most packets); only the top N flows are \
+         exported.",
+    );
+    let mut bytes = Family::gauge("kbp_top_flow_bytes", "Bytes of the largest flows, by rank.");
+    for (i, f) in top.flows().iter().enumerate() {
+        let (rank, src, dst) = (
+            (i + 1).to_string(),
+            f.key.src_ip().to_string(),
+            f.key.dst_ip().to_string(),
+        );
+        let (sport, dport) = (f.key.src_port.to_string(), f.key.dst_port.to_string());
+        let protocol = f.key.protocol_name();
+        let labels = [
+            ("iface", iface),
+            ("rank", rank.as_str()),
+            ("protocol", protocol.as_ref()),
+            ("src", src.as_str()),
+            ("src_port", sport.as_str()),
+            ("dst", dst.as_str()),
+            ("dst_port", dport.as_str()),
+        ];
+        packets.push(&labels, f.counter.packets);
+        bytes.push(&labels, f.counter.bytes);
+    }
+    vec![
+        packets,
+        bytes,
+        Family::gauge("kbp_flows", "Flows in the flow tables.")
+            .with(&[("iface", iface)], top.distinct as u64),
+        Family::counter(
+            "kbp_flow_overflow_packets",
+            "Packets whose flow found no slot in the (fixed-size) flow table.",
+        )
+        .with(&[("iface", iface)], top.overflow.packets),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

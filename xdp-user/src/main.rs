@@ -311,8 +311,9 @@ struct CostArgs {
     repeat: u32,
     /// Also time this already-loaded XDP program (e.g. xdp-tools' xdp-filter, by the id
     /// `ip -d link` or `bpftool prog` shows), on the same frames, alternating with ours.
-    #[arg(long, value_name = "ID")]
-    reference_prog_id: Option<u32>,
+    /// Repeatable: each reference gets a column.
+    #[arg(long = "reference-prog-id", value_name = "ID")]
+    reference_prog_ids: Vec<u32>,
     /// Load the program with this log level (to see what logging costs).
     #[arg(long, value_enum, default_value = "off")]
     log_level: LogLevel,
@@ -981,7 +982,7 @@ fn run(args: RunArgs) -> Result<()> {
             let mut families = metrics::xdp_families(&args.iface, xdp, None);
             families.extend(metrics::loop_families(&args.iface, queues));
             if args.flows > 0 {
-                families.extend(metrics::flow_families(&args.iface, top));
+                families.extend(packet::metrics::flow_families(&args.iface, top));
             }
             m.published.publish(families);
         }
@@ -1065,7 +1066,7 @@ fn run(args: RunArgs) -> Result<()> {
                 last[i] = now;
             }
             if args.flows > 0 {
-                print!("{}", flows_text(&merged_top(&running, args.flows)));
+                print!("{}", merged_top(&running, args.flows).text());
             }
             last_at = Instant::now();
         }
@@ -1123,7 +1124,7 @@ fn run(args: RunArgs) -> Result<()> {
         .collect();
     publish(&xdp_counters, &queues, &top);
     if args.flows > 0 {
-        eprint!("{}", flows_text(&top));
+        eprint!("{}", top.text());
     }
     eprintln!("xdp-user: detached from {}", args.iface);
 
@@ -1209,7 +1210,7 @@ fn run(args: RunArgs) -> Result<()> {
                 "frames_lost": lost,
                 "protocols": proto,
                 "queues": queue_json,
-                "flows": flows_json(&top, args.flows > 0),
+                "flows": if args.flows > 0 { top.to_json() } else { serde_json::Value::Null },
                 "capture": captured.map(|c| serde_json::json!({
                     "file": args.capture.as_ref().map(|p| p.display().to_string()),
                     "written": c.written, "dropped": c.dropped,
@@ -1250,94 +1251,82 @@ fn merged_top(running: &[afxdp::RunningQueue], n: usize) -> TopFlows {
     TopFlows::merge(&tops, n)
 }
 
-fn flows_text(top: &TopFlows) -> String {
-    let mut out = format!(
-        "  top flows ({} in the tables, {} packets found no slot):\n",
-        top.distinct, top.overflow.packets
-    );
-    for (i, f) in top.flows().iter().enumerate() {
-        out.push_str(&format!(
-            "  {:>3}. {:<60} {:>12} packets {:>14} bytes\n",
-            i + 1,
-            f.key.to_string(),
-            f.counter.packets,
-            f.counter.bytes
-        ));
-    }
-    out
-}
-
-fn flows_json(top: &TopFlows, on: bool) -> serde_json::Value {
-    if !on {
-        return serde_json::Value::Null;
-    }
-    serde_json::json!({
-        "distinct": top.distinct,
-        "overflow": {"packets": top.overflow.packets, "bytes": top.overflow.bytes},
-        "top": top.flows().iter().map(|f| serde_json::json!({
-            "protocol": f.key.protocol_name(),
-            "src": f.key.src_ip().to_string(), "src_port": f.key.src_port,
-            "dst": f.key.dst_ip().to_string(), "dst_port": f.key.dst_port,
-            "packets": f.counter.packets, "bytes": f.counter.bytes,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 /// `xdp-user cost`: ns per packet of the filter with the given rules, and of a bare XDP_DROP
-/// program, for a few kinds of packet, measured alternately in the same run.
+/// program, for a few kinds of packet, measured alternately in the same run; with
+/// `--reference-prog-id`, also of programs others loaded (xdp-filter), in the same loop.
 fn cost(args: CostArgs) -> Result<()> {
     let (repeat, json) = (args.repeat, args.json);
     let rules = read_rules(&args.rules, args.rules_file.as_deref())?;
     // Any interface will do: nothing is attached. Loopback always exists.
     let mut filter = XdpFilter::load_logging("lo", args.log_level)?;
     filter.install(&rules, PASS_ALL)?;
-    let frames: [(&str, &[u8]); 4] = [
+    // Each reference is found once; its handle keeps it loaded while we time it.
+    let references = args
+        .reference_prog_ids
+        .iter()
+        .map(|&id| XdpFilter::loaded_program(id).map(|p| (id, p)))
+        .collect::<Result<Vec<_>>>()?;
+    let frames: [(&str, &[u8]); 5] = [
         ("udp4", &packet::fixtures::UDP4_ECHO_REQUEST),
         ("tcp4_syn", &packet::fixtures::TCP_SYN),
         ("icmp6_echo", &packet::fixtures::ICMPV6_ECHO_REQUEST),
         ("udp6", &packet::fixtures::UDP6_ECHO_REQUEST),
+        // To a port the benchmark's 16 rules drop: the cost of a decision that drops.
+        ("tcp4_syn_1003", &tcp_syn_to_port(1003)),
     ];
     println!(
         "{} rule(s), {repeat} runs per figure (BPF_PROG_TEST_RUN)",
         rules.len()
     );
-    println!(
-        "{:<12} {:>10} {:>10} {:>7}{}",
-        "packet",
-        "filter ns",
-        "bare ns",
-        "ratio",
-        if args.reference_prog_id.is_some() {
-            format!(" {:>14}", "reference ns")
-        } else {
-            String::new()
-        }
+    let mut header = format!(
+        "{:<12} {:>10} {:>10} {:>7}",
+        "packet", "filter ns", "bare ns", "ratio"
     );
+    for (id, _) in &references {
+        header.push_str(&format!(" {:>14}", format!("prog {id} ns")));
+    }
+    println!("{header}");
     let mut rows = Vec::new();
     for (name, frame) in frames {
-        // Alternate filter and bare three times and keep the fastest of each: the least
-        // disturbed by the rest of the machine.
-        let (mut best_filter, mut best_bare, mut best_ref) = (f64::MAX, f64::MAX, f64::MAX);
+        // Alternate filter, bare and the references three times and keep the fastest of
+        // each: the least disturbed by the rest of the machine.
+        let (mut best_filter, mut best_bare) = (f64::MAX, f64::MAX);
+        let mut best_ref = vec![f64::MAX; references.len()];
+        let (mut filter_action, mut bare_action) = (0, 0);
+        let mut ref_action = vec![0u32; references.len()];
         for _ in 0..3 {
-            let (_, d) = filter.test_run("xdp_filter", frame, repeat)?;
-            best_filter = best_filter.min(d.as_nanos() as f64);
-            let (_, d) = filter.test_run("xdp_drop_bare", frame, repeat)?;
-            best_bare = best_bare.min(d.as_nanos() as f64);
-            if let Some(id) = args.reference_prog_id {
-                let (_, d) = XdpFilter::test_run_program_id(id, frame, repeat)?;
-                best_ref = best_ref.min(d.as_nanos() as f64);
+            let (a, d) = filter.test_run("xdp_filter", frame, repeat)?;
+            (filter_action, best_filter) = (a, best_filter.min(d.as_nanos() as f64));
+            let (a, d) = filter.test_run("xdp_drop_bare", frame, repeat)?;
+            (bare_action, best_bare) = (a, best_bare.min(d.as_nanos() as f64));
+            for (i, (id, prog)) in references.iter().enumerate() {
+                let (a, d) = XdpFilter::test_run_loaded(prog, frame, repeat)
+                    .with_context(|| format!("timing program {id}"))?;
+                ref_action[i] = a;
+                best_ref[i] = best_ref[i].min(d.as_nanos() as f64);
             }
         }
         // The kernel reports whole nanoseconds per run; a bare program may round to 0.
         let ratio = best_filter / best_bare.max(1.0);
-        let reference = args.reference_prog_id.map(|_| best_ref);
-        println!(
-            "{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}{}",
-            reference.map_or(String::new(), |r| format!(" {r:>14.0}"))
-        );
+        let mut line = format!("{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}");
+        for ns in &best_ref {
+            line.push_str(&format!(" {ns:>14.0}"));
+        }
+        println!("{line}");
+        let refs: Vec<_> = references
+            .iter()
+            .zip(best_ref.iter().zip(&ref_action))
+            .map(
+                |((id, _), (ns, action))| serde_json::json!({"id": id, "ns": ns, "action": action}),
+            )
+            .collect();
         rows.push(serde_json::json!({
             "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio,
-            "reference_ns": reference,
+            // XDP actions: 1 drop, 2 pass (so a reference can be checked to decide alike).
+            "filter_action": filter_action, "bare_action": bare_action,
+            // The first reference, as before there could be several.
+            "reference_ns": best_ref.first(),
+            "references": refs,
         }));
     }
     // Reloads: the same rule set installed again and again through the atomic path (write
@@ -1376,6 +1365,20 @@ fn cost(args: CostArgs) -> Result<()> {
 
 /// Reloads timed by `cost`.
 const RELOADS: usize = 21;
+
+/// The fixture TCP SYN (IPv4, to port 80) sent to `port` instead, its checksum kept right.
+fn tcp_syn_to_port(port: u16) -> [u8; 74] {
+    let mut f = packet::fixtures::TCP_SYN;
+    // Ethernet (14) + IPv4 without options (20): the TCP header; its checksum at 16.
+    const DPORT: usize = 14 + 20 + 2;
+    const CHECK: usize = 14 + 20 + 16;
+    let old = u16::from_be_bytes([f[DPORT], f[DPORT + 1]]);
+    let check = u16::from_be_bytes([f[CHECK], f[CHECK + 1]]);
+    let check = packet::checksum::update_word(check, old, port);
+    f[DPORT..DPORT + 2].copy_from_slice(&port.to_be_bytes());
+    f[CHECK..CHECK + 2].copy_from_slice(&check.to_be_bytes());
+    f
+}
 
 fn rate_line(t: Duration, a: &Snapshot, b: &Snapshot, secs: f64) -> String {
     let rate = |slot: u32| (b.get(slot).packets - a.get(slot).packets) as f64 / secs;
@@ -1475,4 +1478,15 @@ fn to_json(
         },
         "rules": rules,
     })
+}
+
+#[cfg(test)]
+mod cost_tests {
+    #[test]
+    fn the_syn_to_a_dropped_port_keeps_its_checksums_right() {
+        let f = super::tcp_syn_to_port(1003);
+        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 1003);
+        packet::verify::verify_checksums(&f).expect("checksums");
+        assert_ne!(f, packet::fixtures::TCP_SYN);
+    }
 }

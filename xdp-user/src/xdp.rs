@@ -418,24 +418,29 @@ impl XdpFilter {
         Ok((r.return_value, r.duration))
     }
 
-    /// Runs an XDP program already loaded in the kernel (by anyone: `xdp-filter`, a
-    /// dispatcher), found by its id, on `frame` `repeat` times: the same measurement as
-    /// [`test_run`](Self::test_run), for a reference beside ours.
-    pub fn test_run_program_id(
-        id: u32,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, std::time::Duration)> {
+    /// An XDP program already loaded in the kernel (by anyone: `xdp-filter`, a dispatcher),
+    /// found by its id, for [`test_run_loaded`](Self::test_run_loaded). The handle holds a
+    /// file descriptor of its own, so the program stays loaded while it lives.
+    pub fn loaded_program(id: u32) -> Result<Xdp> {
         let info = aya::programs::loaded_programs()
             .filter_map(|p| p.ok())
             .find(|p| p.id() == id)
-            .with_context(|| format!("no loaded BPF program has id {id}"))?;
-        let prog = Xdp::from_program_info(
+            .with_context(|| format!("no loaded BPF program has id {id} (see `bpftool prog`)"))?;
+        Xdp::from_program_info(
             info,
             std::borrow::Cow::Owned(format!("program {id}")),
             aya_obj::programs::XdpAttachType::Interface,
         )
-        .with_context(|| format!("program {id} is not an XDP program"))?;
+        .with_context(|| format!("program {id} is not an XDP program"))
+    }
+
+    /// Runs a program from [`loaded_program`](Self::loaded_program) on `frame` `repeat` times:
+    /// the same measurement as [`test_run`](Self::test_run), for a reference beside ours.
+    pub fn test_run_loaded(
+        prog: &Xdp,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration)> {
         let r = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),

@@ -5,3 +5,4 @@ pub mod agree;
 pub mod cmd;
 pub mod setup;
 pub mod testbed;
+pub mod xdp_filter;
