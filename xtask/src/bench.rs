@@ -162,6 +162,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| name.contains(o));
     let mut rows = Vec::new();
+    let mut not_measured = vec![XDPDUMP_NOT_MEASURED.to_string()];
 
     // Throughput with the device as the limit: the devices take turns, `runs` rounds.
     let duts: Vec<Dut> = [
@@ -254,7 +255,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         rows.extend(generator_rows(&bins, seconds, runs)?);
     }
     if wanted("XDP program") {
-        rows.extend(xdp_cost(&bins, opts.quick)?);
+        rows.extend(xdp_cost(&bins, opts.quick, &mut not_measured)?);
     }
     if wanted("packet crate") {
         rows.extend(criterion_rows(opts.quick)?);
@@ -267,11 +268,11 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         )?);
     }
 
-    let md = report_md(&rows, runs, seconds);
+    let md = report_md(&rows, &not_measured, runs, seconds);
     std::fs::write(out_dir.join("report.md"), &md)?;
     std::fs::write(
         out_dir.join("report.json"),
-        report_json(&rows, runs, seconds).to_string(),
+        report_json(&rows, &not_measured, runs, seconds).to_string(),
     )?;
     std::fs::write(out_dir.join("report.svg"), report_svg(&rows))?;
     println!("{md}");
@@ -722,12 +723,10 @@ fn generator_rows(bins: &Bins, seconds: f64, runs: u32) -> Result<Vec<Row>> {
 
 /// The XDP program's ns/packet with 1, 16 and 256 rules against the bare XDP_DROP program,
 /// and how long a reload of 256 rules takes to be in force (the atomic A/B switch).
-fn xdp_cost(bins: &Bins, quick: bool) -> Result<Vec<Row>> {
+fn xdp_cost(bins: &Bins, quick: bool, not_measured: &mut Vec<String>) -> Result<Vec<Row>> {
     let repeat = if quick { "200000" } else { "2000000" };
-    let rules16: Vec<String> = (0..15)
-        .map(|i| format!("proto tcp dport {} action drop", 1000 + i))
-        .chain(std::iter::once("proto udp dport 7 action pass".into()))
-        .collect();
+    // 15 TCP destination ports dropped, UDP port 7 passed: the rules xdp-filter gets too.
+    let rules16 = xtask::xdp_filter::our_rules();
     // Every key, both families, distinct prefixes and ranges: the largest tables a set makes.
     let rules256: Vec<String> = (0..256u32)
         .map(|i| match i % 4 {
@@ -743,7 +742,9 @@ fn xdp_cost(bins: &Bins, quick: bool) -> Result<Vec<Row>> {
         })
         .collect();
     let mut rows = Vec::new();
-    rows.extend(xdp_filter_rows(bins, repeat, &rules16)?);
+    let (filter_rows, not_loading) = xdp_filter_rows(bins, repeat)?;
+    rows.extend(filter_rows);
+    not_measured.extend(not_loading);
     for (label, rules) in [
         ("1 rule", vec!["proto udp dport 7 action pass".to_string()]),
         ("16 rules", rules16),
@@ -802,73 +803,48 @@ const BASELINE_ID: &str = "smoltcp";
 const BASELINE_NAME: &str = "smoltcp wire (check, swap, fill checksums)";
 
 /// Our XDP program and xdp-tools' `xdp-filter` with the same 16 rules (15 TCP destination
-/// ports dropped; UDP port 7 passed, which xdp-filter does by default), timed alike: the same
-/// frames and repeat through BPF_PROG_TEST_RUN (`xdp-user cost --reference-prog-id`), loaded
-/// on a testbed interface where xdp-filter attaches as it would for a user.
-fn xdp_filter_rows(bins: &Bins, repeat: &str, rules16: &[String]) -> Result<Vec<Row>> {
-    let tb = Testbed::new(&Options::default())?;
-    // xdp-filter keeps its maps in bpffs, which each `ip netns exec` mounts afresh: load it
-    // and add its rules in one shell.
-    let ports: Vec<String> = (1000..1015)
-        .map(|p| format!("xdp-filter port {p} --proto tcp --mode dst"))
-        .collect();
-    let script = format!(
-        "mount -t bpf bpf /sys/fs/bpf && xdp-filter load {DUT_IF} --features tcp,udp,ipv4,ipv6 \
-         && {} && ip -d -j link show dev {DUT_IF}",
-        ports.join(" && ")
-    );
-    let out = tb
-        .in_dut("sh")
-        .args(["-c", &script])
-        .output()
-        .context("could not run xdp-filter (apt package xdp-tools; cargo xtask setup)")?;
-    if !out.status.success() {
-        bail!(
-            "xdp-filter did not load: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let link: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .context("`ip -d -j link` printed no JSON after loading xdp-filter")?;
-    let id = link
-        .pointer("/0/xdp/prog/id")
-        .and_then(|x| x.as_u64())
-        .context("xdp-filter loaded but no XDP program is attached")?;
-    let mut c = Command::new(&bins.xdp_user);
-    c.args(["cost", "--repeat", repeat, "--json"])
-        .args(["--reference-prog-id", &id.to_string()]);
-    for r in rules16 {
-        c.args(["--rule", r]);
-    }
-    let out = c.output()?;
-    if !out.status.success() {
-        bail!(
-            "xdp-user cost beside xdp-filter failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    drop(tb);
-    let v = last_json(&out)?;
+/// ports dropped; UDP port 7 passed, which xdp-filter's allow policy does), timed alike by
+/// [`xtask::xdp_filter::cost_beside_xdp_filter`]: the same frames and repeat through
+/// BPF_PROG_TEST_RUN, xdp-filter attached as a user would attach it, every frame checked to get
+/// the same action from both. Against xdp-filter's full program (`--features tcp,udp`, what a
+/// user who filters UDP too would load) and its TCP-only one (the least it can load for these
+/// rules). Also returns what xdp-bench and xdp-trafficgen said when tried.
+fn xdp_filter_rows(bins: &Bins, repeat: &str) -> Result<(Vec<Row>, Vec<String>)> {
+    let repeat: u32 = repeat.parse().context("repeat")?;
+    let c = xtask::xdp_filter::cost_beside_xdp_filter(&bins.xdp_user, repeat)?;
+    eprintln!("{}", c.text());
     let mut rows = Vec::new();
-    for r in v["rows"].as_array().context("no rows")? {
-        let name = r["packet"].as_str().unwrap_or("?");
-        if name != "udp4" && name != "tcp4_syn" {
-            continue;
+    for r in &c.rows {
+        let action = if r.action == 1 { "dropped" } else { "passed" };
+        for (program, theirs) in [
+            (&c.xdp_filter, r.xdp_filter_ns),
+            (&c.xdp_filter_tcp, r.xdp_filter_tcp_ns),
+        ] {
+            rows.push(Row {
+                name: format!(
+                    "XDP program, 16 rules, {} ({action}), beside xdp-filter --features {}",
+                    r.packet, program.features
+                ),
+                value: r.ours_ns,
+                unit: "ns/pkt",
+                reference: Some(format!(
+                    "xdp-filter 1.3.1 `{}`, same rules: {theirs:.1} ns",
+                    program.attached_name
+                )),
+                ratio: Some(r.ours_ns / theirs.max(1e-3)),
+                // Three times cheaper than xdp-filter.
+                goal: Some(Goal::AtMost(1.0 / 3.0)),
+                note: format!("bare XDP_DROP {:.1} ns", r.bare_ns),
+                ..Row::default()
+            });
         }
-        let ours = r["filter_ns"].as_f64().unwrap_or(0.0);
-        let theirs = r["reference_ns"].as_f64().unwrap_or(0.0);
-        rows.push(Row {
-            name: format!("XDP program, 16 rules, {name}, beside xdp-filter (BPF_PROG_TEST_RUN)"),
-            value: ours,
-            unit: "ns/pkt",
-            reference: Some(format!("xdp-filter 1.3.1, same rules: {theirs:.1} ns")),
-            ratio: Some(ours / theirs.max(1e-3)),
-            // Three times cheaper than xdp-filter.
-            goal: Some(Goal::AtMost(1.0 / 3.0)),
-            ..Row::default()
-        });
     }
-    Ok(rows)
+    let tools = c
+        .reference_tools
+        .iter()
+        .filter(|t| !t.loaded)
+        .map(|t| format!("Not measured: {}", t.text()));
+    Ok((rows, tools.collect()))
 }
 
 /// The packet crate's echo against its baseline (criterion, same run).
@@ -1060,7 +1036,7 @@ fn write_pcap(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn report_md(rows: &[Row], runs: u32, seconds: f64) -> String {
+fn report_md(rows: &[Row], not_measured: &[String], runs: u32, seconds: f64) -> String {
     let mut s = format!(
         "# Benchmark report\n\n{}. Throughput rows: the device under test is the limit (threaded \
          NAPI on both veth ends, pinned with their side), one generator for every row (`xdp-user \
@@ -1092,17 +1068,14 @@ fn report_md(rows: &[Row], runs: u32, seconds: f64) -> String {
             r.note
         ));
     }
-    s.push_str(&format!("\n{}\n", NOT_MEASURED.join("\n")));
+    s.push_str(&format!("\n{}\n", not_measured.join("\n\n")));
     s
 }
 
-/// Reference tools the report cannot include on this kernel, said rather than left out.
-const NOT_MEASURED: &[&str] = &[
-    "Not measured: xdp-tools' `xdp-bench` and `xdp-trafficgen` (1.3.1) do not load on this \
-     kernel: \"libbpf: prog 'tp_xdp_redirect_map_err': failed to load: -3\" (a tracepoint they \
-     expect is gone; xdp-bench then says \"Failed to attach XDP program: No such process\"); \
-     `xdpdump`'s fentry programs are refused here (xdp-user dump captures instead).",
-];
+/// A reference tool the report cannot include on this kernel, said rather than left out (the
+/// benchmark tries xdp-bench and xdp-trafficgen itself and adds what they said).
+const XDPDUMP_NOT_MEASURED: &str = "Not measured: xdp-tools' `xdpdump`: loading its fentry \
+     programs is refused here (xdp-user dump captures instead).";
 
 fn machine() -> String {
     format!(
@@ -1113,7 +1086,12 @@ fn machine() -> String {
     )
 }
 
-fn report_json(rows: &[Row], runs: u32, seconds: f64) -> serde_json::Value {
+fn report_json(
+    rows: &[Row],
+    not_measured: &[String],
+    runs: u32,
+    seconds: f64,
+) -> serde_json::Value {
     serde_json::json!({
         "machine": {"cpu": cpu_model(), "kernel": kernel_release(),
                     "cpus": std::thread::available_parallelism().map_or(0, |n| n.get())},
@@ -1136,7 +1114,7 @@ fn report_json(rows: &[Row], runs: u32, seconds: f64) -> serde_json::Value {
             },
             "note": r.note,
         })).collect::<Vec<_>>(),
-        "not_measured": NOT_MEASURED,
+        "not_measured": not_measured,
     })
 }
 
