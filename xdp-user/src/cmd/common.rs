@@ -1,0 +1,28 @@
+//! What several commands share: the rules of `--rule`/`--rules FILE` (`load`, `cost`) and the
+//! pass-everything policy (`gen`, `cost`).
+
+use crate::rules::{self, Policy, Rule};
+use anyhow::{Context, Result};
+use packet::abi::Action;
+
+/// `gen` redirects its replies to its socket rather than filter: everything else goes on to
+/// the kernel. `cost` measures with the same policy.
+pub const PASS_ALL: Policy = Policy {
+    default: Action::Pass,
+    malformed: Action::Pass,
+    unparsed: Action::Pass,
+};
+
+/// The rules of `--rule` and `--rules FILE`, in that order.
+pub fn read_rules(rule_args: &[String], rules_file: Option<&std::path::Path>) -> Result<Vec<Rule>> {
+    let mut rules = Vec::new();
+    for r in rule_args {
+        rules.push(rules::parse_rule(r)?);
+    }
+    if let Some(path) = rules_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read rules file {}", path.display()))?;
+        rules.extend(rules::parse_rules_file(&text, &path.display().to_string())?);
+    }
+    Ok(rules)
+}

@@ -1,0 +1,173 @@
+//! `xdp-user cost`: measure the XDP program's cost per packet with a rule set, in the kernel
+//! (BPF_PROG_TEST_RUN, no interface needed), beside a bare XDP_DROP program in the same run.
+
+use super::common::{PASS_ALL, read_rules};
+use crate::xdp::{LogLevel, XdpFilter};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `xdp-user cost`.
+#[derive(clap::Args, Debug)]
+pub struct CostArgs {
+    /// A rule (repeatable), as for `load`.
+    #[arg(long = "rule", value_name = "RULE")]
+    rules: Vec<String>,
+    /// A file of rules, as for `load`.
+    #[arg(long = "rules", value_name = "FILE")]
+    rules_file: Option<PathBuf>,
+    /// Runs per measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    repeat: u32,
+    /// Also time this already-loaded XDP program (e.g. xdp-tools' xdp-filter, by the id
+    /// `ip -d link` or `bpftool prog` shows), on the same frames, alternating with ours.
+    /// Repeatable: each reference gets a column.
+    #[arg(long = "reference-prog-id", value_name = "ID")]
+    reference_prog_ids: Vec<u32>,
+    /// Load the program with this log level (to see what logging costs).
+    #[arg(long, value_enum, default_value = "off")]
+    log_level: LogLevel,
+    /// Print one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `xdp-user cost`: ns per packet of the filter with the given rules, and of a bare XDP_DROP
+/// program, for a few kinds of packet, measured alternately in the same run; with
+/// `--reference-prog-id`, also of programs others loaded (xdp-filter), in the same loop.
+pub fn cost(args: CostArgs) -> Result<()> {
+    let (repeat, json) = (args.repeat, args.json);
+    let rules = read_rules(&args.rules, args.rules_file.as_deref())?;
+    // Any interface will do: nothing is attached. Loopback always exists.
+    let mut filter = XdpFilter::load_logging("lo", args.log_level)?;
+    filter.install(&rules, PASS_ALL)?;
+    // Each reference is found once; its handle keeps it loaded while we time it.
+    let references = args
+        .reference_prog_ids
+        .iter()
+        .map(|&id| XdpFilter::loaded_program(id).map(|p| (id, p)))
+        .collect::<Result<Vec<_>>>()?;
+    let frames: [(&str, &[u8]); 5] = [
+        ("udp4", &packet::fixtures::UDP4_ECHO_REQUEST),
+        ("tcp4_syn", &packet::fixtures::TCP_SYN),
+        ("icmp6_echo", &packet::fixtures::ICMPV6_ECHO_REQUEST),
+        ("udp6", &packet::fixtures::UDP6_ECHO_REQUEST),
+        // To a port the benchmark's 16 rules drop: the cost of a decision that drops.
+        ("tcp4_syn_1003", &tcp_syn_to_port(1003)),
+    ];
+    println!(
+        "{} rule(s), {repeat} runs per figure (BPF_PROG_TEST_RUN)",
+        rules.len()
+    );
+    let mut header = format!(
+        "{:<12} {:>10} {:>10} {:>7}",
+        "packet", "filter ns", "bare ns", "ratio"
+    );
+    for (id, _) in &references {
+        header.push_str(&format!(" {:>14}", format!("prog {id} ns")));
+    }
+    println!("{header}");
+    let mut rows = Vec::new();
+    for (name, frame) in frames {
+        // Alternate filter, bare and the references three times and keep the fastest of
+        // each: the least disturbed by the rest of the machine.
+        let (mut best_filter, mut best_bare) = (f64::MAX, f64::MAX);
+        let mut best_ref = vec![f64::MAX; references.len()];
+        let (mut filter_action, mut bare_action) = (0, 0);
+        let mut ref_action = vec![0u32; references.len()];
+        for _ in 0..3 {
+            let (a, d) = filter.test_run("xdp_filter", frame, repeat)?;
+            (filter_action, best_filter) = (a, best_filter.min(d.as_nanos() as f64));
+            let (a, d) = filter.test_run("xdp_drop_bare", frame, repeat)?;
+            (bare_action, best_bare) = (a, best_bare.min(d.as_nanos() as f64));
+            for (i, (id, prog)) in references.iter().enumerate() {
+                let (a, d) = XdpFilter::test_run_loaded(prog, frame, repeat)
+                    .with_context(|| format!("timing program {id}"))?;
+                ref_action[i] = a;
+                best_ref[i] = best_ref[i].min(d.as_nanos() as f64);
+            }
+        }
+        // The kernel reports whole nanoseconds per run; a bare program may round to 0.
+        let ratio = best_filter / best_bare.max(1.0);
+        let mut line = format!("{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}");
+        for ns in &best_ref {
+            line.push_str(&format!(" {ns:>14.0}"));
+        }
+        println!("{line}");
+        let refs: Vec<_> = references
+            .iter()
+            .zip(best_ref.iter().zip(&ref_action))
+            .map(
+                |((id, _), (ns, action))| serde_json::json!({"id": id, "ns": ns, "action": action}),
+            )
+            .collect();
+        rows.push(serde_json::json!({
+            "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio,
+            // XDP actions: 1 drop, 2 pass (so a reference can be checked to decide alike).
+            "filter_action": filter_action, "bare_action": bare_action,
+            // The first reference, as before there could be several.
+            "reference_ns": best_ref.first(),
+            "references": refs,
+        }));
+    }
+    // Reloads: the same rule set installed again and again through the atomic path (write
+    // the other slot, switch), as SIGHUP does; then the grace period that frees the old slot
+    // for the next reload, which runs in the background and is timed apart.
+    let mut in_force = Vec::new();
+    let mut retired = Vec::new();
+    for _ in 0..RELOADS {
+        let done = filter.install(&rules, PASS_ALL)?;
+        in_force.push(done.in_force_after.as_secs_f64() * 1e3);
+        let t = Instant::now();
+        filter.wait_retired();
+        retired.push((done.in_force_after + t.elapsed()).as_secs_f64() * 1e3);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (in_force, retired) = (median(&mut in_force), median(&mut retired));
+    println!(
+        "reload of {} rule(s), median of {RELOADS}: in force after {in_force:.2} ms; the old \
+         set retired after {retired:.2} ms (an RCU grace period, in the background)",
+        rules.len()
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "rules": rules.len(), "repeat": repeat, "rows": rows,
+                "reload_ms": {"in_force_median": in_force, "retired_median": retired},
+            })
+        );
+    }
+    Ok(())
+}
+
+/// Reloads timed by `cost`.
+const RELOADS: usize = 21;
+
+/// The fixture TCP SYN (IPv4, to port 80) sent to `port` instead, its checksum kept right.
+fn tcp_syn_to_port(port: u16) -> [u8; 74] {
+    let mut f = packet::fixtures::TCP_SYN;
+    // Ethernet (14) + IPv4 without options (20): the TCP header; its checksum at 16.
+    const DPORT: usize = 14 + 20 + 2;
+    const CHECK: usize = 14 + 20 + 16;
+    let old = u16::from_be_bytes([f[DPORT], f[DPORT + 1]]);
+    let check = u16::from_be_bytes([f[CHECK], f[CHECK + 1]]);
+    let check = packet::checksum::update_word(check, old, port);
+    f[DPORT..DPORT + 2].copy_from_slice(&port.to_be_bytes());
+    f[CHECK..CHECK + 2].copy_from_slice(&check.to_be_bytes());
+    f
+}
+
+#[cfg(test)]
+mod cost_tests {
+    #[test]
+    fn the_syn_to_a_dropped_port_keeps_its_checksums_right() {
+        let f = super::tcp_syn_to_port(1003);
+        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 1003);
+        packet::verify::verify_checksums(&f).expect("checksums");
+        assert_ne!(f, packet::fixtures::TCP_SYN);
+    }
+}

@@ -1,0 +1,546 @@
+//! `xdp-user run`: the AF_XDP poll-mode data path (echo, reflect, count, drop). The XDP
+//! program redirects chosen packets to one socket per RX queue, and a thread per queue answers
+//! (echo, reflect), counts or drops them.
+
+use crate::rules::{self, Policy, Rule};
+use crate::xdp::{self, Mode, Snapshot, XdpFilter};
+use crate::{METRICS_REFRESH, Reporting, afxdp, iface, metrics};
+use anyhow::{Context, Result, bail};
+use clap::builder::TypedValueParser as _;
+use packet::abi::{Action, stat};
+use packet::counter::TopFlows;
+use packet::datapath::Action as LoopAction;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Arguments of `xdp-user run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The interface.
+    #[arg(long)]
+    iface: String,
+    /// RX queues to serve: `all`, or a list like `0,1`.
+    #[arg(long, default_value = "all")]
+    queues: String,
+    /// What the loop does with the packets it receives.
+    #[arg(long, value_enum, default_value = "echo")]
+    action: LoopAction,
+    /// UDP echo ports (RFC 862), e.g. `7` or `7,9000-9010`.
+    #[arg(long, default_value = "7")]
+    echo_ports: String,
+    /// XDP mode of the program: native (driver), skb (generic), or auto.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: Mode,
+    /// Force copy mode for the sockets.
+    #[arg(long, conflicts_with = "zero_copy")]
+    copy: bool,
+    /// Require zero-copy sockets (fails where the driver has no zero-copy, e.g. veth).
+    #[arg(long)]
+    zero_copy: bool,
+    /// UMEM frame size.
+    #[arg(long, default_value = "2048", value_parser = clap::builder::PossibleValuesParser::new(["2048", "4096"]).map(|s| s.parse::<u32>().expect("listed values are numbers")))]
+    frame_size: u32,
+    /// UMEM frames per queue (a power of two).
+    #[arg(long, default_value_t = 4096)]
+    frames: u32,
+    /// Descriptors per RX batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Count IP 5-tuples and print the N largest flows each interval, in the JSON and in the
+    /// metrics (0: no flow counting).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    flows: usize,
+    /// Slots of each queue's flow table (allocated once; flows that find no slot are counted
+    /// as overflow).
+    #[arg(long, default_value_t = 65536, value_name = "SLOTS")]
+    flow_table: usize,
+    /// Write what the loops receive and send back to FILE as pcapng (direction and queue in
+    /// each packet's options), through a bounded ring per queue: frames the ring has no room
+    /// for are counted and reported, never waited for.
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// Bytes kept of each captured frame.
+    #[arg(long, default_value_t = 65535, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    snaplen: u32,
+    /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
+    /// The loop then runs the driver's receive work itself: give it a core of its own, on a
+    /// NIC whose interrupts it can replace. Sharing its core with the interface's NAPI
+    /// thread (threaded NAPI on veth) it is about 3x slower than the default.
+    #[arg(long)]
+    busy_poll: bool,
+    /// Finish unfinished UDP checksums (only the pseudo-header sum, left by a sender with
+    /// checksum offload, e.g. a veth peer with `tx` on) in echo replies, as the kernel would.
+    #[arg(long)]
+    complete_checksums: bool,
+    /// CPUs to pin the queue threads to, in queue order, e.g. `1` or `0,1`.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Extra rules, tried before the defaults (same grammar as `load`).
+    #[arg(long = "rule", value_name = "RULE")]
+    rules: Vec<String>,
+    #[command(flatten)]
+    report: Reporting,
+}
+
+/// `run` takes malformed frames into the loop, which counts them and never answers them (the
+/// kernel would answer some, e.g. a UDP datagram whose length field is short, with an ICMP
+/// error); everything else no rule redirects goes on to the kernel.
+const RUN_POLICY: Policy = Policy {
+    default: Action::Pass,
+    malformed: Action::Xsk,
+    unparsed: Action::Pass,
+};
+
+impl RunArgs {
+    fn copy_mode(&self) -> afxdp::CopyMode {
+        if self.copy {
+            afxdp::CopyMode::Copy
+        } else if self.zero_copy {
+            afxdp::CopyMode::ZeroCopy
+        } else {
+            afxdp::CopyMode::Auto
+        }
+    }
+}
+
+fn parse_list(what: &str, s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(|x| {
+            x.trim().parse::<u32>().with_context(|| {
+                format!("{what}: `{x}` is not a number (expected a list like 0,1)")
+            })
+        })
+        .collect()
+}
+
+/// The rules `run` installs: the user's, then the defaults of the action.
+fn run_rules(args: &RunArgs) -> Result<Vec<Rule>> {
+    let mut texts: Vec<String> = args.rules.clone();
+    match args.action {
+        LoopAction::Echo => {
+            for item in args.echo_ports.split(',') {
+                texts.push(format!("proto udp dport {} action xsk", item.trim()));
+            }
+            texts.push("proto icmp icmp-type 8 action xsk".into());
+            texts.push("proto icmpv6 icmp-type 128 action xsk".into());
+        }
+        // Without rules, only UDP goes to the loop: the interface's TCP (ssh!), ARP and
+        // neighbour discovery keep working.
+        _ if args.rules.is_empty() => texts.push("proto udp action xsk".into()),
+        _ => {}
+    }
+    texts.iter().map(|t| Ok(rules::parse_rule(t)?)).collect()
+}
+
+/// In copy mode the kernel copies a frame into a UMEM frame after XDP's headroom: a frame of
+/// the new MTU that does not fit is dropped by the kernel (counted as `rx_dropped`).
+fn warn_if_frames_do_not_fit(mtu: u32, frame_size: u32) {
+    // Ethernet header and two VLAN tags; XDP_PACKET_HEADROOM.
+    let (l2, headroom) = (14 + 8, 256);
+    if mtu + l2 > frame_size - headroom {
+        eprintln!(
+            "xdp-user: frames of MTU {mtu} no longer fit the UMEM frames ({frame_size} bytes, \
+             {headroom} of them headroom): the kernel drops them (rx_dropped); restart with \
+             --frame-size 4096, or lower the MTU"
+        );
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let echo_ports = packet::echo::PortSet::from_list(&args.echo_ports)
+        .map_err(|e| anyhow::anyhow!("--echo-ports {}: {e}", args.echo_ports))?;
+    let rules = run_rules(&args)?;
+    xdp::if_index(&args.iface)?;
+    let available = afxdp::rx_queue_count(&args.iface)?;
+    let queues: Vec<u32> = if args.queues == "all" {
+        (0..available).collect()
+    } else {
+        parse_list("--queues", &args.queues)?
+    };
+    if let Some(q) = queues.iter().find(|q| **q >= available) {
+        bail!(
+            "{} has {available} RX queue(s); queue {q} does not exist",
+            args.iface
+        );
+    }
+    let cores = match &args.cores {
+        Some(c) => parse_list("--cores", c)?,
+        None => Vec::new(),
+    };
+    let mut responder = packet::echo::Responder::new();
+    responder.set_echo_ports(echo_ports);
+    responder.set_local_mac(afxdp::mac_address(&args.iface)?);
+    responder.set_complete_partial_checksums(args.complete_checksums);
+
+    // Load, install the rules, bind and register every socket, and only then attach: no
+    // packet meets a half-built data path.
+    let mut watch = iface::IfaceWatch::new(&args.iface)?;
+    let mut filter = XdpFilter::load_logging(&args.iface, args.report.log_level)?;
+    filter.install(&rules, RUN_POLICY)?;
+    let mut sockets = Vec::new();
+    for (i, q) in queues.iter().enumerate() {
+        let socket = afxdp::QueueSocket::bind(afxdp::QueueSettings {
+            iface: args.iface.clone(),
+            queue: *q,
+            frames: args.frames,
+            frame_size: args.frame_size,
+            batch: args.batch,
+            copy_mode: args.copy_mode(),
+            busy_poll: args.busy_poll,
+            core: cores.get(i).map(|c| *c as usize),
+            action: args.action,
+            flow_slots: if args.flows > 0 { args.flow_table } else { 0 },
+            top_flows: args.flows,
+        })?;
+        filter.register_socket(*q, socket.raw_fd())?;
+        sockets.push(socket);
+    }
+    let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
+    filter.attach(args.mode)?;
+    let mode = match filter.mode {
+        Mode::Native => "native",
+        _ => "skb",
+    };
+    let zc: Vec<String> = sockets
+        .iter()
+        .map(|s| {
+            format!(
+                "q{}:{}",
+                s.queue(),
+                if s.zero_copy { "zero-copy" } else { "copy" }
+            )
+        })
+        .collect();
+    eprintln!(
+        "xdp-user: {:?} on {} ({mode} XDP), {} queue(s) [{}], UMEM {} x {} B per queue, {} rule(s)",
+        args.action,
+        args.iface,
+        sockets.len(),
+        zc.join(" "),
+        args.frames,
+        args.frame_size,
+        rules.len()
+    );
+    if sockets.iter().any(|s| !s.zero_copy) && args.copy_mode() == afxdp::CopyMode::Auto {
+        eprintln!(
+            "xdp-user: zero-copy is not available on {}: copy mode",
+            args.iface
+        );
+    }
+
+    let fds: Vec<_> = sockets.iter().map(|s| s.raw_fd()).collect();
+    let responder = Arc::new(responder);
+    let (capture, mut taps) = match &args.capture {
+        Some(path) => {
+            let queues: Vec<u32> = sockets.iter().map(|s| s.queue()).collect();
+            let (c, taps) = packet::capture::start(
+                &packet::capture::Output::File(path.clone()),
+                &args.iface,
+                &queues,
+                args.snaplen as usize,
+            )
+            .map_err(anyhow::Error::msg)?;
+            eprintln!("xdp-user: capturing to {}", path.display());
+            (Some(c), taps.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    taps.resize_with(sockets.len(), || None);
+    let mut running = Vec::new();
+    for (socket, tap) in sockets.into_iter().zip(taps) {
+        running.push(afxdp::spawn(
+            socket,
+            Arc::clone(&responder),
+            Arc::clone(&stop),
+            tap,
+        )?);
+    }
+
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(args.report.interval);
+    let mut last: Vec<packet::counter::LoopCounters> =
+        running.iter().map(|r| r.stats.counts()).collect();
+    let mut last_at = Instant::now();
+    let mut gone = None;
+    let mut hinted = false;
+    let publish = |xdp: &Snapshot,
+                   queues: &[(u32, packet::counter::LoopCounters, afxdp::KernelStats)],
+                   top: &TopFlows| {
+        if let Some(m) = &metrics {
+            let mut families = metrics::xdp_families(&args.iface, xdp, None);
+            families.extend(metrics::loop_families(&args.iface, queues));
+            if args.flows > 0 {
+                families.extend(packet::metrics::flow_families(&args.iface, top));
+            }
+            m.published.publish(families);
+        }
+    };
+    let mut next_metrics = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        filter.flush_logs();
+        if metrics.is_some() && Instant::now() >= next_metrics {
+            let queues: Vec<_> = running
+                .iter()
+                .zip(&fds)
+                .map(|(r, fd)| (r.queue, r.stats.counts(), afxdp::kernel_stats_of(*fd)))
+                .collect();
+            publish(
+                &filter.snapshot()?,
+                &queues,
+                &merged_top(&running, args.flows),
+            );
+            next_metrics = Instant::now() + METRICS_REFRESH;
+        }
+        if args
+            .report
+            .duration
+            .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
+        {
+            break;
+        }
+        if running.iter().any(|r| r.handle.is_finished()) {
+            eprintln!("xdp-user: a queue thread ended unexpectedly; stopping");
+            break;
+        }
+        match watch.poll() {
+            Err(e) => {
+                gone = Some(e);
+                break;
+            }
+            Ok(changes) => {
+                for change in changes {
+                    eprintln!("xdp-user: {}: {change}", args.iface);
+                    if let iface::LinkChange::Mtu { to, .. } = change {
+                        warn_if_frames_do_not_fit(to, args.frame_size);
+                    }
+                }
+            }
+        }
+        if !hinted && !args.complete_checksums {
+            let partial: u64 = running
+                .iter()
+                .map(|r| r.stats.counts().checksum_partial)
+                .sum();
+            if partial > 0 {
+                eprintln!(
+                    "xdp-user: {}",
+                    packet::echo::partial_checksum_hint(&args.iface, partial)
+                );
+                hinted = true;
+            }
+        }
+        if last_at.elapsed() >= interval {
+            let secs = last_at.elapsed().as_secs_f64();
+            for (i, r) in running.iter().enumerate() {
+                let now = r.stats.counts();
+                let k = afxdp::kernel_stats_of(fds[i]);
+                let rate = |a: u64, b: u64| (b - a) as f64 / secs;
+                println!(
+                    "{:>6.1}s q{}  rx {:>9.0} pps  tx {:>9.0} pps  dropped {:>7.0} pps  | kernel: rx dropped {} rx ring full {} fill ring empty {} invalid descs {}",
+                    start.elapsed().as_secs_f64(),
+                    r.queue,
+                    rate(last[i].rx, now.rx),
+                    rate(last[i].tx, now.tx),
+                    rate(
+                        last[i].dropped + last[i].tx_dropped,
+                        now.dropped + now.tx_dropped
+                    ),
+                    k.rx_dropped,
+                    k.rx_ring_full,
+                    k.fill_ring_empty,
+                    k.invalid_descs
+                );
+                last[i] = now;
+            }
+            if args.flows > 0 {
+                print!("{}", merged_top(&running, args.flows).text());
+            }
+            last_at = Instant::now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reports = Vec::new();
+    let mut tops = Vec::new();
+    for r in running {
+        let report = r
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("queue {} thread panicked", r.queue))?;
+        let protocols = *r.stats.protocols.lock().unwrap_or_else(|e| e.into_inner());
+        tops.push(
+            r.stats
+                .top_flows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
+        reports.push((r.stats.counts(), protocols, report));
+    }
+    let top = TopFlows::merge(&tops, args.flows);
+    // The loops have stopped: the writer empties the rings and closes the file.
+    let captured = capture
+        .map(|c| c.finish().map_err(anyhow::Error::msg))
+        .transpose()?;
+    if let (Some(c), Some(path)) = (&captured, &args.capture) {
+        eprintln!(
+            "xdp-user: captured {} frame(s) to {}{}",
+            c.written,
+            path.display(),
+            if c.dropped > 0 {
+                format!(
+                    "; {} frame(s) LOST to full capture rings (the disk or the writer could not \
+                     keep up: try a smaller --snaplen)",
+                    c.dropped
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    filter.detach();
+    if let Some(e) = gone {
+        // The queues are stopped and their threads joined; nothing is left to clean up.
+        return Err(e);
+    }
+    filter.flush_logs();
+    let xdp_counters = filter.snapshot()?;
+    // The last scrape sees the totals the JSON reports.
+    let queues: Vec<_> = reports
+        .iter()
+        .map(|(c, _, report)| (report.queue, *c, report.kernel))
+        .collect();
+    publish(&xdp_counters, &queues, &top);
+    if args.flows > 0 {
+        eprint!("{}", top.text());
+    }
+    eprintln!("xdp-user: detached from {}", args.iface);
+
+    let mut total = packet::counter::LoopCounters::default();
+    let mut protocols = packet::counter::ProtocolCounters::default();
+    let mut lost = 0;
+    let mut queue_json = Vec::new();
+    for (c, p, report) in &reports {
+        total.merge(c);
+        protocols.merge(p);
+        lost += report.frames.lost();
+        let f = &report.frames;
+        eprintln!(
+            "queue {}: rx {} tx {} echoed {} reflected {} counted {} dropped {} malformed {} not-for-us {} tx-ring-full {} wakeups {}; frames: {} total, {} free, held by the kernel {} for RX ({} in the fill ring) and {} for TX, {} lost; wake-ups failed: {} busy, {} link down",
+            report.queue,
+            c.rx,
+            c.tx,
+            c.echoed,
+            c.reflected,
+            c.counted,
+            c.dropped,
+            c.malformed,
+            c.not_for_us,
+            c.tx_dropped,
+            c.wakeups,
+            f.total,
+            f.free,
+            f.kernel_fill,
+            f.fill_ring,
+            f.kernel_tx,
+            f.lost(),
+            report.errors.busy,
+            report.errors.link_down,
+        );
+        queue_json.push(serde_json::json!({
+            "queue": report.queue,
+            "zero_copy": report.zero_copy,
+            "rx": c.rx, "tx": c.tx, "echoed": c.echoed, "reflected": c.reflected,
+            "counted": c.counted, "dropped": c.dropped + c.tx_dropped, "malformed": c.malformed,
+            "not_for_us": c.not_for_us, "wakeups": c.wakeups, "tx_ring_full": c.tx_dropped,
+            "idle_sleeps": c.idle_sleeps, "checksum_partial": c.checksum_partial,
+            "frames": {
+                "total": f.total, "free": f.free,
+                "kernel_rx": f.kernel_fill, "fill_ring": f.fill_ring, "kernel_tx": f.kernel_tx,
+                "in_loop": f.in_loop, "violations": f.violations, "lost": f.lost(),
+            },
+            "ring_errors": {
+                "busy": report.errors.busy,
+                "link_down": report.errors.link_down,
+                "fatal": report.errors.fatal,
+            },
+            "kernel": {
+                "rx_dropped": report.kernel.rx_dropped,
+                "rx_ring_full": report.kernel.rx_ring_full,
+                "fill_ring_empty": report.kernel.fill_ring_empty,
+                "invalid_descs": report.kernel.invalid_descs,
+            },
+        }));
+    }
+    if lost > 0 {
+        eprintln!(
+            "xdp-user: BUG: {lost} UMEM frame(s) with broken ownership at exit (still in the \
+             loop, or handed back by the kernel without having been lent to it)"
+        );
+    }
+    if args.report.json {
+        let mut proto = serde_json::Map::new();
+        for (name, c) in protocols.classes() {
+            proto.insert(name.into(), c.packets.into());
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "iface": args.iface,
+                "mode": mode,
+                "action": format!("{:?}", args.action).to_lowercase(),
+                "seconds": start.elapsed().as_secs_f64(),
+                "rx": total.rx, "tx": total.tx, "echoed": total.echoed,
+                "reflected": total.reflected, "counted": total.counted,
+                "dropped": total.dropped + total.tx_dropped, "malformed": total.malformed,
+                "not_for_us": total.not_for_us, "wakeups": total.wakeups,
+                "checksum_partial": total.checksum_partial,
+                "frames_lost": lost,
+                "protocols": proto,
+                "queues": queue_json,
+                "flows": if args.flows > 0 { top.to_json() } else { serde_json::Value::Null },
+                "capture": captured.map(|c| serde_json::json!({
+                    "file": args.capture.as_ref().map(|p| p.display().to_string()),
+                    "written": c.written, "dropped": c.dropped,
+                })),
+                "xdp": {
+                    "xsk": xdp_counters.get(stat::ACTION_XSK).packets,
+                    "pass": xdp_counters.get(stat::ACTION_PASS).packets,
+                    "drop": xdp_counters.get(stat::ACTION_DROP).packets,
+                    "xsk_fallback": xdp_counters.get(stat::XSK_FALLBACK).packets,
+                },
+            })
+        );
+    }
+    // A queue that stopped on a socket error fails the run, after the report.
+    if let Some((_, _, r)) = reports.iter().find(|(_, _, r)| r.errors.fatal.is_some()) {
+        bail!(
+            "queue {} of {} stopped: {}",
+            r.queue,
+            args.iface,
+            r.errors.fatal.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// The `n` largest flows of a run's queues now.
+fn merged_top(running: &[afxdp::RunningQueue], n: usize) -> TopFlows {
+    let tops: Vec<TopFlows> = running
+        .iter()
+        .map(|r| {
+            r.stats
+                .top_flows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+        .collect();
+    TopFlows::merge(&tops, n)
+}
