@@ -550,22 +550,14 @@ impl Report {
         flows: Option<&TopFlows>,
         capture: Option<(&std::path::Path, packet::capture::CaptureReport)>,
     ) -> String {
-        let t = &self.total;
-        let mut proto = serde_json::Map::new();
-        for (name, c) in self.protocols.classes() {
-            proto.insert(name.into(), c.packets.into());
-        }
         let lcores: Vec<_> = self
             .lcores
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                serde_json::json!({
-                    "lcore": i, "rx": c.rx, "tx": c.tx, "echoed": c.echoed,
-                    "reflected": c.reflected, "counted": c.counted,
-                    "dropped": c.dropped + c.tx_dropped, "malformed": c.malformed,
-                    "not_for_us": c.not_for_us, "checksum_partial": c.checksum_partial,
-                })
+                let mut lcore = c.json_fields();
+                lcore.insert("lcore".into(), i.into());
+                serde_json::Value::Object(lcore)
             })
             .collect();
         let ports: Vec<_> = self
@@ -580,22 +572,22 @@ impl Report {
                 })
             })
             .collect();
-        serde_json::json!({
-            "action": action,
-            "seconds": self.seconds,
-            "rx": t.rx, "tx": t.tx, "echoed": t.echoed, "reflected": t.reflected,
-            "counted": t.counted, "dropped": t.dropped + t.tx_dropped,
-            "tx_dropped": t.tx_dropped, "malformed": t.malformed, "not_for_us": t.not_for_us,
-            "checksum_partial": t.checksum_partial,
-            "protocols": proto,
-            "lcores": lcores,
-            "ports": ports,
-            "flows": flows.map(TopFlows::to_json),
-            "capture": capture.map(|(file, c)| serde_json::json!({
-                "file": file.display().to_string(), "written": c.written, "dropped": c.dropped,
-            })),
-        })
-        .to_string()
+        let mut json = self.total.json_fields();
+        json.extend(
+            serde_json::json!({
+                "action": action,
+                "seconds": self.seconds,
+                "protocols": self.protocols.packets_json(),
+                "lcores": lcores,
+                "ports": ports,
+                "flows": flows.map(TopFlows::to_json),
+                "capture": capture.map(|(file, c)| c.to_json(Some(file))),
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        serde_json::Value::Object(json).to_string()
     }
 }
 

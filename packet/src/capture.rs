@@ -201,6 +201,18 @@ pub struct CaptureReport {
     pub dropped: u64,
 }
 
+#[cfg(feature = "report")]
+impl CaptureReport {
+    /// The JSON `capture` object of `run` and `dpdk-app`.
+    pub fn to_json(&self, file: Option<&std::path::Path>) -> serde_json::Value {
+        serde_json::json!({
+            "file": file.map(|p| p.display().to_string()),
+            "written": self.written,
+            "dropped": self.dropped,
+        })
+    }
+}
+
 /// A running capture: one writer thread, one tap per queue.
 #[derive(Debug)]
 pub struct Capture {

@@ -129,6 +129,43 @@ pub struct LoopCounters {
     pub checksum_partial: u64,
 }
 
+#[cfg(feature = "report")]
+impl LoopCounters {
+    /// The counters every poll loop's JSON has, under the same names (`xdp-user run`'s
+    /// queues and total, `dpdk-app`'s lcores and total): one place, so the two cannot drift.
+    /// `dropped` includes the replies TX had no room for, which `tx_dropped` gives alone.
+    pub fn json_fields(&self) -> serde_json::Map<std::string::String, serde_json::Value> {
+        let fields = [
+            ("rx", self.rx),
+            ("tx", self.tx),
+            ("echoed", self.echoed),
+            ("reflected", self.reflected),
+            ("counted", self.counted),
+            ("dropped", self.dropped + self.tx_dropped),
+            ("tx_dropped", self.tx_dropped),
+            ("malformed", self.malformed),
+            ("not_for_us", self.not_for_us),
+            ("checksum_partial", self.checksum_partial),
+        ];
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect()
+    }
+}
+
+#[cfg(feature = "report")]
+impl ProtocolCounters {
+    /// The JSON `protocols` object: packets per class.
+    pub fn packets_json(&self) -> serde_json::Value {
+        self.classes()
+            .into_iter()
+            .map(|(name, c)| (name.into(), c.packets.into()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
 impl LoopCounters {
     /// Counts a responder's verdict; returns the reply's length when there is one to send.
     #[inline]

@@ -242,6 +242,7 @@ fn run_warns_when_the_mtu_outgrows_its_frames() {
 /// The generator's interface is deleted under it: status 1 within 2 s, with the message.
 #[test]
 fn gen_exits_when_its_interface_is_deleted() {
+    use std::io::BufRead;
     let tb = testbed();
     let mut generator = tb
         .gen_from_peer(xdp_user(), xtask::testbed::DUT_IPV4)
@@ -250,7 +251,33 @@ fn gen_exits_when_its_interface_is_deleted() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // Its banner comes after its socket is bound: only then is it sending (loading the XDP
+    // program can take over a second in a debug build).
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stderr = generator.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = std::time::Instant::now();
+    while !seen
+        .recv_timeout(Duration::from_secs(20))
+        .is_ok_and(|l| l.starts_with("xdp-user gen: 198.18.0.1 ->"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gen did not start within 20 s"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
     assert!(generator.try_wait().unwrap().is_none(), "gen is running");
     tb.ip_peer(&["link", "del", PEER_IF]).unwrap();
     let start = std::time::Instant::now();
@@ -260,8 +287,8 @@ fn gen_exits_when_its_interface_is_deleted() {
     if generator.try_wait().unwrap().is_none() {
         let _ = generator.kill();
     }
-    let out = generator.wait_with_output().unwrap();
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let status = generator.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("interface peer0 went away"), "{err}");
 }

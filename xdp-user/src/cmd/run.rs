@@ -453,30 +453,34 @@ pub fn run(args: RunArgs) -> Result<()> {
             report.errors.busy,
             report.errors.link_down,
         );
-        queue_json.push(serde_json::json!({
-            "queue": report.queue,
-            "zero_copy": report.zero_copy,
-            "rx": c.rx, "tx": c.tx, "echoed": c.echoed, "reflected": c.reflected,
-            "counted": c.counted, "dropped": c.dropped + c.tx_dropped, "malformed": c.malformed,
-            "not_for_us": c.not_for_us, "wakeups": c.wakeups, "tx_ring_full": c.tx_dropped,
-            "idle_sleeps": c.idle_sleeps, "checksum_partial": c.checksum_partial,
-            "frames": {
-                "total": f.total, "free": f.free,
-                "kernel_rx": f.kernel_fill, "fill_ring": f.fill_ring, "kernel_tx": f.kernel_tx,
-                "in_loop": f.in_loop, "violations": f.violations, "lost": f.lost(),
-            },
-            "ring_errors": {
-                "busy": report.errors.busy,
-                "link_down": report.errors.link_down,
-                "fatal": report.errors.fatal,
-            },
-            "kernel": {
-                "rx_dropped": report.kernel.rx_dropped,
-                "rx_ring_full": report.kernel.rx_ring_full,
-                "fill_ring_empty": report.kernel.fill_ring_empty,
-                "invalid_descs": report.kernel.invalid_descs,
-            },
-        }));
+        let mut queue = c.json_fields();
+        queue.extend(af_xdp_fields(c));
+        queue.extend(
+            serde_json::json!({
+                "queue": report.queue,
+                "zero_copy": report.zero_copy,
+                "frames": {
+                    "total": f.total, "free": f.free,
+                    "kernel_rx": f.kernel_fill, "fill_ring": f.fill_ring, "kernel_tx": f.kernel_tx,
+                    "in_loop": f.in_loop, "violations": f.violations, "lost": f.lost(),
+                },
+                "ring_errors": {
+                    "busy": report.errors.busy,
+                    "link_down": report.errors.link_down,
+                    "fatal": report.errors.fatal,
+                },
+                "kernel": {
+                    "rx_dropped": report.kernel.rx_dropped,
+                    "rx_ring_full": report.kernel.rx_ring_full,
+                    "fill_ring_empty": report.kernel.fill_ring_empty,
+                    "invalid_descs": report.kernel.invalid_descs,
+                },
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        queue_json.push(serde_json::Value::Object(queue));
     }
     if lost > 0 {
         eprintln!(
@@ -485,30 +489,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     if args.report.json {
-        let mut proto = serde_json::Map::new();
-        for (name, c) in protocols.classes() {
-            proto.insert(name.into(), c.packets.into());
-        }
-        println!(
-            "{}",
+        let mut json = total.json_fields();
+        json.extend(af_xdp_fields(&total));
+        json.extend(
             serde_json::json!({
                 "iface": args.iface,
                 "mode": mode,
                 "action": format!("{:?}", args.action).to_lowercase(),
                 "seconds": start.elapsed().as_secs_f64(),
-                "rx": total.rx, "tx": total.tx, "echoed": total.echoed,
-                "reflected": total.reflected, "counted": total.counted,
-                "dropped": total.dropped + total.tx_dropped, "malformed": total.malformed,
-                "not_for_us": total.not_for_us, "wakeups": total.wakeups,
-                "checksum_partial": total.checksum_partial,
                 "frames_lost": lost,
-                "protocols": proto,
+                "protocols": protocols.packets_json(),
                 "queues": queue_json,
                 "flows": if args.flows > 0 { top.to_json() } else { serde_json::Value::Null },
-                "capture": captured.map(|c| serde_json::json!({
-                    "file": args.capture.as_ref().map(|p| p.display().to_string()),
-                    "written": c.written, "dropped": c.dropped,
-                })),
+                "capture": captured.map(|c| c.to_json(args.capture.as_deref())),
                 "xdp": {
                     "xsk": xdp_counters.get(stat::ACTION_XSK).packets,
                     "pass": xdp_counters.get(stat::ACTION_PASS).packets,
@@ -516,7 +509,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                     "xsk_fallback": xdp_counters.get(stat::XSK_FALLBACK).packets,
                 },
             })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         );
+        println!("{}", serde_json::Value::Object(json));
     }
     // A queue that stopped on a socket error fails the run, after the report.
     if let Some((_, _, r)) = reports.iter().find(|(_, _, r)| r.errors.fatal.is_some()) {
@@ -543,4 +540,18 @@ fn merged_top(running: &[afxdp::RunningQueue], n: usize) -> TopFlows {
         })
         .collect();
     TopFlows::merge(&tops, n)
+}
+
+/// The AF_XDP loop's own counters, beside the ones every loop reports
+/// (`LoopCounters::json_fields`); `tx_ring_full` is `tx_dropped` under the name the AF_XDP
+/// ring gives it.
+fn af_xdp_fields(c: &packet::counter::LoopCounters) -> serde_json::Map<String, serde_json::Value> {
+    [
+        ("wakeups", c.wakeups),
+        ("idle_sleeps", c.idle_sleeps),
+        ("tx_ring_full", c.tx_dropped),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.into(), v.into()))
+    .collect()
 }
