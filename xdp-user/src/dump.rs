@@ -244,11 +244,14 @@ fn why(r: &CaptureRecord) -> String {
 }
 
 /// Captures from every interface in `maps` into `output` until `stop`, `count` or `duration`.
+/// `armed` is called once capture is switched on in every program: from then on no frame
+/// goes uncaptured (or uncounted), so a caller that must not miss the first frame waits for it.
 pub fn capture(
     maps: Vec<CaptureMaps>,
     output: &Output,
     opts: &DumpOptions,
     stop: &AtomicBool,
+    armed: impl FnOnce(),
 ) -> Result<DumpReport> {
     let snaplen = opts.snaplen.clamp(1, packet::abi::CAPTURE_BYTES as u32);
     for m in &maps {
@@ -279,6 +282,7 @@ pub fn capture(
         ctl.set(0, snaplen, 0)?;
         on.push(CaptureOn(ctl));
     }
+    armed();
     let lost_now = |i: usize| {
         stats[i]
             .get(&0, 0)

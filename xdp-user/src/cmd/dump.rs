@@ -81,7 +81,7 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
         duration: args.duration,
         selection,
     };
-    let r = dump::capture(maps, &output, &opts, &stop)?;
+    let r = dump::capture(maps, &output, &opts, &stop, || {})?;
     eprintln!(
         "xdp-user dump: {} frame(s) seen, {} written, {} lost to a full capture ring{}",
         r.seen,

@@ -109,14 +109,28 @@ pub fn load(args: LoadArgs) -> Result<()> {
                 selection: dump::Selection::default(),
             };
             eprintln!("xdp-user: capturing to {}", path.display());
-            Some(std::thread::spawn(move || {
+            // Attached means capturing: the first frame after the "attached" line is in the
+            // file. Wait until the capture thread has switched capture on (or failed).
+            let (armed, is_armed) = std::sync::mpsc::channel();
+            let thread = std::thread::spawn(move || {
                 dump::capture(
                     vec![maps],
                     &packet::capture::Output::File(path),
                     &opts,
                     &stop,
+                    move || {
+                        let _ = armed.send(());
+                    },
                 )
-            }))
+            });
+            if is_armed.recv().is_err() {
+                // The thread ended before switching capture on: its error says why.
+                return match thread.join() {
+                    Ok(Err(e)) => Err(e.context("capture could not start")),
+                    _ => bail!("the capture thread ended before capture started"),
+                };
+            }
+            Some(thread)
         }
         None => None,
     };
