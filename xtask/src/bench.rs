@@ -85,6 +85,10 @@ enum Dut {
     KernelUdp,
     /// `xdp-user run` with an action, and whether `--busy-poll`.
     AfXdp(&'static str, bool),
+    /// `xdp-user run --action echo` with `--capture /dev/null`: every frame received and sent
+    /// copied into the capture ring and written as pcapng by the writer thread (whole process
+    /// on the DUT's CPU, so the writer's work is counted too).
+    AfXdpCapture,
     XdpDrop,
     /// `dpdk-app --action ACTION` on a vdev.
     Dpdk(&'static str, &'static str),
@@ -103,6 +107,9 @@ impl Dut {
             Dut::AfXdp(action, true) => {
                 format!("xdp-user run --action {action} --busy-poll (AF_XDP)")
             }
+            Dut::AfXdpCapture => {
+                "xdp-user run --action echo --capture /dev/null (AF_XDP, capture on)".into()
+            }
             Dut::XdpDrop => "xdp-user load --default drop (XDP, in the kernel)".into(),
             Dut::Dpdk(action, v) => format!("dpdk-app --action {action}, {}", vdev_name(v)),
             Dut::Testpmd(mode, v) => format!("testpmd {mode}, {}", vdev_name(v)),
@@ -111,7 +118,10 @@ impl Dut {
 
     /// DPDK ports have no kernel address; the kernel and AF_XDP devices need one.
     fn needs_kernel_address(&self) -> bool {
-        matches!(self, Dut::KernelUdp | Dut::AfXdp(..) | Dut::XdpDrop)
+        matches!(
+            self,
+            Dut::KernelUdp | Dut::AfXdp(..) | Dut::AfXdpCapture | Dut::XdpDrop
+        )
     }
 
     /// The row this one is compared with, and the ratio it should reach.
@@ -125,6 +135,8 @@ impl Dut {
             Dut::Dpdk(_, v) => Some((Dut::Testpmd("5tswap", v), Some(Goal::AtLeast(1.0)))),
             Dut::Testpmd("macswap", v) => Some((Dut::Testpmd("5tswap", v), None)),
             Dut::KernelUdp => Some((Dut::AfXdp("echo", false), None)),
+            // What capturing every frame costs; off, the loop pays one branch per frame.
+            Dut::AfXdpCapture => Some((Dut::AfXdp("echo", false), None)),
             _ => None,
         }
     }
@@ -169,6 +181,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         Dut::AfXdp("echo", false),
         Dut::AfXdp("reflect", false),
         Dut::AfXdp("echo", true),
+        Dut::AfXdpCapture,
         Dut::Dpdk("echo", AF_XDP),
         Dut::Dpdk("reflect", AF_XDP),
         Dut::Testpmd("5tswap", AF_XDP),
@@ -491,6 +504,19 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<Window> {
                 extra.push("--busy-poll");
             }
             xdp_user_quiet(tb.in_dut(xdp_user), "run", DUT_IF, &extra, &run_for)?
+        }
+        Dut::AfXdpCapture => {
+            let mut c = tb.in_dut("taskset");
+            c.args(["-c", &cpu, xdp_user]);
+            let extra = [
+                "--cores",
+                &cpu,
+                "--action",
+                "echo",
+                "--capture",
+                "/dev/null",
+            ];
+            xdp_user_quiet(c, "run", DUT_IF, &extra, &run_for)?
         }
         Dut::XdpDrop => xdp_user_quiet(
             tb.in_dut(xdp_user),
