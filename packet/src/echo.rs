@@ -461,6 +461,15 @@ impl Responder {
         let new = u16::from_be_bytes([ICMP_TYPE_ECHO_REPLY, frame[l4 + 1]]);
         frame[l4] = ICMP_TYPE_ECHO_REPLY;
         patch_checksum(frame, l4 + 2, old, new);
+        // ICMPv4 has no pseudo-header: a reply with id 0, sequence 0 and a zero payload sums
+        // to zero, whose checksum is 0xffff, but the incremental update gives 0x0000 (which
+        // a receiver rejects). Only a 0x0000 result can be that case; then look.
+        if frame[l4 + 2..l4 + 4] == [0, 0] {
+            let end = usize::from(h.ip_end).min(frame.len());
+            if frame[l4..end].iter().all(|&b| b == 0) {
+                frame[l4 + 2..l4 + 4].copy_from_slice(&[0xff, 0xff]);
+            }
+        }
         turn_ipv4(frame, l3);
         swap_macs(frame);
         Some((len, ReplyKind::IcmpEcho))
@@ -883,6 +892,28 @@ mod tests {
         ] {
             verify_checksums(f).unwrap();
         }
+    }
+
+    /// Id 0, sequence 0 and an all-zero payload: the reply's ICMP message is all zeros, whose
+    /// checksum is 0xffff (the incremental update alone would give 0x0000, which a receiver
+    /// rejects).
+    #[test]
+    fn an_all_zero_icmpv4_echo_gets_the_checksum_0xffff() {
+        let mut request = ICMPV4_ECHO_REQUEST_TTL5.to_vec();
+        let l4 = 14 + 20;
+        request[l4 + 1..].fill(0);
+        let check = checksum::checksum(&request[l4..]);
+        request[l4 + 2..l4 + 4].copy_from_slice(&check.to_be_bytes());
+        verify_checksums(&request).unwrap();
+        let (v, reply) = answer(&Responder::new(), &request, 2048);
+        assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+        assert!(
+            reply[l4..]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| if i == 2 || i == 3 { b == 0xff } else { b == 0 })
+        );
+        verify_checksums(&reply).unwrap();
     }
 
     #[test]
