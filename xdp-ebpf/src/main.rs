@@ -126,10 +126,14 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     if level_enabled(Level::Info) {
         log_rule_set(&ctx, set, rules.generation);
     }
-    if matches!(class, Class::Malformed) && level_enabled(Level::Warn) && log_allowed() {
+    if let Class::Malformed(why) = class
+        && level_enabled(Level::Warn)
+        && log_allowed()
+    {
         warn!(
             &ctx,
-            "malformed frame: {} bytes on RX queue {}, action {}",
+            "malformed frame ({}): {} bytes on RX queue {}, action {}",
+            why.text(),
             len,
             ctx.rx_queue_index(),
             decision.action
@@ -305,10 +309,55 @@ enum Class {
     NotIp {
         arp: bool,
     },
-    Malformed,
+    Malformed(Why),
     /// IPv6 whose transport header cannot be reached.
     Unparsed,
     Ip(Fields),
+}
+
+/// Why a frame is malformed: said in the warn log record, so an engineer sees which header
+/// was wrong without capturing the frame.
+#[derive(Clone, Copy)]
+enum Why {
+    Ethernet,
+    Vlan,
+    Arp,
+    Ipv4Header,
+    Ipv4Fields,
+    Ipv4Length,
+    Ipv4Checksum,
+    Ipv6Header,
+    Ipv6Length,
+    Ipv6Extension,
+    IcmpVersion,
+    TinyFragment,
+    Tcp,
+    UdpHeader,
+    UdpLength,
+    Icmp,
+}
+
+impl Why {
+    fn text(self) -> &'static str {
+        match self {
+            Why::Ethernet => "shorter than an Ethernet header",
+            Why::Vlan => "VLAN tag cut short",
+            Why::Arp => "ARP cut short",
+            Why::Ipv4Header => "IPv4 header cut short",
+            Why::Ipv4Fields => "bad IPv4 version, header length or total length",
+            Why::Ipv4Length => "IPv4 total length beyond the frame",
+            Why::Ipv4Checksum => "bad IPv4 header checksum",
+            Why::Ipv6Header => "IPv6 header cut short",
+            Why::Ipv6Length => "bad IPv6 version, or payload length beyond the frame",
+            Why::Ipv6Extension => "bad IPv6 extension header",
+            Why::IcmpVersion => "ICMP in the wrong IP version",
+            Why::TinyFragment => "fragment overlapping the TCP header",
+            Why::Tcp => "TCP header cut short or bad data offset",
+            Why::UdpHeader => "UDP header cut short",
+            Why::UdpLength => "UDP length is not the IP payload length",
+            Why::Icmp => "ICMP header cut short",
+        }
+    }
 }
 
 /// The fields of an IP packet that rules look at.
@@ -359,7 +408,7 @@ fn frame_len(ctx: &XdpContext) -> usize {
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> Class {
     let Some(t) = bytes::<2>(ctx, 12) else {
-        return Class::Malformed;
+        return Class::Malformed(Why::Ethernet);
     };
     let mut ether_type = be16(t);
     let mut off = ETH_HLEN;
@@ -368,7 +417,7 @@ fn classify(ctx: &XdpContext) -> Class {
             break;
         }
         let Some(t) = bytes::<4>(ctx, off) else {
-            return Class::Malformed;
+            return Class::Malformed(Why::Vlan);
         };
         ether_type = be16([t[2], t[3]]);
         off += 4;
@@ -379,11 +428,11 @@ fn classify(ctx: &XdpContext) -> Class {
         ETH_P_ARP => {
             // The fixed part, then two hardware and two protocol addresses.
             let Some(h) = bytes::<8>(ctx, off) else {
-                return Class::Malformed;
+                return Class::Malformed(Why::Arp);
             };
             let need = 8 + 2 * (usize::from(h[4]) + usize::from(h[5]));
             if off + need > frame_len(ctx) {
-                return Class::Malformed;
+                return Class::Malformed(Why::Arp);
             }
             Class::NotIp { arp: true }
         }
@@ -394,18 +443,18 @@ fn classify(ctx: &XdpContext) -> Class {
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, l3: usize) -> Class {
     let Some(ip) = bytes::<20>(ctx, l3) else {
-        return Class::Malformed;
+        return Class::Malformed(Why::Ipv4Header);
     };
     let header_len = usize::from(ip[0] & 0x0f) * 4;
     let total_len = usize::from(be16([ip[2], ip[3]]));
     if ip[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
-        return Class::Malformed;
+        return Class::Malformed(Why::Ipv4Fields);
     }
     if l3 + total_len > frame_len(ctx) {
-        return Class::Malformed;
+        return Class::Malformed(Why::Ipv4Length);
     }
     if !ipv4_checksum_ok(ctx, &ip, l3, header_len) {
-        return Class::Malformed;
+        return Class::Malformed(Why::Ipv4Checksum);
     }
     let word = be16([ip[6], ip[7]]);
     let offset = usize::from(word & 0x1fff);
@@ -470,11 +519,11 @@ fn walkable_extension(next: u8) -> bool {
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
     let Some(ip) = bytes::<8>(ctx, l3) else {
-        return Class::Malformed;
+        return Class::Malformed(Why::Ipv6Header);
     };
     let end = l3 + 40 + usize::from(be16([ip[4], ip[5]]));
     if ip[0] >> 4 != 6 || end > frame_len(ctx) {
-        return Class::Malformed;
+        return Class::Malformed(Why::Ipv6Length);
     }
     let mut next = ip[6];
     let mut at = l3 + 40;
@@ -484,35 +533,35 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Hop-by-hop options may only come first (RFC 8200, section 4.1).
                 if next == IPPROTO_HOPOPTS && i != 0 {
-                    return Class::Malformed;
+                    return Class::Malformed(Why::Ipv6Extension);
                 }
                 let Some(h) = bytes::<2>(ctx, at) else {
-                    return Class::Malformed;
+                    return Class::Malformed(Why::Ipv6Extension);
                 };
                 let size = (usize::from(h[1]) + 1) * 8;
                 if at + size > end {
-                    return Class::Malformed;
+                    return Class::Malformed(Why::Ipv6Extension);
                 }
                 next = h[0];
                 at += size;
             }
             IPPROTO_AH => {
                 let Some(h) = bytes::<2>(ctx, at) else {
-                    return Class::Malformed;
+                    return Class::Malformed(Why::Ipv6Extension);
                 };
                 let size = (usize::from(h[1]) + 2) * 4;
                 if h[1] == 0 || at + size > end {
-                    return Class::Malformed;
+                    return Class::Malformed(Why::Ipv6Extension);
                 }
                 next = h[0];
                 at += size;
             }
             IPPROTO_FRAGMENT => {
                 let Some(h) = bytes::<4>(ctx, at) else {
-                    return Class::Malformed;
+                    return Class::Malformed(Why::Ipv6Extension);
                 };
                 if at + 8 > end {
-                    return Class::Malformed;
+                    return Class::Malformed(Why::Ipv6Extension);
                 }
                 next = h[0];
                 at += 8;
@@ -566,49 +615,49 @@ fn transport(
         IPPROTO_ICMP if !v6 => f.class = proto_class::ICMP,
         IPPROTO_ICMPV6 if v6 => f.class = proto_class::ICMPV6,
         // ICMP inside IPv6 or ICMPv6 inside IPv4.
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => return Class::Malformed,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => return Class::Malformed(Why::IcmpVersion),
         _ => {}
     }
     if kind == frag::LATER {
         // A fragment that starts inside the TCP header would overwrite it after the filter
         // saw the first fragment (RFC 1858, RFC 3128).
         if protocol == IPPROTO_TCP && frag_offset * 8 < TCP_MIN_HEADER {
-            return Class::Malformed;
+            return Class::Malformed(Why::TinyFragment);
         }
         return Class::Ip(f);
     }
     match protocol {
         IPPROTO_TCP => {
             let Some(h) = bytes::<20>(ctx, l4) else {
-                return Class::Malformed;
+                return Class::Malformed(Why::Tcp);
             };
             let data_offset = usize::from(h[12] >> 4) * 4;
             if l4 + 20 > end || data_offset < 20 || l4 + data_offset > end {
-                return Class::Malformed;
+                return Class::Malformed(Why::Tcp);
             }
             f.sport = u32::from(be16([h[0], h[1]]));
             f.dport = u32::from(be16([h[2], h[3]]));
         }
         IPPROTO_UDP => {
             let Some(h) = bytes::<8>(ctx, l4) else {
-                return Class::Malformed;
+                return Class::Malformed(Why::UdpHeader);
             };
             if l4 + 8 > end {
-                return Class::Malformed;
+                return Class::Malformed(Why::UdpHeader);
             }
             // A first fragment's UDP length covers the whole datagram, not this fragment.
             if kind == frag::NONE && usize::from(be16([h[4], h[5]])) != end - l4 {
-                return Class::Malformed;
+                return Class::Malformed(Why::UdpLength);
             }
             f.sport = u32::from(be16([h[0], h[1]]));
             f.dport = u32::from(be16([h[2], h[3]]));
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let Some(h) = bytes::<8>(ctx, l4) else {
-                return Class::Malformed;
+                return Class::Malformed(Why::Icmp);
             };
             if l4 + 8 > end {
-                return Class::Malformed;
+                return Class::Malformed(Why::Icmp);
             }
             f.icmp_type = u32::from(h[0]);
         }
@@ -622,7 +671,7 @@ fn transport(
 fn decide(ctx: &XdpContext, class: &Class, set: u32, rules: &RuleSet) -> Decision {
     let (verdict, rule, action) = match class {
         Class::NotIp { .. } => (verdict::NOT_IP, 0, rules.default_action),
-        Class::Malformed => (verdict::MALFORMED, 0, rules.malformed_action),
+        Class::Malformed(_) => (verdict::MALFORMED, 0, rules.malformed_action),
         Class::Unparsed => (verdict::UNPARSED, 0, rules.unparsed_action),
         Class::Ip(f) => match match_rules(ctx, f, set, rules) {
             Some(rule) => (
@@ -709,7 +758,7 @@ fn count_class(stats: &mut [Counter; stat::COUNT as usize], class: &Class, len: 
     let (l3, l4, kind) = match class {
         Class::NotIp { arp: true } => (stat::PROTO_ARP, None, frag::NONE),
         Class::NotIp { arp: false } => (stat::PROTO_OTHER, None, frag::NONE),
-        Class::Malformed => return,
+        Class::Malformed(_) => return,
         Class::Unparsed => (stat::PROTO_IPV6, None, frag::NONE),
         Class::Ip(f) => {
             let l4 = match f.class {

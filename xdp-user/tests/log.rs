@@ -11,6 +11,9 @@ use xtask::testbed::DUT_IF;
 /// UDP to port 7 with a wrong IPv4 header checksum (after the MACs, in hex): malformed.
 const BAD_CHECKSUM: &str = "0800450000 1c00004000401100 00c6120001c6120002 9c40000700080000";
 
+/// The same with an IPv4 total length of 255 in a 42-byte frame: malformed for another reason.
+const TOO_LONG: &str = "0800450000 ff00004000401100 00c6120001c6120002 9c40000700080000";
+
 fn frame() -> String {
     BAD_CHECKSUM.replace(' ', "")
 }
@@ -35,8 +38,23 @@ fn the_program_logs_rare_events_at_the_level_asked_for() {
     inject(&tb, &[frame()]);
     let malformed = l.wait_stderr("[xdp warn] malformed frame", Duration::from_secs(5));
     let malformed = malformed.expect("no malformed-frame record");
-    // 14 bytes of Ethernet, 20 of IPv4, 8 of UDP.
+    // 14 bytes of Ethernet, 20 of IPv4, 8 of UDP; and which header was wrong.
     assert!(malformed.contains("42 bytes on RX queue 0"), "{malformed}");
+    assert!(
+        malformed.contains("malformed frame (bad IPv4 header checksum)"),
+        "{malformed}"
+    );
+    // Past the rate limit (one record per 10 ms per CPU), another reason.
+    std::thread::sleep(Duration::from_millis(100));
+    inject(&tb, &[TOO_LONG.replace(' ', "")]);
+    assert!(
+        l.wait_stderr(
+            "[xdp warn] malformed frame (IPv4 total length beyond the frame)",
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "no record naming the total length"
+    );
     // `load` has no AF_XDP sockets: an xsk rule falls back to pass, and says so.
     send_udp(&tb, 9, 1);
     assert!(
