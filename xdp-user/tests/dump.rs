@@ -259,3 +259,60 @@ fn dump_says_what_to_do_without_a_program() {
         text(&out.stderr)
     );
 }
+
+/// A reader that cannot keep up loses frames, and says so: `dump` is stopped (SIGSTOP) while
+/// 8 000 frames of 1 000 bytes arrive, more than the program's 8 MiB capture ring holds. Every
+/// frame the program handled is then either in the file or counted as lost, and the file says
+/// where the gap is (`epb_dropcount`): never a silent gap.
+#[test]
+fn a_full_capture_ring_is_counted_never_a_silent_gap() {
+    let tb = quiet_testbed();
+    let l = load(&tb, &[]);
+    let path = temp("dump-full");
+    let d = dump(&tb, &path, &["--duration", "6"]);
+    // `ip netns exec` execs the program: the child is `xdp-user dump` itself.
+    let pid = d.id() as libc::pid_t;
+    // SAFETY: sending a signal to our own child process, which has not been reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    tb.peer_python(&format!(
+        "import socket,time\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(8000):\n\
+         \x20   s.sendto(b'x'*972, ('{}', 10))\n\
+         \x20   if i % 100 == 99: time.sleep(0.001)\n",
+        xtask::testbed::DUT_IPV4
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let out = d.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = last_json(&out);
+    let mut l = l;
+    l.signal(libc::SIGINT);
+    let v = last_json(&l.finish());
+    let handled = n(&v, "/actions/pass") + n(&v, "/actions/drop") + n(&v, "/actions/xsk");
+    let (written, lost) = (n(&summary, "/written"), n(&summary, "/lost"));
+    assert!(lost > 0, "the ring never filled: {summary}");
+    assert!(written > 0, "{summary}");
+    assert_eq!(written + lost, handled, "dump {summary}, load {v}");
+    assert_eq!(n(&v, "/capture_lost"), lost, "{v}");
+    assert!(
+        text(&out.stderr).contains("lost to a full capture ring"),
+        "{}",
+        text(&out.stderr)
+    );
+    let counts = std::process::Command::new("tshark")
+        .args(["-r", path.to_str().unwrap(), "-T", "fields"])
+        .args(["-e", "frame.drop_count"])
+        .output()
+        .expect("tshark (apt package tshark)");
+    let counts = text(&counts.stdout);
+    assert_eq!(counts.lines().count() as u64, written);
+    let in_file: u64 = counts
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(in_file, lost, "the file's epb_dropcount add up to the loss");
+    let _ = std::fs::remove_file(&path);
+}
