@@ -100,8 +100,9 @@ pub fn poll_loop(
     let mut bursts: u64 = 0;
     // Allocated here, once: the flow table and the buffer its top N is handed over in.
     let mut observers = Observers {
-        flows: (shared.flow_slots > 0)
-            .then(|| FlowTable::with_capacity(shared.flow_slots, flow_seed())),
+        flows: (shared.flow_slots > 0).then(|| {
+            FlowTable::with_capacity(shared.flow_slots, packet::counter::random_flow_seed())
+        }),
         tap,
     };
     let mut top = TopFlows::with_capacity(shared.top_flows);
@@ -137,7 +138,7 @@ pub fn poll_loop(
                 && bursts.is_multiple_of(64)
                 && Instant::now() >= next_top
             {
-                publish_top(stats, &mut top, table);
+                top.publish(table, &stats.top_flows);
                 next_top = Instant::now() + Duration::from_millis(500);
             }
         }
@@ -151,24 +152,8 @@ pub fn poll_loop(
     }
     stats.publish(&c, &protocols, 0);
     if let Some(table) = &observers.flows {
-        publish_top(stats, &mut top, table);
+        top.publish(table, &stats.top_flows);
     }
-}
-
-/// Hands the table's largest flows to the main lcore (skipped if it is reading them).
-fn publish_top(stats: &LcoreStats, top: &mut TopFlows, table: &FlowTable<Vec<FlowSlot>>) {
-    top.refresh(table);
-    if let Ok(mut shared) = stats.top_flows.try_lock() {
-        shared.clone_from(top);
-    }
-}
-
-/// A per-run seed for the flow tables' hash, so a remote sender cannot aim for collisions.
-fn flow_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x6b62_7066_6c6f_7773);
-    h.finish()
 }
 
 /// Decides what to do with packet `m`; rewrites it in place when it is answered. Returns true

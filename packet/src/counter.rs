@@ -522,6 +522,15 @@ impl core::fmt::Display for FlowKey {
     }
 }
 
+/// A per-run seed for the flow tables' hash, so a remote sender cannot aim for collisions.
+#[cfg(feature = "std")]
+pub fn random_flow_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6b62_7066_6c6f_7773);
+    h.finish()
+}
+
 /// The largest flows of one table at one moment, handed from a poll loop to the statistics
 /// thread: [`TopFlows::refresh`] fills storage allocated once, so the loop never allocates.
 #[cfg(feature = "std")]
@@ -550,6 +559,20 @@ impl TopFlows {
         self.len = table.top(&mut self.slots);
         self.overflow = table.overflow;
         self.distinct = table.len();
+    }
+
+    /// Refreshes from `table` and hands a copy to the reader's `shared` slot, unless the
+    /// reader holds it just now: a poll loop never waits, and never allocates (`clone_from`
+    /// reuses the shared storage).
+    pub fn publish<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+        &mut self,
+        table: &FlowTable<S>,
+        shared: &std::sync::Mutex<TopFlows>,
+    ) {
+        self.refresh(table);
+        if let Ok(mut shared) = shared.try_lock() {
+            shared.clone_from(self);
+        }
     }
 
     /// Most packets first.

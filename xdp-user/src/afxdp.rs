@@ -346,8 +346,12 @@ impl QueueSocket {
         let action = self.settings.action;
         // Flow counting: the table and the top-N buffer are allocated here, once.
         let mut observers = Observers {
-            flows: (self.settings.flow_slots > 0)
-                .then(|| FlowTable::with_capacity(self.settings.flow_slots, flow_seed())),
+            flows: (self.settings.flow_slots > 0).then(|| {
+                FlowTable::with_capacity(
+                    self.settings.flow_slots,
+                    packet::counter::random_flow_seed(),
+                )
+            }),
             tap,
         };
         let mut top = TopFlows::with_capacity(self.settings.top_flows);
@@ -413,12 +417,12 @@ impl QueueSocket {
                 && batches.is_multiple_of(64)
                 && std::time::Instant::now() >= next_top
             {
-                publish_top(stats, &mut top, table);
+                top.publish(table, &stats.top_flows);
                 next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
             }
         }
         if let Some(table) = &observers.flows {
-            publish_top(stats, &mut top, table);
+            top.publish(table, &stats.top_flows);
         }
 
         // Let the kernel finish what is on the TX ring, then account for every frame.
@@ -647,22 +651,6 @@ fn publish(stats: &QueueStats, c: &LoopCounters, p: &ProtocolCounters, batches: 
     {
         *shared = *p;
     }
-}
-
-/// Hands the table's largest flows to the statistics thread (skipped if it is reading them).
-fn publish_top(stats: &QueueStats, top: &mut TopFlows, table: &FlowTable<Vec<FlowSlot>>) {
-    top.refresh(table);
-    if let Ok(mut shared) = stats.top_flows.try_lock() {
-        shared.clone_from(top);
-    }
-}
-
-/// A per-run seed for the flow tables' hash, so a remote sender cannot aim for collisions.
-fn flow_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x6b62_7066_6c6f_7773);
-    h.finish()
 }
 
 pub(crate) fn pin_to_core(core: usize) {

@@ -41,6 +41,7 @@ const ACTIONS: [(&str, u32); 3] = [
     ("xsk", stat::ACTION_XSK),
 ];
 
+/// The XDP program's protocol counters and their names (metrics labels, JSON keys, text).
 pub const PROTOCOLS: [(&str, u32); 8] = [
     ("arp", stat::PROTO_ARP),
     ("ipv4", stat::PROTO_IPV4),

@@ -1,6 +1,7 @@
 //! The reports of `xdp-user load`: a line of rates per interval, the summary printed at exit
 //! and the JSON object of `--json`.
 
+use crate::metrics::PROTOCOLS;
 use crate::rules::Rule;
 use crate::xdp::Snapshot;
 use packet::abi::{Counter, stat};
@@ -22,17 +23,6 @@ pub fn rate_line(t: Duration, a: &Snapshot, b: &Snapshot, secs: f64) -> String {
         b.get(stat::MALFORMED).packets,
     )
 }
-
-const PROTOCOLS: [(&str, u32); 8] = [
-    ("arp", stat::PROTO_ARP),
-    ("ipv4", stat::PROTO_IPV4),
-    ("ipv6", stat::PROTO_IPV6),
-    ("tcp", stat::PROTO_TCP),
-    ("udp", stat::PROTO_UDP),
-    ("icmp", stat::PROTO_ICMP),
-    ("icmpv6", stat::PROTO_ICMPV6),
-    ("other", stat::PROTO_OTHER),
-];
 
 pub fn summary(s: &Snapshot, rules: &[Rule]) -> String {
     let mut out = format!(
