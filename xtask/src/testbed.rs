@@ -71,7 +71,8 @@ pub struct Testbed {
     pub peer_napi: Vec<String>,
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+/// Runs `ip ARGS`, failing with its error text.
+pub(crate) fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())

@@ -18,6 +18,7 @@
 //! them briefly and returns the error lines, so a report says so rather than leaving them out.
 
 use crate::cmd::output;
+use crate::testbed::ip;
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -281,18 +282,6 @@ impl Drop for Netns {
         // Deleting the namespace deletes the veth pairs, which detaches anything left on them.
         let _ = ip(&["netns", "del", &self.name]);
     }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = output(Command::new("ip").args(args)).context("could not run `ip` (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Fails with what to do when `tool` is not installed.
