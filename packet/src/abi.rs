@@ -171,7 +171,8 @@ impl Counter {
     }
 }
 
-/// Slots of the per-CPU [`Stats`] value. Each slot is a [`Counter`].
+/// The program's global totals, each a [`Counter`], as [`Stats::totals`] derives them from the
+/// per-CPU outcome counters.
 pub mod stat {
     /// Packets that took `Action::Pass` (index = action).
     pub const ACTION_PASS: u32 = 0;
@@ -204,12 +205,183 @@ pub mod stat {
 }
 
 /// Every global counter of the program on one CPU: the single entry of the per-CPU `STATS`
-/// map, so a packet costs one map lookup for all its counting.
+/// map. A frame adds to exactly one [`outcome`] counter (what it was, its fragment kind,
+/// whether a rule matched, what was done with it), so a packet costs one map lookup and one
+/// counter update for all its global counting, and the counters add up by construction: the
+/// outcomes sum to the frames seen. The [`stat`] totals are derived from them by
+/// [`Stats::totals`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
-    /// Indexed by [`stat`].
-    pub counters: [Counter; stat::COUNT as usize],
+    /// Indexed by [`outcome::index`].
+    pub outcomes: [Counter; outcome::COUNT],
+    /// Frames capture was on for but found the capture ring full (counted besides their
+    /// outcome).
+    pub capture_lost: Counter,
+    /// Not a counter: where the program parks a frame's outcome index between classifying and
+    /// counting it. Read back from memory, the index is a number in a range to the verifier,
+    /// not one of the many constants the classifier's exits produce; otherwise it follows
+    /// every exit through the rest of the program apart and exceeds its instruction limit.
+    pub scratch: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            outcomes: [Counter::default(); outcome::COUNT],
+            capture_lost: Counter::default(),
+            scratch: 0,
+        }
+    }
+}
+
+impl Stats {
+    /// Adds another CPU's counters.
+    pub fn merge(&mut self, other: &Stats) {
+        for (sum, c) in self.outcomes.iter_mut().zip(&other.outcomes) {
+            sum.merge(c);
+        }
+        self.capture_lost.merge(&other.capture_lost);
+    }
+
+    /// The [`stat`] totals: each outcome counted under its action, its protocols, its
+    /// fragment kind and its verdict.
+    pub fn totals(&self) -> [Counter; stat::COUNT as usize] {
+        let mut t = [Counter::default(); stat::COUNT as usize];
+        for (i, c) in self.outcomes.iter().enumerate() {
+            let o = outcome::Outcome::from_index(i);
+            let action = match o.action {
+                outcome::action::DROP => stat::ACTION_DROP,
+                outcome::action::XSK => stat::ACTION_XSK,
+                _ => stat::ACTION_PASS,
+            };
+            t[action as usize].merge(c);
+            if o.action == outcome::action::XSK_FALLBACK {
+                t[stat::XSK_FALLBACK as usize].merge(c);
+            }
+            for s in outcome::path::stats(o.path) {
+                t[*s as usize].merge(c);
+            }
+            match o.path {
+                outcome::path::MALFORMED => t[stat::MALFORMED as usize].merge(c),
+                outcome::path::UNPARSED => t[stat::UNPARSED as usize].merge(c),
+                // Rule matches are counted per rule (`RULE_STATS`).
+                _ if o.matched => {}
+                _ => t[stat::DEFAULT_ACTION as usize].merge(c),
+            }
+            match o.frag {
+                frag::FIRST => t[stat::FRAG_FIRST as usize].merge(c),
+                frag::LATER => t[stat::FRAG_LATER as usize].merge(c),
+                _ => {}
+            }
+        }
+        t[stat::CAPTURE_LOST as usize] = self.capture_lost;
+        t
+    }
+}
+
+/// What happened to a frame, as one index into [`Stats::outcomes`]: its [`path`], its
+/// [`frag`] kind, whether a rule matched, and the [`action`] carried out.
+pub mod outcome {
+    use super::{frag, stat};
+
+    /// What the frame was.
+    pub mod path {
+        use super::stat;
+
+        pub const ARP: u32 = 0;
+        /// Another ether type.
+        pub const OTHER: u32 = 1;
+        pub const MALFORMED: u32 = 2;
+        /// IPv6 whose transport header cannot be reached.
+        pub const UNPARSED: u32 = 3;
+        pub const IPV4_TCP: u32 = 4;
+        pub const IPV4_UDP: u32 = 5;
+        pub const IPV4_ICMP: u32 = 6;
+        pub const IPV4_OTHER: u32 = 7;
+        pub const IPV6_TCP: u32 = 8;
+        pub const IPV6_UDP: u32 = 9;
+        pub const IPV6_ICMPV6: u32 = 10;
+        pub const IPV6_OTHER: u32 = 11;
+        pub const COUNT: u32 = 12;
+
+        /// An IP path from the IP version and the protocol class (`proto_class`), which
+        /// orders its classes as these paths do.
+        #[inline(always)]
+        pub const fn ip(v6: bool, class: u32) -> u32 {
+            // TCP, UDP, ICMP|ICMPV6, OTHER_IP: proto_class 0, 1, 2|3, 4.
+            let l4 = match class {
+                0 => 0,
+                1 => 1,
+                2 | 3 => 2,
+                _ => 3,
+            };
+            if v6 { IPV6_TCP + l4 } else { IPV4_TCP + l4 }
+        }
+
+        /// The protocol [`stat`] slots a frame of this path counts under.
+        pub const fn stats(path: u32) -> &'static [u32] {
+            match path {
+                ARP => &[stat::PROTO_ARP],
+                OTHER => &[stat::PROTO_OTHER],
+                UNPARSED => &[stat::PROTO_IPV6],
+                IPV4_TCP => &[stat::PROTO_IPV4, stat::PROTO_TCP],
+                IPV4_UDP => &[stat::PROTO_IPV4, stat::PROTO_UDP],
+                IPV4_ICMP => &[stat::PROTO_IPV4, stat::PROTO_ICMP],
+                IPV4_OTHER => &[stat::PROTO_IPV4],
+                IPV6_TCP => &[stat::PROTO_IPV6, stat::PROTO_TCP],
+                IPV6_UDP => &[stat::PROTO_IPV6, stat::PROTO_UDP],
+                IPV6_ICMPV6 => &[stat::PROTO_IPV6, stat::PROTO_ICMPV6],
+                IPV6_OTHER => &[stat::PROTO_IPV6],
+                // Malformed frames are counted as malformed only.
+                _ => &[],
+            }
+        }
+    }
+
+    /// What was done with the frame.
+    pub mod action {
+        pub const PASS: u32 = 0;
+        pub const DROP: u32 = 1;
+        /// Redirected to the RX queue's AF_XDP socket.
+        pub const XSK: u32 = 2;
+        /// `xsk`, but the RX queue had no socket: passed.
+        pub const XSK_FALLBACK: u32 = 3;
+        pub const COUNT: u32 = 4;
+    }
+
+    pub const COUNT: usize = (path::COUNT * frag::COUNT * 2 * action::COUNT) as usize;
+
+    /// The counter of a frame of `path` and fragment kind `frag`, decided by a rule
+    /// (`matched`) or not, with `action` carried out.
+    #[inline(always)]
+    pub const fn index(path: u32, frag: u32, matched: bool, action: u32) -> u32 {
+        ((path * super::frag::COUNT + frag) * 2 + matched as u32) * action::COUNT + action
+    }
+
+    /// An outcome index taken apart again.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Outcome {
+        pub path: u32,
+        pub frag: u32,
+        pub matched: bool,
+        pub action: u32,
+    }
+
+    impl Outcome {
+        pub const fn from_index(i: usize) -> Outcome {
+            let i = i as u32;
+            let action = i % action::COUNT;
+            let matched = (i / action::COUNT) % 2 == 1;
+            let rest = i / action::COUNT / 2;
+            Outcome {
+                path: rest / frag::COUNT,
+                frag: rest % frag::COUNT,
+                matched,
+                action,
+            }
+        }
+    }
 }
 
 /// Protocol classes: the index into [`RuleSet::proto`].
@@ -453,7 +625,7 @@ pub const TRIE_ENTRIES: u32 = RULE_SET_SLOTS * (MAX_RULES as u32 + 1);
 // No padding anywhere: every type's size is the sum of its fields'.
 const _: () = assert!(core::mem::size_of::<RuleMask>() == 8 * RULE_MASK_WORDS);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(core::mem::size_of::<Stats>() == 16 * stat::COUNT as usize);
+const _: () = assert!(core::mem::size_of::<Stats>() == 16 * (outcome::COUNT + 1) + 8);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 4);
 const _: () = assert!(core::mem::size_of::<Action>() == 4);
 const _: () = assert!(core::mem::size_of::<ProbeRecord>() == 12 * 4 + 32);
@@ -539,6 +711,78 @@ mod tests {
             assert_eq!(lowest_bit(u64::MAX << i), i);
             assert_eq!(lowest_bit((1 << i) | (1 << 63)), i);
         }
+    }
+
+    #[test]
+    fn outcome_index_round_trips_and_covers_the_array() {
+        let mut seen = vec![false; outcome::COUNT];
+        for path in 0..outcome::path::COUNT {
+            for f in 0..frag::COUNT {
+                for matched in [false, true] {
+                    for action in 0..outcome::action::COUNT {
+                        let i = outcome::index(path, f, matched, action) as usize;
+                        assert!(!seen[i], "index {i} used twice");
+                        seen[i] = true;
+                        let o = outcome::Outcome::from_index(i);
+                        assert_eq!(
+                            (o.path, o.frag, o.matched, o.action),
+                            (path, f, matched, action)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn ip_paths_follow_the_protocol_classes() {
+        use outcome::path;
+        assert_eq!(path::ip(false, proto_class::TCP), path::IPV4_TCP);
+        assert_eq!(path::ip(false, proto_class::UDP), path::IPV4_UDP);
+        assert_eq!(path::ip(false, proto_class::ICMP), path::IPV4_ICMP);
+        assert_eq!(path::ip(false, proto_class::OTHER_IP), path::IPV4_OTHER);
+        assert_eq!(path::ip(true, proto_class::TCP), path::IPV6_TCP);
+        assert_eq!(path::ip(true, proto_class::UDP), path::IPV6_UDP);
+        assert_eq!(path::ip(true, proto_class::ICMPV6), path::IPV6_ICMPV6);
+        assert_eq!(path::ip(true, proto_class::OTHER_IP), path::IPV6_OTHER);
+    }
+
+    /// Each kind of frame lands in the totals it always did: its action, protocols, fragment
+    /// kind and verdict, once each.
+    #[test]
+    fn totals_count_each_outcome_where_it_belongs() {
+        use outcome::{action, index, path};
+        let mut s = Stats::default();
+        let mut add = |p, f, m, a, bytes| s.outcomes[index(p, f, m, a) as usize].add(bytes);
+        add(path::IPV4_UDP, frag::NONE, true, action::PASS, 100);
+        add(path::IPV6_TCP, frag::FIRST, false, action::DROP, 200);
+        add(path::MALFORMED, frag::NONE, false, action::DROP, 10);
+        add(path::UNPARSED, frag::NONE, false, action::PASS, 20);
+        add(path::ARP, frag::NONE, false, action::XSK_FALLBACK, 42);
+        add(path::IPV4_ICMP, frag::LATER, true, action::XSK, 60);
+        s.capture_lost.add(7);
+        let t = s.totals();
+        let p = |slot: u32| t[slot as usize].packets;
+        assert_eq!(p(stat::ACTION_PASS), 3);
+        assert_eq!(p(stat::ACTION_DROP), 2);
+        assert_eq!(p(stat::ACTION_XSK), 1);
+        assert_eq!(p(stat::XSK_FALLBACK), 1);
+        assert_eq!(t[stat::ACTION_PASS as usize].bytes, 162);
+        assert_eq!(p(stat::MALFORMED), 1);
+        assert_eq!(p(stat::UNPARSED), 1);
+        assert_eq!(p(stat::DEFAULT_ACTION), 2);
+        assert_eq!(p(stat::PROTO_ARP), 1);
+        assert_eq!(p(stat::PROTO_IPV4), 2);
+        assert_eq!(p(stat::PROTO_IPV6), 2);
+        assert_eq!(p(stat::PROTO_UDP), 1);
+        assert_eq!(p(stat::PROTO_TCP), 1);
+        assert_eq!(p(stat::PROTO_ICMP), 1);
+        assert_eq!(p(stat::PROTO_ICMPV6), 0);
+        assert_eq!(p(stat::PROTO_OTHER), 0);
+        assert_eq!(p(stat::FRAG_FIRST), 1);
+        assert_eq!(p(stat::FRAG_LATER), 1);
+        assert_eq!(p(stat::CAPTURE_LOST), 1);
     }
 
     #[test]

@@ -52,9 +52,9 @@ use aya_log_ebpf::macro_support::{Level, level_enabled};
 use aya_log_ebpf::{info, warn};
 use packet::abi::{
     Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureRecord, Counter, ICMP_NOT_ICMP,
-    MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord, RULE_SET_SLOTS,
-    RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags, frag, proto_class, stat,
-    verdict,
+    MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord, RULE_MASK_WORDS,
+    RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags, frag,
+    lowest_bit, outcome, proto_class, verdict,
 };
 
 #[map(name = "CONFIG")]
@@ -116,12 +116,30 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     };
     // SAFETY: a per-CPU array element is only touched by this CPU, and XDP programs do not
     // preempt each other on one CPU; the pointer is valid for the program's run.
-    let stats = unsafe { &mut (*stats).counters };
+    let stats = unsafe { &mut *stats };
     let Some((set, rules)) = rule_set() else {
         return xdp_action::XDP_PASS;
     };
     let class = classify(&ctx);
-    count_class(stats, &class, len);
+    // One counter per frame for everything global: what it was, whether a rule decided it,
+    // and what was done (the loader derives the totals from these). The first two are known
+    // now; parked in the stats value and read back, so the verifier does not carry each
+    // classifier exit's constants apart through the rest of the program (see `Stats::scratch`).
+    let (path, kind) = match &class {
+        Class::NotIp { arp: true } => (outcome::path::ARP, frag::NONE),
+        Class::NotIp { arp: false } => (outcome::path::OTHER, frag::NONE),
+        Class::Malformed(_) => (outcome::path::MALFORMED, frag::NONE),
+        Class::Unparsed => (outcome::path::UNPARSED, frag::NONE),
+        Class::Ip(f) => (outcome::path::ip(f.v6, f.class), f.frag),
+    };
+    // SAFETY: plain store and load of this CPU's element, valid for the program's run.
+    let base = unsafe {
+        core::ptr::write_volatile(
+            &mut stats.scratch,
+            u64::from(outcome::index(path, kind, false, 0)),
+        );
+        core::ptr::read_volatile(&stats.scratch)
+    };
     let decision = decide(&ctx, &class, set, rules);
     if level_enabled(Level::Info) {
         log_rule_set(&ctx, set, rules.generation);
@@ -139,19 +157,21 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
             decision.action
         );
     }
-    match decision.verdict {
-        verdict::RULE => count_rule(set, decision.rule, len),
-        verdict::MALFORMED => stats[stat::MALFORMED as usize].add(len),
-        verdict::UNPARSED => stats[stat::UNPARSED as usize].add(len),
-        _ => stats[stat::DEFAULT_ACTION as usize].add(len),
+    let matched = decision.verdict == verdict::RULE;
+    if matched {
+        count_rule(set, decision.rule, len);
     }
-    let action = act(&ctx, stats, decision.action, len);
+    let (action, done) = act(&ctx, decision.action);
+    let index = base + u64::from(matched) * u64::from(outcome::action::COUNT) + u64::from(done);
+    if let Some(c) = stats.outcomes.get_mut(index as usize) {
+        c.add(len);
+    }
     if let Some(&snaplen) = CAPTURE_CTL.get(0)
         && snaplen != 0
     {
         capture(
             &ctx,
-            stats,
+            &mut stats.capture_lost,
             snaplen,
             action,
             &decision,
@@ -200,7 +220,7 @@ fn log_rule_set(ctx: &XdpContext, set: u32, generation: u32) {
 #[inline(always)]
 fn capture(
     ctx: &XdpContext,
-    stats: &mut [Counter; stat::COUNT as usize],
+    lost: &mut Counter,
     snaplen: u32,
     action: u32,
     d: &Decision,
@@ -208,7 +228,7 @@ fn capture(
     len: u64,
 ) {
     let Some(mut entry) = CAPTURE.reserve::<CaptureRecord>(0) else {
-        stats[stat::CAPTURE_LOST as usize].add(len);
+        lost.add(len);
         return;
     };
     let record = entry.as_mut_ptr();
@@ -381,22 +401,63 @@ struct Decision {
     action: u32,
 }
 
-/// Reads `N` bytes at `offset`, or `None` past the end of the frame.
-#[inline(always)]
-fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + N > end {
-        return None;
-    }
-    // SAFETY: `start + offset .. start + offset + N` lies inside the packet, checked just above
-    // in the form the verifier tracks; `[u8; N]` has alignment 1.
-    Some(unsafe { *((start + offset) as *const [u8; N]) })
+/// `N` bytes of the frame from a checked offset. The bounds check is made once, when the view
+/// is made, in the form the verifier tracks (`data + offset + N > data_end`); the fields are then
+/// read at constant offsets that the compiler checks against `N`. Reads are single loads at
+/// whatever alignment the field has (see `build.rs`), not bytes copied out and shifted back
+/// together.
+#[derive(Clone, Copy)]
+struct Header<const N: usize> {
+    ptr: *const u8,
 }
 
+impl<const N: usize> Header<N> {
+    /// The view at `offset`, or `None` past the end of the frame.
+    #[inline(always)]
+    fn at(ctx: &XdpContext, offset: usize) -> Option<Self> {
+        let start = ctx.data();
+        if start + offset + N > ctx.data_end() {
+            return None;
+        }
+        Some(Header {
+            ptr: (start + offset) as *const u8,
+        })
+    }
+
+    #[inline(always)]
+    fn u8<const I: usize>(self) -> u8 {
+        const { assert!(I < N) };
+        // SAFETY: `ptr .. ptr + N` lies inside the packet (checked in `at`) and `I < N`.
+        unsafe { *self.ptr.add(I) }
+    }
+
+    /// The big-endian (network order) 16-bit field at `I`.
+    #[inline(always)]
+    fn be16<const I: usize>(self) -> u16 {
+        const { assert!(I + 2 <= N) };
+        // SAFETY: `I .. I + 2` lies inside the checked `N` bytes; read_unaligned needs no
+        // alignment.
+        u16::from_be(unsafe { self.ptr.add(I).cast::<u16>().read_unaligned() })
+    }
+
+    /// The 32-bit word at `I` in host order: for one's complement sums, which come out the same
+    /// (byte-swapped, and 0xffff is its own swap) whatever the order the words are read in.
+    #[inline(always)]
+    fn ne32<const I: usize>(self) -> u32 {
+        const { assert!(I + 4 <= N) };
+        // SAFETY: `I .. I + 4` lies inside the checked `N` bytes; read_unaligned needs no
+        // alignment.
+        unsafe { self.ptr.add(I).cast::<u32>().read_unaligned() }
+    }
+}
+
+/// Copies `N` bytes at `offset` (addresses, for trie keys), or `None` past the end of the frame.
 #[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
+fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+    let h = Header::<N>::at(ctx, offset)?;
+    // SAFETY: `ptr .. ptr + N` lies inside the packet (checked in `at`); `[u8; N]` has
+    // alignment 1.
+    Some(unsafe { *h.ptr.cast::<[u8; N]>() })
 }
 
 #[inline(always)]
@@ -407,19 +468,19 @@ fn frame_len(ctx: &XdpContext) -> usize {
 /// Layer 2: Ethernet, up to three VLAN tags, then IPv4, IPv6 or ARP.
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> Class {
-    let Some(t) = bytes::<2>(ctx, 12) else {
+    let Some(eth) = Header::<ETH_HLEN>::at(ctx, 0) else {
         return Class::Malformed(Why::Ethernet);
     };
-    let mut ether_type = be16(t);
+    let mut ether_type = eth.be16::<12>();
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != 0x8100 && ether_type != 0x88a8 && ether_type != 0x9100 {
             break;
         }
-        let Some(t) = bytes::<4>(ctx, off) else {
+        let Some(tag) = Header::<4>::at(ctx, off) else {
             return Class::Malformed(Why::Vlan);
         };
-        ether_type = be16([t[2], t[3]]);
+        ether_type = tag.be16::<2>();
         off += 4;
     }
     match ether_type {
@@ -427,10 +488,10 @@ fn classify(ctx: &XdpContext) -> Class {
         ETH_P_IPV6 => ipv6(ctx, off),
         ETH_P_ARP => {
             // The fixed part, then two hardware and two protocol addresses.
-            let Some(h) = bytes::<8>(ctx, off) else {
+            let Some(h) = Header::<8>::at(ctx, off) else {
                 return Class::Malformed(Why::Arp);
             };
-            let need = 8 + 2 * (usize::from(h[4]) + usize::from(h[5]));
+            let need = 8 + 2 * (usize::from(h.u8::<4>()) + usize::from(h.u8::<5>()));
             if off + need > frame_len(ctx) {
                 return Class::Malformed(Why::Arp);
             }
@@ -442,21 +503,22 @@ fn classify(ctx: &XdpContext) -> Class {
 
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, l3: usize) -> Class {
-    let Some(ip) = bytes::<20>(ctx, l3) else {
+    let Some(ip) = Header::<20>::at(ctx, l3) else {
         return Class::Malformed(Why::Ipv4Header);
     };
-    let header_len = usize::from(ip[0] & 0x0f) * 4;
-    let total_len = usize::from(be16([ip[2], ip[3]]));
-    if ip[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
+    let version_ihl = ip.u8::<0>();
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let total_len = usize::from(ip.be16::<2>());
+    if version_ihl >> 4 != 4 || header_len < 20 || total_len < header_len {
         return Class::Malformed(Why::Ipv4Fields);
     }
     if l3 + total_len > frame_len(ctx) {
         return Class::Malformed(Why::Ipv4Length);
     }
-    if !ipv4_checksum_ok(ctx, &ip, l3, header_len) {
+    if !ipv4_checksum_ok(ctx, ip, l3, header_len) {
         return Class::Malformed(Why::Ipv4Checksum);
     }
-    let word = be16([ip[6], ip[7]]);
+    let word = ip.be16::<6>();
     let offset = usize::from(word & 0x1fff);
     let kind = if offset > 0 {
         frag::LATER
@@ -469,7 +531,7 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Class {
         ctx,
         false,
         l3,
-        ip[9],
+        ip.u8::<9>(),
         kind,
         offset,
         l3 + header_len,
@@ -477,26 +539,29 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Class {
     )
 }
 
-/// The one's complement sum over the header (options included) must be 0xffff.
+/// The one's complement sum over the header (options included) must be 0xffff. Summed in
+/// 32-bit words into 64 bits and folded at the end: five loads for a header without options.
 #[inline(always)]
-fn ipv4_checksum_ok(ctx: &XdpContext, ip: &[u8; 20], l3: usize, header_len: usize) -> bool {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < 20 {
-        sum += u32::from(be16([ip[i], ip[i + 1]]));
-        i += 2;
-    }
+fn ipv4_checksum_ok(ctx: &XdpContext, ip: Header<20>, l3: usize, header_len: usize) -> bool {
+    let mut sum = u64::from(ip.ne32::<0>())
+        + u64::from(ip.ne32::<4>())
+        + u64::from(ip.ne32::<8>())
+        + u64::from(ip.ne32::<12>())
+        + u64::from(ip.ne32::<16>());
     // Options: up to 40 bytes, in 4-byte words.
     for word in 0..10 {
         let at = 20 + word * 4;
         if at >= header_len {
             break;
         }
-        let Some(o) = bytes::<4>(ctx, l3 + at) else {
+        let Some(o) = Header::<4>::at(ctx, l3 + at) else {
             return false;
         };
-        sum += u32::from(be16([o[0], o[1]])) + u32::from(be16([o[2], o[3]]));
+        sum += u64::from(o.ne32::<0>());
     }
+    // At most 15 words: below 2^36. Two folds bring it under 2^32, two more under 2^16.
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum == 0xffff
@@ -518,14 +583,14 @@ fn walkable_extension(next: u8) -> bool {
 
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
-    let Some(ip) = bytes::<8>(ctx, l3) else {
+    let Some(ip) = Header::<8>::at(ctx, l3) else {
         return Class::Malformed(Why::Ipv6Header);
     };
-    let end = l3 + 40 + usize::from(be16([ip[4], ip[5]]));
-    if ip[0] >> 4 != 6 || end > frame_len(ctx) {
+    let end = l3 + 40 + usize::from(ip.be16::<4>());
+    if ip.u8::<0>() >> 4 != 6 || end > frame_len(ctx) {
         return Class::Malformed(Why::Ipv6Length);
     }
-    let mut next = ip[6];
+    let mut next = ip.u8::<6>();
     let mut at = l3 + 40;
     let mut kind = frag::NONE;
     for i in 0..MAX_IPV6_EXT_HEADERS {
@@ -535,37 +600,38 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
                 if next == IPPROTO_HOPOPTS && i != 0 {
                     return Class::Malformed(Why::Ipv6Extension);
                 }
-                let Some(h) = bytes::<2>(ctx, at) else {
+                let Some(h) = Header::<2>::at(ctx, at) else {
                     return Class::Malformed(Why::Ipv6Extension);
                 };
-                let size = (usize::from(h[1]) + 1) * 8;
+                let size = (usize::from(h.u8::<1>()) + 1) * 8;
                 if at + size > end {
                     return Class::Malformed(Why::Ipv6Extension);
                 }
-                next = h[0];
+                next = h.u8::<0>();
                 at += size;
             }
             IPPROTO_AH => {
-                let Some(h) = bytes::<2>(ctx, at) else {
+                let Some(h) = Header::<2>::at(ctx, at) else {
                     return Class::Malformed(Why::Ipv6Extension);
                 };
-                let size = (usize::from(h[1]) + 2) * 4;
-                if h[1] == 0 || at + size > end {
+                let size = (usize::from(h.u8::<1>()) + 2) * 4;
+                if h.u8::<1>() == 0 || at + size > end {
                     return Class::Malformed(Why::Ipv6Extension);
                 }
-                next = h[0];
+                next = h.u8::<0>();
                 at += size;
             }
             IPPROTO_FRAGMENT => {
-                let Some(h) = bytes::<4>(ctx, at) else {
+                let Some(h) = Header::<4>::at(ctx, at) else {
                     return Class::Malformed(Why::Ipv6Extension);
                 };
                 if at + 8 > end {
                     return Class::Malformed(Why::Ipv6Extension);
                 }
-                next = h[0];
+                next = h.u8::<0>();
                 at += 8;
-                let offset = usize::from(be16([h[2], h[3]]) >> 3);
+                let word = h.be16::<2>();
+                let offset = usize::from(word >> 3);
                 if offset > 0 {
                     // A later fragment: what follows is fragment data, not headers.
                     if walkable_extension(next) || unwalkable_extension(next) {
@@ -573,7 +639,7 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
                     }
                     return transport(ctx, true, l3, next, frag::LATER, offset, at, end);
                 }
-                if h[3] & 1 != 0 {
+                if word & 1 != 0 {
                     kind = frag::FIRST;
                 }
             }
@@ -628,38 +694,38 @@ fn transport(
     }
     match protocol {
         IPPROTO_TCP => {
-            let Some(h) = bytes::<20>(ctx, l4) else {
+            let Some(h) = Header::<20>::at(ctx, l4) else {
                 return Class::Malformed(Why::Tcp);
             };
-            let data_offset = usize::from(h[12] >> 4) * 4;
+            let data_offset = usize::from(h.u8::<12>() >> 4) * 4;
             if l4 + 20 > end || data_offset < 20 || l4 + data_offset > end {
                 return Class::Malformed(Why::Tcp);
             }
-            f.sport = u32::from(be16([h[0], h[1]]));
-            f.dport = u32::from(be16([h[2], h[3]]));
+            f.sport = u32::from(h.be16::<0>());
+            f.dport = u32::from(h.be16::<2>());
         }
         IPPROTO_UDP => {
-            let Some(h) = bytes::<8>(ctx, l4) else {
+            let Some(h) = Header::<8>::at(ctx, l4) else {
                 return Class::Malformed(Why::UdpHeader);
             };
             if l4 + 8 > end {
                 return Class::Malformed(Why::UdpHeader);
             }
             // A first fragment's UDP length covers the whole datagram, not this fragment.
-            if kind == frag::NONE && usize::from(be16([h[4], h[5]])) != end - l4 {
+            if kind == frag::NONE && usize::from(h.be16::<4>()) != end - l4 {
                 return Class::Malformed(Why::UdpLength);
             }
-            f.sport = u32::from(be16([h[0], h[1]]));
-            f.dport = u32::from(be16([h[2], h[3]]));
+            f.sport = u32::from(h.be16::<0>());
+            f.dport = u32::from(h.be16::<2>());
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let Some(h) = bytes::<8>(ctx, l4) else {
+            let Some(h) = Header::<8>::at(ctx, l4) else {
                 return Class::Malformed(Why::Icmp);
             };
             if l4 + 8 > end {
                 return Class::Malformed(Why::Icmp);
             }
-            f.icmp_type = u32::from(h[0]);
+            f.icmp_type = u32::from(h.u8::<0>());
         }
         _ => {}
     }
@@ -695,33 +761,70 @@ fn decide(ctx: &XdpContext, class: &Class, set: u32, rules: &RuleSet) -> Decisio
 
 /// ANDs the masks of every field; the lowest set bit is the first matching rule. The protocol
 /// and fragment masks hold only the set's rules, so the result never names a rule past
-/// `rule_count`; fields no rule constrains are skipped (every rule allows them).
+/// `rule_count`; fields no rule constrains are skipped (every rule allows them). Only the mask
+/// words that can hold a rule are read: one 64-bit word for up to 64 rules (the usual case),
+/// all of them beyond.
 #[inline(always)]
 fn match_rules(ctx: &XdpContext, f: &Fields, set: u32, rules: &RuleSet) -> Option<u32> {
-    let mut m = rules
-        .proto
-        .get(f.class as usize)?
-        .and(rules.frag.get(f.frag as usize)?);
+    if rules.rule_count <= 64 {
+        match_words::<1>(ctx, f, set, rules)
+    } else {
+        match_words::<RULE_MASK_WORDS>(ctx, f, set, rules)
+    }
+}
+
+/// [`match_rules`] over the first `W` words of every mask.
+#[inline(always)]
+fn match_words<const W: usize>(
+    ctx: &XdpContext,
+    f: &Fields,
+    set: u32,
+    rules: &RuleSet,
+) -> Option<u32> {
+    let mut m = [0u64; W];
+    let proto = rules.proto.get(f.class as usize)?;
+    let frag = rules.frag.get(f.frag as usize)?;
+    for (i, w) in m.iter_mut().enumerate() {
+        *w = proto.words[i] & frag.words[i];
+    }
     let flags = rules.flags;
     if flags & config_flags::ICMP_USED != 0 {
-        m = m.and(rules.icmp.get(f.icmp_type as usize)?);
+        and_into(&mut m, rules.icmp.get(f.icmp_type as usize)?);
     }
     if flags & config_flags::SPORT_USED != 0 {
-        m = m.and(port_mask(&rules.sport_class, &rules.sport_masks, f.sport)?);
+        and_into(
+            &mut m,
+            port_mask(&rules.sport_class, &rules.sport_masks, f.sport)?,
+        );
     }
     if flags & config_flags::DPORT_USED != 0 {
-        m = m.and(port_mask(&rules.dport_class, &rules.dport_masks, f.dport)?);
+        and_into(
+            &mut m,
+            port_mask(&rules.dport_class, &rules.dport_masks, f.dport)?,
+        );
     }
     // The loader installs a /0 entry per family and slot, so a trie miss cannot happen; if it
     // did, no rule can match.
     let slot = set as u8;
     if flags & config_flags::SRC_USED != 0 {
-        m = m.and(address_mask(ctx, f, slot, true)?);
+        and_into(&mut m, address_mask(ctx, f, slot, true)?);
     }
     if flags & config_flags::DST_USED != 0 {
-        m = m.and(address_mask(ctx, f, slot, false)?);
+        and_into(&mut m, address_mask(ctx, f, slot, false)?);
     }
-    m.first().map(|r| r as u32)
+    for (i, &w) in m.iter().enumerate() {
+        if w != 0 {
+            return Some((i * 64) as u32 + lowest_bit(w));
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn and_into<const W: usize>(m: &mut [u64; W], mask: &RuleMask) {
+    for (i, w) in m.iter_mut().enumerate() {
+        *w &= mask.words[i];
+    }
 }
 
 #[inline(always)]
@@ -752,73 +855,32 @@ fn address_mask(ctx: &XdpContext, f: &Fields, slot: u8, src: bool) -> Option<&'s
     }
 }
 
-/// Protocol and fragment counters: one place, from the final class.
+/// Carries out an action: the XDP action to return, and what was done (`outcome::action`).
+/// `xsk` falls back to `pass` when the packet's RX queue has no socket, so traffic is never
+/// black-holed by a missing socket.
 #[inline(always)]
-fn count_class(stats: &mut [Counter; stat::COUNT as usize], class: &Class, len: u64) {
-    let (l3, l4, kind) = match class {
-        Class::NotIp { arp: true } => (stat::PROTO_ARP, None, frag::NONE),
-        Class::NotIp { arp: false } => (stat::PROTO_OTHER, None, frag::NONE),
-        Class::Malformed(_) => return,
-        Class::Unparsed => (stat::PROTO_IPV6, None, frag::NONE),
-        Class::Ip(f) => {
-            let l4 = match f.class {
-                proto_class::TCP => Some(stat::PROTO_TCP),
-                proto_class::UDP => Some(stat::PROTO_UDP),
-                proto_class::ICMP => Some(stat::PROTO_ICMP),
-                proto_class::ICMPV6 => Some(stat::PROTO_ICMPV6),
-                _ => None,
-            };
-            let l3 = if f.v6 {
-                stat::PROTO_IPV6
-            } else {
-                stat::PROTO_IPV4
-            };
-            (l3, l4, f.frag)
-        }
-    };
-    stats[l3 as usize].add(len);
-    if let Some(l4) = l4 {
-        stats[l4 as usize].add(len);
-    }
-    if kind == frag::FIRST {
-        stats[stat::FRAG_FIRST as usize].add(len);
-    } else if kind == frag::LATER {
-        stats[stat::FRAG_LATER as usize].add(len);
-    }
-}
-
-/// Carries out an action and counts it. `xsk` falls back to `pass` when the packet's RX queue
-/// has no socket, so traffic is never black-holed by a missing socket.
-#[inline(always)]
-fn act(
-    ctx: &XdpContext,
-    stats: &mut [Counter; stat::COUNT as usize],
-    action: u32,
-    len: u64,
-) -> u32 {
+fn act(ctx: &XdpContext, action: u32) -> (u32, u32) {
     if action == Action::Drop as u32 {
-        stats[stat::ACTION_DROP as usize].add(len);
-        return xdp_action::XDP_DROP;
+        return (xdp_action::XDP_DROP, outcome::action::DROP);
     }
     if action == Action::Xsk as u32 {
         let queue = ctx.rx_queue_index();
         if XSKS.get(queue).is_some() {
-            stats[stat::ACTION_XSK as usize].add(len);
             // The lower bits of the flags are the action if the socket went away meanwhile.
-            return XSKS
+            let xdp = XSKS
                 .redirect(queue, u64::from(xdp_action::XDP_PASS))
                 .unwrap_or(xdp_action::XDP_PASS);
+            return (xdp, outcome::action::XSK);
         }
-        stats[stat::XSK_FALLBACK as usize].add(len);
         if level_enabled(Level::Warn) && log_allowed() {
             warn!(
                 ctx,
                 "xsk: no AF_XDP socket on RX queue {}: passed to the kernel", queue
             );
         }
+        return (xdp_action::XDP_PASS, outcome::action::XSK_FALLBACK);
     }
-    stats[stat::ACTION_PASS as usize].add(len);
-    xdp_action::XDP_PASS
+    (xdp_action::XDP_PASS, outcome::action::PASS)
 }
 
 #[inline(always)]

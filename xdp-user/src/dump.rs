@@ -17,7 +17,7 @@
 use crate::rules::{self, PacketFields, Rule};
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use packet::abi::{CaptureRecord, Stats, map_name, stat, verdict};
+use packet::abi::{CaptureRecord, Stats, map_name, verdict};
 use packet::capture::{Output, PcapFile, epb_option, wall_clock_ns};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use std::borrow::Cow;
@@ -183,11 +183,7 @@ impl CaptureMaps {
     fn lost(&self) -> u64 {
         self.stats
             .get(&0, 0)
-            .map(|v| {
-                v.iter()
-                    .map(|s| s.counters[stat::CAPTURE_LOST as usize].packets)
-                    .sum()
-            })
+            .map(|v| v.iter().map(|s| s.capture_lost.packets).sum())
             .unwrap_or(0)
     }
 }
@@ -286,11 +282,7 @@ pub fn capture(
     let lost_now = |i: usize| {
         stats[i]
             .get(&0, 0)
-            .map(|v| {
-                v.iter()
-                    .map(|s| s.counters[stat::CAPTURE_LOST as usize].packets)
-                    .sum::<u64>()
-            })
+            .map(|v| v.iter().map(|s| s.capture_lost.packets).sum::<u64>())
             .unwrap_or(0)
     };
     let to_wall = wall_clock_ns().wrapping_sub(monotonic_ns());

@@ -476,11 +476,11 @@ impl XdpFilter {
         let stats: PerCpuArray<&mut MapData, Stats> =
             PerCpuArray::try_from(self.map(map_name::STATS)?)?;
         let mut s = Snapshot::default();
+        let mut all = Stats::default();
         for per_cpu in stats.get(&0, 0)?.iter() {
-            for (sum, c) in s.stats.iter_mut().zip(&per_cpu.counters) {
-                sum.merge(c);
-            }
+            all.merge(per_cpu);
         }
+        s.stats = all.totals();
         let base = self.active.unwrap_or(0) * MAX_RULES as u32;
         let rule_count = self.rule_count;
         let rule_stats: PerCpuArray<&mut MapData, Counter> =

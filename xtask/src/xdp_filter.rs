@@ -1,7 +1,7 @@
 //! Our XDP program beside xdp-tools' `xdp-filter` (1.3.1), like against like: the same 16
 //! port rules in both, both loaded as a user would load them, both timed the same way (the
 //! same fixture frames and the same repeat through `BPF_PROG_TEST_RUN`, alternating in one
-//! loop, best of three: `xdp-user cost --reference-prog-id`).
+//! loop, best of five rounds after a warm-up: `xdp-user cost --reference-prog-id`).
 //!
 //! `xdp-filter` is loaded on veth interfaces in a network namespace of our own. It keeps its
 //! maps pinned in bpffs, which `ip netns exec` mounts afresh for every command, so one shell
@@ -80,7 +80,7 @@ pub struct XdpFilterProgram {
     pub dispatcher: bool,
 }
 
-/// One fixture frame's figures, in ns per packet (best of three runs of `repeat`).
+/// One fixture frame's figures, in ns per packet (best of five runs of `repeat`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PacketCost {
     /// As `xdp-user cost` names it: `udp4`, `tcp4_syn`, `icmp6_echo`, `udp6`, `tcp4_syn_1003`
@@ -130,7 +130,7 @@ impl XdpFilterCost {
     /// A table for people.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "16 rules, BPF_PROG_TEST_RUN, {} runs per figure, best of 3, ns per packet\n\
+            "16 rules, BPF_PROG_TEST_RUN, {} runs per figure, best of 5 after a warm-up, ns per packet\n\
              {:<14} {:>6} {:>6} {:>16} {:>16} {:>7}\n",
             self.repeat,
             "packet",

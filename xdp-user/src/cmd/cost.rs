@@ -67,36 +67,47 @@ pub fn cost(args: CostArgs) -> Result<()> {
         header.push_str(&format!(" {:>14}", format!("prog {id} ns")));
     }
     println!("{header}");
-    let mut rows = Vec::new();
-    for (name, frame) in frames {
-        // Alternate filter, bare and the references three times and keep the fastest of
-        // each: the least disturbed by the rest of the machine.
-        let (mut best_filter, mut best_bare) = (f64::MAX, f64::MAX);
-        let mut best_ref = vec![f64::MAX; references.len()];
-        let (mut filter_action, mut bare_action) = (0, 0);
-        let mut ref_action = vec![0u32; references.len()];
-        for _ in 0..3 {
+    // Every program on every frame once, untimed: the first runs after a load are slower
+    // (cold caches, the CPU's clock coming up), and were once all the first frame's figures.
+    for (_, frame) in &frames {
+        filter.test_run("xdp_filter", frame, repeat)?;
+        filter.test_run("xdp_drop_bare", frame, repeat)?;
+        for (id, prog) in &references {
+            XdpFilter::test_run_loaded(prog, frame, repeat)
+                .with_context(|| format!("timing program {id}"))?;
+        }
+    }
+    // Then ROUNDS rounds, each over every frame and every program in turn, keeping each
+    // figure's fastest: the least disturbed by the rest of the machine, and a slow spell hits
+    // every column alike instead of one frame's.
+    let mut best = vec![Timing::new(references.len()); frames.len()];
+    for _ in 0..ROUNDS {
+        for ((_, frame), t) in frames.iter().zip(&mut best) {
             let (a, d) = filter.test_run("xdp_filter", frame, repeat)?;
-            (filter_action, best_filter) = (a, best_filter.min(d.as_nanos() as f64));
+            (t.filter_action, t.filter) = (a, t.filter.min(d.as_nanos() as f64));
             let (a, d) = filter.test_run("xdp_drop_bare", frame, repeat)?;
-            (bare_action, best_bare) = (a, best_bare.min(d.as_nanos() as f64));
+            (t.bare_action, t.bare) = (a, t.bare.min(d.as_nanos() as f64));
             for (i, (id, prog)) in references.iter().enumerate() {
                 let (a, d) = XdpFilter::test_run_loaded(prog, frame, repeat)
                     .with_context(|| format!("timing program {id}"))?;
-                ref_action[i] = a;
-                best_ref[i] = best_ref[i].min(d.as_nanos() as f64);
+                t.ref_action[i] = a;
+                t.reference[i] = t.reference[i].min(d.as_nanos() as f64);
             }
         }
+    }
+    let mut rows = Vec::new();
+    for ((name, _), t) in frames.iter().zip(&best) {
+        let (best_filter, best_bare) = (t.filter, t.bare);
         // The kernel reports whole nanoseconds per run; a bare program may round to 0.
         let ratio = best_filter / best_bare.max(1.0);
         let mut line = format!("{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}");
-        for ns in &best_ref {
+        for ns in &t.reference {
             line.push_str(&format!(" {ns:>14.0}"));
         }
         println!("{line}");
         let refs: Vec<_> = references
             .iter()
-            .zip(best_ref.iter().zip(&ref_action))
+            .zip(t.reference.iter().zip(&t.ref_action))
             .map(
                 |((id, _), (ns, action))| serde_json::json!({"id": id, "ns": ns, "action": action}),
             )
@@ -104,9 +115,9 @@ pub fn cost(args: CostArgs) -> Result<()> {
         rows.push(serde_json::json!({
             "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio,
             // XDP actions: 1 drop, 2 pass (so a reference can be checked to decide alike).
-            "filter_action": filter_action, "bare_action": bare_action,
+            "filter_action": t.filter_action, "bare_action": t.bare_action,
             // The first reference, as before there could be several.
-            "reference_ns": best_ref.first(),
+            "reference_ns": t.reference.first(),
             "references": refs,
         }));
     }
@@ -169,5 +180,32 @@ mod cost_tests {
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), 1003);
         packet::verify::verify_checksums(&f).expect("checksums");
         assert_ne!(f, packet::fixtures::TCP_SYN);
+    }
+}
+
+/// Rounds of timing after the warm-up; each figure is the fastest of its rounds.
+const ROUNDS: usize = 5;
+
+/// The fastest time (ns per run) and the action of each program on one frame.
+#[derive(Clone)]
+struct Timing {
+    filter: f64,
+    bare: f64,
+    reference: Vec<f64>,
+    filter_action: u32,
+    bare_action: u32,
+    ref_action: Vec<u32>,
+}
+
+impl Timing {
+    fn new(references: usize) -> Timing {
+        Timing {
+            filter: f64::MAX,
+            bare: f64::MAX,
+            reference: vec![f64::MAX; references],
+            filter_action: 0,
+            bare_action: 0,
+            ref_action: vec![0; references],
+        }
     }
 }
