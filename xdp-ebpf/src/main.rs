@@ -20,10 +20,18 @@
 //! the AND of those sets, lowest bit first, is the first matching rule in priority order. The
 //! cost does not grow with the number of rules.
 //!
+//! # Counting
+//! A frame adds to one per-CPU outcome counter (`packet::abi::outcome`: what it was, its
+//! fragment kind, whether a rule matched, what was done with it) and, when a rule matched, to
+//! that rule's counter: one `STATS` lookup and at most two counter updates per frame. The
+//! loader derives the totals by action, protocol, fragment kind and verdict from the outcomes
+//! (`Stats::totals`), so they add up by construction.
+//!
 //! # Capture
 //! With `CAPTURE_CTL` non-zero (its value is the snap length), every frame goes into the
 //! `CAPTURE` ring buffer after it is decided: its first bytes, its RX queue, the XDP action
-//! returned, the verdict and the rule. A full ring counts the frame in `CAPTURE_LOST` instead.
+//! returned, the verdict and the rule. A full ring counts the frame in `Stats::capture_lost`
+//! instead.
 //! Off, capture costs one array load and a branch per frame.
 //!
 //! # Logs
