@@ -129,10 +129,11 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let class = classify(&ctx);
-    // One counter per frame for everything global: what it was, whether a rule decided it,
-    // and what was done (the loader derives the totals from these). The first two are known
-    // now; parked in the stats value and read back, so the verifier does not carry each
-    // classifier exit's constants apart through the rest of the program (see `Stats::scratch`).
+    // One counter per frame for everything global: what it was, its fragment kind, whether a
+    // rule decided it, and what was done (the loader derives the totals from these). The first
+    // two are known now: their part of the index is parked in the stats value and read back,
+    // so the verifier does not carry each classifier exit's constants apart through the rest
+    // of the program (see `Stats::scratch`).
     let (path, kind) = match &class {
         Class::NotIp { arp: true } => (outcome::path::ARP, frag::NONE),
         Class::NotIp { arp: false } => (outcome::path::OTHER, frag::NONE),
