@@ -308,10 +308,11 @@ fn run() -> Result<()> {
             }
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
                     stop.store(true, Ordering::Relaxed);
                 }
-                printer.borrow_mut().maybe_print(shared);
+                printer.borrow_mut().maybe_print(shared, now);
             }
         })?;
     }

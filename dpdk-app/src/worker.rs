@@ -143,11 +143,13 @@ pub fn poll_loop(
             }
         }
         if let Some((printer, deadline)) = inline {
-            // Checked once per round over the ports; cheap next to a burst.
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Checked once per round over the ports, with one clock read for the deadline and
+            // every timer of the printer (each read costs about as much as a packet's swap).
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 shared.stop.store(true, Ordering::Relaxed);
             }
-            printer.borrow_mut().maybe_print(shared);
+            printer.borrow_mut().maybe_print(shared, now);
         }
     }
     stats.publish(&c, &protocols, 0);
@@ -275,17 +277,19 @@ impl<'a> Printer<'a> {
 
     /// Reports link changes and unfinished checksums at once, and the statistics every
     /// interval. Called by the main lcore between bursts or between sleeps.
-    pub fn maybe_print(&mut self, shared: &Shared) {
+    /// Does what is due at `now` (the caller's clock read): watch links, publish metrics,
+    /// print a line.
+    pub fn maybe_print(&mut self, shared: &Shared, now: Instant) {
         // Links and interfaces every 20 ms: with one lcore this runs between bursts.
-        if self.last_watch.elapsed() >= Duration::from_millis(20) {
-            self.last_watch = Instant::now();
+        if now.saturating_duration_since(self.last_watch) >= Duration::from_millis(20) {
+            self.last_watch = now;
             self.watch(shared);
         }
-        if self.metrics.is_some() && Instant::now() >= self.next_metrics {
+        if self.metrics.is_some() && now >= self.next_metrics {
             self.publish_metrics(shared);
-            self.next_metrics = Instant::now() + Duration::from_millis(250);
+            self.next_metrics = now + Duration::from_millis(250);
         }
-        if self.last_at.elapsed() < self.interval {
+        if now.saturating_duration_since(self.last_at) < self.interval {
             return;
         }
         self.print(shared);
