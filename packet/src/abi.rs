@@ -305,6 +305,22 @@ pub mod outcome {
         pub const IPV6_OTHER: u32 = 11;
         pub const COUNT: u32 = 12;
 
+        /// Names for reports, indexed by path.
+        pub const NAMES: [&str; COUNT as usize] = [
+            "arp",
+            "other",
+            "malformed",
+            "ipv6_unparsed",
+            "ipv4_tcp",
+            "ipv4_udp",
+            "ipv4_icmp",
+            "ipv4_other",
+            "ipv6_tcp",
+            "ipv6_udp",
+            "ipv6_icmpv6",
+            "ipv6_other",
+        ];
+
         /// An IP path from the IP version and the protocol class (`proto_class`), which
         /// orders its classes as these paths do.
         #[inline(always)]
@@ -348,7 +364,13 @@ pub mod outcome {
         /// `xsk`, but the RX queue had no socket: passed.
         pub const XSK_FALLBACK: u32 = 3;
         pub const COUNT: u32 = 4;
+
+        /// Names for reports, indexed by action.
+        pub const NAMES: [&str; COUNT as usize] = ["pass", "drop", "xsk", "xsk_fallback"];
     }
+
+    /// Names of the fragment kinds for reports, indexed by `frag`.
+    pub const FRAG_NAMES: [&str; frag::COUNT as usize] = ["none", "first", "later"];
 
     pub const COUNT: usize = (path::COUNT * frag::COUNT * 2 * action::COUNT) as usize;
 
@@ -746,6 +768,14 @@ mod tests {
         assert_eq!(path::ip(true, proto_class::UDP), path::IPV6_UDP);
         assert_eq!(path::ip(true, proto_class::ICMPV6), path::IPV6_ICMPV6);
         assert_eq!(path::ip(true, proto_class::OTHER_IP), path::IPV6_OTHER);
+        assert_eq!(path::NAMES[path::IPV4_UDP as usize], "ipv4_udp");
+        assert_eq!(path::NAMES[path::IPV6_OTHER as usize], "ipv6_other");
+        assert_eq!(path::NAMES[path::UNPARSED as usize], "ipv6_unparsed");
+        assert_eq!(outcome::FRAG_NAMES[frag::LATER as usize], "later");
+        assert_eq!(
+            outcome::action::NAMES[outcome::action::XSK_FALLBACK as usize],
+            "xsk_fallback"
+        );
     }
 
     /// Each kind of frame lands in the totals it always did: its action, protocols, fragment

@@ -4,7 +4,7 @@
 use crate::metrics::PROTOCOLS;
 use crate::rules::Rule;
 use crate::xdp::Snapshot;
-use packet::abi::{Counter, stat};
+use packet::abi::{Counter, outcome, stat};
 use std::time::Duration;
 
 pub fn rate_line(t: Duration, a: &Snapshot, b: &Snapshot, secs: f64) -> String {
@@ -67,6 +67,20 @@ pub fn to_json(
         .zip(&s.rules)
         .map(|(r, c)| serde_json::json!({"rule": r.text, "packets": c.packets, "bytes": c.bytes}))
         .collect();
+    let outcomes: Vec<_> = s
+        .outcomes
+        .iter()
+        .map(|(o, c)| {
+            serde_json::json!({
+                "frame": outcome::path::NAMES[o.path as usize],
+                "fragment": outcome::FRAG_NAMES[o.frag as usize],
+                "rule_matched": o.matched,
+                "action": outcome::action::NAMES[o.action as usize],
+                "packets": c.packets,
+                "bytes": c.bytes,
+            })
+        })
+        .collect();
     serde_json::json!({
         "iface": iface,
         "mode": mode.split(' ').next().unwrap_or(mode),
@@ -93,5 +107,6 @@ pub fn to_json(
             "xsk": counter(s.get(stat::ACTION_XSK)),
         },
         "rules": rules,
+        "outcomes": outcomes,
     })
 }

@@ -36,6 +36,7 @@ use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 #[cfg(test)]
 use packet::abi::ProbeRecord;
+use packet::abi::outcome::Outcome;
 use packet::abi::{Counter, MAX_RULES, RuleMask, RuleSet, Stats, XdpConfig, map_name, stat};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
@@ -481,6 +482,13 @@ impl XdpFilter {
             all.merge(per_cpu);
         }
         s.stats = all.totals();
+        s.outcomes = all
+            .outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.packets > 0)
+            .map(|(i, c)| (Outcome::from_index(i), *c))
+            .collect();
         let base = self.active.unwrap_or(0) * MAX_RULES as u32;
         let rule_count = self.rule_count;
         let rule_stats: PerCpuArray<&mut MapData, Counter> =
@@ -538,6 +546,9 @@ pub struct Snapshot {
     pub stats: [Counter; stat::COUNT as usize],
     /// Per rule of the set in force, in rule order.
     pub rules: Vec<Counter>,
+    /// The outcomes frames had (what they were, fragment kind, matched or not, action), those
+    /// with at least one packet: the counters every total above is derived from.
+    pub outcomes: Vec<(Outcome, Counter)>,
     /// The generation of the set in force.
     pub generation: u32,
 }

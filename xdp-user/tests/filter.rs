@@ -52,6 +52,29 @@ fn stop_filter(tb: &Testbed, mut l: Loader) -> (Value, String) {
 /// The frames of the issue, to `port`: a plain IPv4 datagram, the same split into IPv4
 /// fragments, a plain IPv6 datagram, one split with a fragment header, and one behind 7
 /// destination-options headers. `id` keeps the fragment identifications apart.
+/// The JSON's outcomes as "frame fragment matched|unmatched action" -> packets.
+fn outcome_packets(v: &Value) -> std::collections::BTreeMap<String, u64> {
+    v["outcomes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outcomes: {v}"))
+        .iter()
+        .map(|o| {
+            let matched = if o["rule_matched"] == true {
+                "matched"
+            } else {
+                "unmatched"
+            };
+            let key = format!(
+                "{} {} {matched} {}",
+                o["frame"].as_str().unwrap_or("?"),
+                o["fragment"].as_str().unwrap_or("?"),
+                o["action"].as_str().unwrap_or("?")
+            );
+            (key, o["packets"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
 fn issue_frames(port: u16, id: u32) -> String {
     format!(
         "send('plain4', udp4({port}, 100, {id}))\n\
@@ -130,6 +153,23 @@ fn fragments_and_extension_headers_do_not_bypass_a_port_rule() {
             ("/protocols/udp", 18),
         ],
     );
+    // The outcome counters say the same frame by frame, and add up to the frames seen.
+    let outcomes = outcome_packets(&v);
+    for (key, packets) in [
+        ("ipv4_udp none matched drop", 1),
+        ("ipv4_udp first matched drop", 1),
+        ("ipv6_udp none matched drop", 2),
+        ("ipv6_udp first matched drop", 1),
+        ("ipv4_udp none unmatched pass", 1),
+        ("ipv4_udp first unmatched pass", 1),
+        ("ipv4_udp later unmatched pass", 4),
+        ("ipv6_udp none unmatched pass", 2),
+        ("ipv6_udp first unmatched pass", 1),
+        ("ipv6_udp later unmatched pass", 4),
+    ] {
+        assert_eq!(outcomes.get(key), Some(&packets), "{key}: {outcomes:?}");
+    }
+    assert_eq!(outcomes.values().sum::<u64>(), 18, "{outcomes:?}");
     assert_eq!(v["rules"][0]["rule"], DROP_6100);
     assert_eq!(v["policy"]["default"], "pass", "{v}");
     assert_eq!(v["policy"]["malformed"], "drop", "{v}");
