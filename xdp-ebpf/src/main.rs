@@ -568,12 +568,7 @@ fn ipv4_checksum_ok(ctx: &XdpContext, ip: Header<20>, l3: usize, header_len: usi
         };
         sum += u64::from(o.ne32::<0>());
     }
-    // At most 15 words: below 2^36. Two folds bring it under 2^32, two more under 2^16.
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum == 0xffff
+    packet::checksum::fold(sum) == 0xffff
 }
 
 /// Extension header types that are neither walked nor a transport protocol.
