@@ -144,7 +144,11 @@ fn attached_program_id(iface: &str) -> Result<u32> {
 impl CaptureMaps {
     /// Opens the maps of our program attached to `iface` (by another process, or this one).
     pub fn of_attached(iface: &str) -> Result<CaptureMaps> {
-        let id = attached_program_id(iface)?;
+        CaptureMaps::of_program(iface, attached_program_id(iface)?)
+    }
+
+    /// Opens the maps of our program `id`, loaded for `iface` (attached or not yet).
+    pub fn of_program(iface: &str, id: u32) -> Result<CaptureMaps> {
         let program = aya::programs::loaded_programs()
             .filter_map(|p| p.ok())
             .find(|p| p.id() == id)
@@ -288,14 +292,16 @@ pub fn capture(
     let to_wall = wall_clock_ns().wrapping_sub(monotonic_ns());
     let start = Instant::now();
     let mut report = DumpReport::default();
-    let done = |report: &DumpReport| {
-        stop.load(Ordering::Relaxed)
-            || opts.count.is_some_and(|c| report.written >= c)
+    let limit_reached = |report: &DumpReport| {
+        opts.count.is_some_and(|c| report.written >= c)
             || opts
                 .duration
                 .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
     };
-    'outer: while !done(&report) {
+    'outer: while !limit_reached(&report) {
+        // A stop still drains what the ring holds: a caller that detaches the program first
+        // and then stops the capture gets every frame the program saw.
+        let stopping = stop.load(Ordering::Relaxed);
         let mut got = 0;
         for (i, ring) in rings.iter_mut().enumerate() {
             // Frames lost since the last look go on the next packet written for this
@@ -344,10 +350,13 @@ pub fn capture(
                 )
                 .map_err(anyhow::Error::msg)?;
                 report.written += 1;
-                if done(&report) {
+                if limit_reached(&report) {
                     break 'outer;
                 }
             }
+        }
+        if stopping {
+            break;
         }
         if got == 0 {
             file.flush().map_err(anyhow::Error::msg)?;

@@ -211,6 +211,16 @@ impl XdpFilter {
         })
     }
 
+    /// The kernel's id of the loaded program (attached or not).
+    pub fn program_id(&self) -> Result<u32> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .context("the embedded object has no xdp_filter program")?
+            .try_into()?;
+        Ok(program.info()?.id())
+    }
+
     /// Attaches the loaded program to its interface in `mode`; `self.mode` then says which
     /// mode it got.
     pub fn attach(&mut self, mode: Mode) -> Result<()> {

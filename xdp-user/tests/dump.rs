@@ -210,6 +210,9 @@ fn load_capture_writes_what_the_program_saw_and_capture_ends_with_the_dump() {
     let v = last_json(&l.finish());
     assert_eq!(n(&v, "/capture/written"), 12, "{v}");
     assert_eq!(n(&v, "/capture/lost"), 0, "{v}");
+    // Capture is on from before the attach to after the detach: every frame counted is in it.
+    let counted = n(&v, "/actions/pass") + n(&v, "/actions/drop") + n(&v, "/actions/xsk");
+    assert_eq!(n(&v, "/capture/seen"), counted, "{v}");
     assert_eq!(tshark(&path).len(), 12);
 
     // After a dump ends, capture is off: the next one starts.

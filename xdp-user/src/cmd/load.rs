@@ -96,11 +96,12 @@ pub fn load(args: LoadArgs) -> Result<()> {
     let mut filter = XdpFilter::load_logging(&args.iface, args.report.log_level)?;
     filter.install(&rules, policy)?;
     let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
-    filter.attach(args.mode)?;
+    // Capture is switched on before the program is attached, so the file holds every frame
+    // the program ever sees: its totals and the capture's count agree.
     let capture_stop = Arc::new(AtomicBool::new(false));
-    let capture = match &args.capture {
+    let mut capture = match &args.capture {
         Some(path) => {
-            let maps = dump::CaptureMaps::of_attached(&args.iface)?;
+            let maps = dump::CaptureMaps::of_program(&args.iface, filter.program_id()?)?;
             let (path, stop) = (path.clone(), Arc::clone(&capture_stop));
             let opts = dump::DumpOptions {
                 snaplen: args.snaplen,
@@ -109,8 +110,6 @@ pub fn load(args: LoadArgs) -> Result<()> {
                 selection: dump::Selection::default(),
             };
             eprintln!("xdp-user: capturing to {}", path.display());
-            // Attached means capturing: the first frame after the "attached" line is in the
-            // file. Wait until the capture thread has switched capture on (or failed).
             let (armed, is_armed) = std::sync::mpsc::channel();
             let thread = std::thread::spawn(move || {
                 dump::capture(
@@ -134,6 +133,15 @@ pub fn load(args: LoadArgs) -> Result<()> {
         }
         None => None,
     };
+    if let Err(e) = filter.attach(args.mode) {
+        // Nothing was captured: stop the thread and leave no empty file behind.
+        capture_stop.store(true, Ordering::Relaxed);
+        if let (Some(thread), Some(path)) = (capture.take(), &args.capture) {
+            let _ = thread.join();
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
+    }
     let mode = match filter.mode {
         Mode::Native => "native (driver)",
         _ => "skb (generic)",
@@ -217,15 +225,15 @@ pub fn load(args: LoadArgs) -> Result<()> {
             next_print = last_at + interval;
         }
     }
-    // Capture stops while the program still runs (it switches capture off itself).
+    // Detach first, then read: no packet is counted after the totals are taken. The capture
+    // stops after the detach and drains its ring, so it holds every frame counted.
+    filter.detach();
     capture_stop.store(true, Ordering::Relaxed);
     let captured = match capture.map(|t| t.join()) {
         Some(Ok(r)) => Some(r?),
         Some(Err(_)) => bail!("the capture thread panicked"),
         None => None,
     };
-    // Detach first, then read: no packet is counted after the totals are taken.
-    filter.detach();
     filter.flush_logs();
     let total = filter.snapshot()?;
     if let (Some(c), Some(path)) = (&captured, &args.capture) {
