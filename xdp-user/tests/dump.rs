@@ -170,11 +170,30 @@ fn dump_selects_by_verdict_rule_and_match_and_pipes_into_tcpdump() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    traffic(&tb);
+    // dump says "capturing on" once capture is on: the traffic goes after that line.
+    let mut pipe = pipe;
+    let stderr = std::io::BufReader::new(pipe.stderr.take().unwrap());
+    let (armed, is_armed) = std::sync::mpsc::channel();
+    let stderr_text = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            if line.contains("capturing on") {
+                let _ = armed.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let on = is_armed.recv_timeout(Duration::from_secs(20)).is_ok();
+    if on {
+        traffic(&tb);
+    }
     let out = pipe.wait_with_output().unwrap();
+    let stderr_text = stderr_text.join().unwrap();
+    assert!(on, "dump never said it was capturing: {stderr_text}");
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 5, "{lines:?} {}", text(&out.stderr));
+    assert_eq!(lines.len(), 5, "{lines:?} {stderr_text}");
     assert!(lines.iter().all(|l| l.contains(".9: UDP")), "{lines:?}");
     l.signal(libc::SIGINT);
     l.finish();

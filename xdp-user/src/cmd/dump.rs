@@ -66,22 +66,25 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
         .map(|i| dump::CaptureMaps::of_attached(i))
         .collect::<Result<Vec<_>>>()?;
     let output = packet::capture::Output::parse(&args.write);
-    eprintln!(
-        "xdp-user dump: capturing on {} to {}",
-        args.iface.join(", "),
-        if args.write == "-" {
-            "standard output"
-        } else {
-            &args.write
-        }
-    );
+    // Said once capture is on in every program: a frame sent after this line is captured.
+    let armed = || {
+        eprintln!(
+            "xdp-user dump: capturing on {} to {}",
+            args.iface.join(", "),
+            if args.write == "-" {
+                "standard output"
+            } else {
+                &args.write
+            }
+        )
+    };
     let opts = dump::DumpOptions {
         snaplen: args.snaplen,
         count: args.count,
         duration: args.duration,
         selection,
     };
-    let r = dump::capture(maps, &output, &opts, &stop, || {})?;
+    let r = dump::capture(maps, &output, &opts, &stop, armed)?;
     eprintln!(
         "xdp-user dump: {} frame(s) seen, {} written, {} lost to a full capture ring{}",
         r.seen,
