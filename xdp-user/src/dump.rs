@@ -243,6 +243,10 @@ fn why(r: &CaptureRecord) -> String {
     }
 }
 
+/// The most records one capture ring can hold (each has an 8-byte header in the ring).
+const RING_RECORDS_MAX: usize =
+    packet::abi::CAPTURE_RING_BYTES as usize / (std::mem::size_of::<CaptureRecord>() + 8);
+
 /// Captures from every interface in `maps` into `output` until `stop`, `count` or `duration`.
 /// `armed` is called once capture is switched on in every program: from then on no frame
 /// goes uncaptured (or uncounted), so a caller that must not miss the first frame waits for it.
@@ -310,7 +314,18 @@ pub fn capture(
             let pending = lost.saturating_sub(lost_seen[i]);
             lost_seen[i] = lost;
             let mut pending = Some(pending).filter(|p| *p > 0);
-            while let Some(item) = ring.next() {
+            let mut taken = 0;
+            loop {
+                // A stop ends this pass (before a record is taken, so none is lost); the last
+                // pass takes at most what a full ring holds, so traffic faster than the
+                // writer cannot keep a capture running.
+                taken += 1;
+                if (stopping && taken > RING_RECORDS_MAX)
+                    || (!stopping && stop.load(Ordering::Relaxed))
+                {
+                    break;
+                }
+                let Some(item) = ring.next() else { break };
                 if item.len() < std::mem::size_of::<CaptureRecord>() {
                     continue;
                 }

@@ -247,6 +247,63 @@ fn load_capture_writes_what_the_program_saw_and_capture_ends_with_the_dump() {
     l.finish();
 }
 
+/// Ctrl-C ends a dump while traffic still flows: it drains its ring once more (at most a
+/// full ring's worth), writes its summary and exits, the file holding what it says it wrote.
+#[test]
+fn dump_ends_on_sigint_while_traffic_flows() {
+    let tb = quiet_testbed();
+    let l = load(&tb, &[]);
+    let path = temp("dump-sigint");
+    let d = dump(&tb, &path, &[]);
+    let pid = d.id() as libc::pid_t;
+    // About 4 s of datagrams from the peer, in the background.
+    let flood = tb
+        .in_peer("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,time\n\
+                 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                 end=time.time()+4\n\
+                 while time.time()<end:\n\
+                 \x20   for i in range(100): s.sendto(b'x'*64, ('{}', 10))\n\
+                 \x20   time.sleep(0.001)\n",
+                xtask::testbed::DUT_IPV4
+            ),
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let signalled = std::time::Instant::now();
+    // SAFETY: sending a signal to our own child process, which has not been reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let mut d = d;
+    while d.try_wait().unwrap().is_none() {
+        if signalled.elapsed() > Duration::from_secs(10) {
+            let _ = d.kill();
+            panic!("dump still running 10 s after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = signalled.elapsed();
+    let out = d.wait_with_output().unwrap();
+    let mut flood = flood;
+    let flood_running = flood.try_wait().unwrap().is_none();
+    let _ = flood.wait();
+    let mut l = l;
+    l.signal(libc::SIGINT);
+    l.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        flood_running,
+        "the traffic ended before the dump did ({took:?}): nothing was checked"
+    );
+    let summary = last_json(&out);
+    assert!(n(&summary, "/written") > 0, "{summary}");
+    assert_eq!(tshark(&path).len() as u64, n(&summary, "/written"));
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn dump_says_what_to_do_without_a_program() {
     let tb = quiet_testbed();
