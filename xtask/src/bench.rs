@@ -6,7 +6,8 @@
 //! plain veth pair the receive work of every packet runs in the softirq of the CPU that sent
 //! it, so half of the device's work would be charged to the generator and every device would
 //! "keep up". One generator for every row: `xdp-user gen`, 64-byte UDP to port 7 over 16 flows,
-//! as fast as it can. Every row is measured the same way, from the veth counters over a window
+//! at one fixed rate for every echo row ([`OFFERED_PPS`]), so each device gets the same load
+//! (the XDP drop row gets all the generator can send). Every row is measured the same way, from the veth counters over a window
 //! after a warm-up: offered = what the peer end sent, echoed = what came back to it (so a
 //! `macswap` reply, which our generator cannot match, counts like any other), plus CPU 1's busy
 //! share from `/proc/stat`. The devices take turns, `runs` rounds, and each figure is the
@@ -40,6 +41,14 @@ pub struct BenchOptions {
 /// (and the DUT's NAPI thread).
 const GEN_CPU: usize = 0;
 const DUT_CPU: usize = 1;
+
+/// The load every echo row is offered, in packets per second: above what any device here
+/// echoes (at most ~0.28 Mpps), below what the generator reaches in every row (0.41-0.80 Mpps
+/// as fast as it can, its CPU also receiving the echoes). As fast as it can, the generator
+/// offered each row a different load (more to a device that echoes less, since its own CPU
+/// then has fewer echoes to receive), and a saturated device spends part of its core
+/// receiving what it cannot take: the rows were not comparable.
+const OFFERED_PPS: f64 = 350_000.0;
 
 #[derive(Clone, Debug, Default)]
 struct Row {
@@ -122,6 +131,12 @@ impl Dut {
             self,
             Dut::KernelUdp | Dut::AfXdp(..) | Dut::AfXdpCapture | Dut::XdpDrop
         )
+    }
+
+    /// The rate the generator sends at: the same for every echo row; the XDP drop row gets
+    /// everything it can send, to show whether the program keeps up.
+    fn offered_rate(&self) -> Option<f64> {
+        (*self != Dut::XdpDrop).then_some(OFFERED_PPS)
     }
 
     /// The row this one is compared with, and the ratio it should reach.
@@ -229,6 +244,17 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         );
         let loss = (1.0 - mpps / offered.max(1e-9)).max(0.0);
         mpps_of.push((*dut, mpps));
+        // A generator that could not reach the fixed rate makes the row incomparable: say so.
+        let short_offer = dut
+            .offered_rate()
+            .filter(|r| offered * 1e6 < 0.95 * r)
+            .map(|r| {
+                format!(
+                    "; OFFERED LESS than the {:.2} Mpps asked: not comparable with the other rows",
+                    r / 1e6
+                )
+            })
+            .unwrap_or_default();
         let note = if loss < 0.02 {
             "keeps up with the generator: the generator is the limit".to_string()
         } else if busy > 0.95 {
@@ -247,9 +273,12 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
             loss: Some(loss),
             dut_cpu: Some(busy),
             note: if *dut == Dut::XdpDrop {
-                format!("{note}; dropped, not echoed: the figure is what reached it")
+                format!(
+                    "{note}; offered all the generator can send; dropped, not echoed: the \
+                     figure is what reached it"
+                )
             } else {
-                note
+                format!("{note}{short_offer}")
             },
             ..Row::default()
         });
@@ -443,9 +472,9 @@ fn device_limited_testbed(dut_addresses: bool) -> Result<Testbed> {
     })
 }
 
-/// `xdp-user gen` from the peer: 64-byte UDP to the DUT's port 7 over 16 flows, as fast as it
-/// can, on the generator's CPU.
-fn full_speed_generator(bins: &Bins, tb: &Testbed, seconds: f64) -> Result<Child> {
+/// `xdp-user gen` from the peer: 64-byte UDP to the DUT's port 7 over 16 flows, at `rate`
+/// packets per second (as fast as it can without one), on the generator's CPU.
+fn spawn_generator(bins: &Bins, tb: &Testbed, seconds: f64, rate: Option<f64>) -> Result<Child> {
     let mut c = tb.gen_from_peer(path_str(&bins.xdp_user)?, xtask::testbed::DUT_IPV4);
     c.args([
         "--flows",
@@ -456,6 +485,9 @@ fn full_speed_generator(bins: &Bins, tb: &Testbed, seconds: f64) -> Result<Child
         &GEN_CPU.to_string(),
     ])
     .args(["--duration", &format!("{seconds}"), "--json"]);
+    if let Some(r) = rate {
+        c.args(["--rate", &format!("{r}")]);
+    }
     spawn_quiet(&mut c)
 }
 
@@ -558,7 +590,7 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<Window> {
     // ones that will run, and are pinned.
     std::thread::sleep(Duration::from_secs(2));
     tb.pin_napi(DUT_CPU, GEN_CPU)?;
-    let generator = full_speed_generator(bins, &tb, seconds + WARM_UP + 1.0)?;
+    let generator = spawn_generator(bins, &tb, seconds + WARM_UP + 1.0, dut.offered_rate())?;
     std::thread::sleep(Duration::from_secs_f64(WARM_UP));
     let window = measure_window(&tb, seconds)?;
     finished("the generator (xdp-user gen)", generator)?;
@@ -644,7 +676,7 @@ fn generator_window(bins: &Bins, generator: Generator, seconds: f64) -> Result<W
     )?;
     std::thread::sleep(Duration::from_secs(1));
     let gen_child = match generator {
-        Generator::Ours => full_speed_generator(bins, &tb, seconds + WARM_UP + 1.0)?,
+        Generator::Ours => spawn_generator(bins, &tb, seconds + WARM_UP + 1.0, None)?,
         Generator::TestpmdTxonly(vdev) => spawn_quiet(tb.in_peer("timeout").args(testpmd_args(
             &format!("{}", seconds + WARM_UP + 1.0),
             GEN_CPU,
@@ -1074,13 +1106,14 @@ fn report_md(rows: &[Row], not_measured: &[String], runs: u32, seconds: f64) -> 
     let mut s = format!(
         "# Benchmark report\n\n{}. Throughput rows: the device under test is the limit (threaded \
          NAPI on both veth ends, pinned with their side), one generator for every row (`xdp-user \
-         gen`, 64-byte UDP, 16 flows, CPU {GEN_CPU}), the device under test on CPU {DUT_CPU}; \
-         median of {runs} round(s) of {seconds} s windows, devices taking turns; offered and \
-         echoed from the veth counters. Ratios are against the reference row of the same run; \
+         gen`, 64-byte UDP, 16 flows, CPU {GEN_CPU}, at {:.2} Mpps for every echo row), the \
+         device under test on CPU {DUT_CPU}; median of {runs} round(s) of {seconds} s windows, \
+         devices taking turns; offered and echoed from the veth counters. Ratios are against the reference row of the same run; \
          a goal not met says SHORT.\n\n\
          | row | figure | offered | loss | CPU {DUT_CPU} busy | reference | ratio | goal | note |\n\
          |---|---|---|---|---|---|---|---|---|\n",
-        machine()
+        machine(),
+        OFFERED_PPS / 1e6
     );
     let pct = |x: Option<f64>| x.map_or(String::new(), |l| format!("{:.1}%", l * 100.0));
     for r in rows {
@@ -1130,6 +1163,7 @@ fn report_json(
         "machine": {"cpu": cpu_model(), "kernel": kernel_release(),
                     "cpus": std::thread::available_parallelism().map_or(0, |n| n.get())},
         "setup": {"rounds": runs, "window_seconds": seconds, "generator_cpu": GEN_CPU,
+            "offered_pps": OFFERED_PPS,
                   "dut_cpu": DUT_CPU, "threaded_napi": true},
         "rows": rows.iter().map(|r| serde_json::json!({
             "name": r.name,
