@@ -6,9 +6,10 @@
 //! plain veth pair the receive work of every packet runs in the softirq of the CPU that sent
 //! it, so half of the device's work would be charged to the generator and every device would
 //! "keep up". One generator for every row: `xdp-user gen`, 64-byte UDP to port 7 over 16 flows,
-//! at one fixed rate for every echo row ([`OFFERED_PPS`]), so each device gets the same load
-//! (the XDP drop row gets all the generator can send). Every row is measured the same way, from the veth counters over a window
-//! after a warm-up: offered = what the peer end sent, echoed = what came back to it (so a
+//! as fast as it can (the device overloaded), or with `--offered-pps` at one fixed rate for
+//! every echo row (the XDP drop row always gets all it can send). Every row is measured the
+//! same way, from the veth counters over a window after a warm-up: offered = what the peer end
+//! sent into the DUT end (what its receive ring took), echoed = what came back to it (so a
 //! `macswap` reply, which our generator cannot match, counts like any other), plus CPU 1's busy
 //! share from `/proc/stat`. The devices take turns, `runs` rounds, and each figure is the
 //! median of its rounds.
@@ -33,6 +34,9 @@ use xtask::testbed::{DUT_IF, DUT_MAC, Options, PEER_IF, Testbed};
 
 pub struct BenchOptions {
     pub quick: bool,
+    /// The rate every echo row is offered, in packets per second; `None`: as fast as the
+    /// generator can send (every device overloaded).
+    pub offered_pps: Option<f64>,
     /// Only the rows whose name contains one of these (all when empty).
     pub only: Vec<String>,
 }
@@ -41,14 +45,6 @@ pub struct BenchOptions {
 /// (and the DUT's NAPI thread).
 const GEN_CPU: usize = 0;
 const DUT_CPU: usize = 1;
-
-/// The load every echo row is offered, in packets per second: above what any device here
-/// echoes (at most ~0.28 Mpps), below what the generator reaches in every row (0.41-0.80 Mpps
-/// as fast as it can, its CPU also receiving the echoes). As fast as it can, the generator
-/// offered each row a different load (more to a device that echoes less, since its own CPU
-/// then has fewer echoes to receive), and a saturated device spends part of its core
-/// receiving what it cannot take: the rows were not comparable.
-const OFFERED_PPS: f64 = 350_000.0;
 
 #[derive(Clone, Debug, Default)]
 struct Row {
@@ -133,10 +129,10 @@ impl Dut {
         )
     }
 
-    /// The rate the generator sends at: the same for every echo row; the XDP drop row gets
+    /// The rate the generator sends at: `asked` for every echo row; the XDP drop row gets
     /// everything it can send, to show whether the program keeps up.
-    fn offered_rate(&self) -> Option<f64> {
-        (*self != Dut::XdpDrop).then_some(OFFERED_PPS)
+    fn offered_rate(&self, asked: Option<f64>) -> Option<f64> {
+        asked.filter(|_| *self != Dut::XdpDrop)
     }
 
     /// The row this one is compared with, and the ratio it should reach.
@@ -213,7 +209,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
     for round in 0..runs {
         for (i, dut) in duts.iter().enumerate() {
             eprintln!("bench: round {}/{runs}: {}", round + 1, dut.name());
-            let w = throughput(&bins, *dut, seconds)
+            let w = throughput(&bins, *dut, seconds, opts.offered_pps)
                 .with_context(|| format!("benchmark of {}", dut.name()))?;
             eprintln!(
                 "bench:   offered {:.3} Mpps, arrived {:.3} Mpps, echoed {:.3} Mpps, CPU {DUT_CPU} \
@@ -244,17 +240,6 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         );
         let loss = (1.0 - mpps / offered.max(1e-9)).max(0.0);
         mpps_of.push((*dut, mpps));
-        // A generator that could not reach the fixed rate makes the row incomparable: say so.
-        let short_offer = dut
-            .offered_rate()
-            .filter(|r| offered * 1e6 < 0.95 * r)
-            .map(|r| {
-                format!(
-                    "; OFFERED LESS than the {:.2} Mpps asked: not comparable with the other rows",
-                    r / 1e6
-                )
-            })
-            .unwrap_or_default();
         let note = if loss < 0.02 {
             "keeps up with the generator: the generator is the limit".to_string()
         } else if busy > 0.95 {
@@ -278,7 +263,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
                      figure is what reached it"
                 )
             } else {
-                format!("{note}{short_offer}")
+                note
             },
             ..Row::default()
         });
@@ -310,11 +295,11 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         )?);
     }
 
-    let md = report_md(&rows, &not_measured, runs, seconds);
+    let md = report_md(&rows, &not_measured, runs, seconds, opts.offered_pps);
     std::fs::write(out_dir.join("report.md"), &md)?;
     std::fs::write(
         out_dir.join("report.json"),
-        report_json(&rows, &not_measured, runs, seconds).to_string(),
+        report_json(&rows, &not_measured, runs, seconds, opts.offered_pps).to_string(),
     )?;
     std::fs::write(out_dir.join("report.svg"), report_svg(&rows))?;
     println!("{md}");
@@ -510,7 +495,7 @@ fn finished(what: &str, child: Child) -> Result<std::process::Output> {
 }
 
 /// One throughput run of `dut`, with the device as the limit.
-fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<Window> {
+fn throughput(bins: &Bins, dut: Dut, seconds: f64, asked: Option<f64>) -> Result<Window> {
     let tb = device_limited_testbed(dut.needs_kernel_address())?;
     let pid = std::process::id();
     let run_for = format!("{}", seconds + WARM_UP + 4.0);
@@ -590,7 +575,7 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64) -> Result<Window> {
     // ones that will run, and are pinned.
     std::thread::sleep(Duration::from_secs(2));
     tb.pin_napi(DUT_CPU, GEN_CPU)?;
-    let generator = spawn_generator(bins, &tb, seconds + WARM_UP + 1.0, dut.offered_rate())?;
+    let generator = spawn_generator(bins, &tb, seconds + WARM_UP + 1.0, dut.offered_rate(asked))?;
     std::thread::sleep(Duration::from_secs_f64(WARM_UP));
     let window = measure_window(&tb, seconds)?;
     finished("the generator (xdp-user gen)", generator)?;
@@ -1102,18 +1087,27 @@ fn write_pcap(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn report_md(rows: &[Row], not_measured: &[String], runs: u32, seconds: f64) -> String {
+fn report_md(
+    rows: &[Row],
+    not_measured: &[String],
+    runs: u32,
+    seconds: f64,
+    offered_pps: Option<f64>,
+) -> String {
     let mut s = format!(
         "# Benchmark report\n\n{}. Throughput rows: the device under test is the limit (threaded \
          NAPI on both veth ends, pinned with their side), one generator for every row (`xdp-user \
-         gen`, 64-byte UDP, 16 flows, CPU {GEN_CPU}, at {:.2} Mpps for every echo row), the \
+         gen`, 64-byte UDP, 16 flows, CPU {GEN_CPU}, {}), the \
          device under test on CPU {DUT_CPU}; median of {runs} round(s) of {seconds} s windows, \
          devices taking turns; offered and echoed from the veth counters. Ratios are against the reference row of the same run; \
          a goal not met says SHORT.\n\n\
          | row | figure | offered | loss | CPU {DUT_CPU} busy | reference | ratio | goal | note |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         machine(),
-        OFFERED_PPS / 1e6
+        offered_pps.map_or("as fast as it can".to_string(), |r| format!(
+            "at {:.2} Mpps for every echo row",
+            r / 1e6
+        ))
     );
     let pct = |x: Option<f64>| x.map_or(String::new(), |l| format!("{:.1}%", l * 100.0));
     for r in rows {
@@ -1158,12 +1152,13 @@ fn report_json(
     not_measured: &[String],
     runs: u32,
     seconds: f64,
+    offered_pps: Option<f64>,
 ) -> serde_json::Value {
     serde_json::json!({
         "machine": {"cpu": cpu_model(), "kernel": kernel_release(),
                     "cpus": std::thread::available_parallelism().map_or(0, |n| n.get())},
         "setup": {"rounds": runs, "window_seconds": seconds, "generator_cpu": GEN_CPU,
-            "offered_pps": OFFERED_PPS,
+            "offered_pps": offered_pps,
                   "dut_cpu": DUT_CPU, "threaded_napi": true},
         "rows": rows.iter().map(|r| serde_json::json!({
             "name": r.name,

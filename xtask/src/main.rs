@@ -53,6 +53,10 @@ enum Command {
         /// --only dpdk-app`; sections: "generator", "XDP program", "packet crate", "net_pcap".
         #[arg(long)]
         only: Vec<String>,
+        /// Offer every echo row this many packets per second (e.g. 350000) instead of all the
+        /// generator can send: the devices compared at one load rather than overloaded.
+        #[arg(long, value_name = "PPS", value_parser = positive_rate)]
+        offered_pps: Option<f64>,
     },
     /// (Used by `bench`.) A kernel-stack UDP echo server: epoll + recvmmsg/sendmmsg.
     #[command(hide = true)]
@@ -95,7 +99,15 @@ fn main() -> Result<()> {
             diff_cases,
         }),
         Command::Demo { iface } => demo::demo(iface.as_deref()),
-        Command::Bench { quick, only } => bench::bench(&bench::BenchOptions { quick, only }),
+        Command::Bench {
+            quick,
+            only,
+            offered_pps,
+        } => bench::bench(&bench::BenchOptions {
+            quick,
+            only,
+            offered_pps,
+        }),
         Command::Soak {
             minutes,
             seed,
@@ -106,5 +118,15 @@ fn main() -> Result<()> {
             paths: only,
         }),
         Command::UdpEchoServer { addr, seconds } => udp_echo::serve(&addr, seconds),
+    }
+}
+
+/// A rate in packets per second: a positive number.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive rate in packets per second"
+        )),
     }
 }

@@ -108,6 +108,7 @@ pub fn test(opts: &Options) -> Result<()> {
             crate::bench::bench(&crate::bench::BenchOptions {
                 quick: true,
                 only: Vec::new(),
+                offered_pps: None,
             })
         },
     )?;
