@@ -32,12 +32,21 @@ impl LcoreStats {
         self.counters.load()
     }
 
-    fn publish(&self, c: &LoopCounters, p: &ProtocolCounters, bursts: u64) {
+    /// Hands the loop's counters to the readers: every burst, and the protocol counters (a
+    /// larger struct, behind a lock) every 64 bursts; returns whether those went too.
+    fn publish(&self, c: &LoopCounters, p: &ProtocolCounters, bursts: u64) -> bool {
         self.counters.store(c);
-        if bursts.is_multiple_of(64)
-            && let Ok(mut shared) = self.protocols.try_lock()
-        {
-            *shared = *p;
+        bursts.is_multiple_of(64) && self.publish_protocols(p)
+    }
+
+    /// Hands over the protocol counters, unless a reader holds them right now.
+    fn publish_protocols(&self, p: &ProtocolCounters) -> bool {
+        match self.protocols.try_lock() {
+            Ok(mut shared) => {
+                *shared = *p;
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -107,12 +116,18 @@ pub fn poll_loop(
     };
     let mut top = TopFlows::with_capacity(shared.top_flows);
     let mut next_top = Instant::now();
+    // What came in since the protocol counters and the top flows were last handed over: with
+    // light traffic 64 bursts may take long, so an idle round hands them over (a reader, the
+    // metrics endpoint, sees every packet once the queue is quiet).
+    let (mut protocols_stale, mut top_stale) = (false, false);
     while !shared.stop.load(Ordering::Relaxed) {
+        let mut received = false;
         for (queue, responder) in queues.iter_mut().zip(&shared.responders) {
             let n = queue.rx(&mut rx, shared.burst);
             if n == 0 {
                 continue;
             }
+            received = true;
             c.rx += n as u64;
             if let Some(tap) = &mut observers.tap {
                 tap.set_time();
@@ -133,13 +148,28 @@ pub fn poll_loop(
             c.tx += sent as u64;
             c.tx_dropped += (unsent + overflow) as u64;
             bursts += 1;
-            stats.publish(&c, &protocols, bursts);
+            protocols_stale = !stats.publish(&c, &protocols, bursts);
+            top_stale = observers.flows.is_some();
             if let Some(table) = &observers.flows
                 && bursts.is_multiple_of(64)
                 && Instant::now() >= next_top
             {
                 top.publish(table, &stats.top_flows);
                 next_top = Instant::now() + Duration::from_millis(500);
+                top_stale = false;
+            }
+        }
+        if !received {
+            if protocols_stale {
+                protocols_stale = !stats.publish_protocols(&protocols);
+            }
+            if top_stale
+                && let Some(table) = &observers.flows
+                && Instant::now() >= next_top
+            {
+                top.publish(table, &stats.top_flows);
+                next_top = Instant::now() + Duration::from_millis(500);
+                top_stale = false;
             }
         }
         if let Some((printer, deadline)) = inline {
@@ -152,7 +182,11 @@ pub fn poll_loop(
             printer.borrow_mut().maybe_print(shared, now);
         }
     }
-    stats.publish(&c, &protocols, 0);
+    // The last hand-over waits for a reader rather than skip: these are the final figures.
+    stats.counters.store(&c);
+    if let Ok(mut shared) = stats.protocols.lock() {
+        *shared = protocols;
+    }
     if let Some(table) = &observers.flows {
         top.publish(table, &stats.top_flows);
     }

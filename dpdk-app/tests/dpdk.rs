@@ -674,6 +674,19 @@ fn flows_capture_and_metrics_show_what_the_app_sees() {
     );
     wait_started(&mut app);
     assert_eq!(tb.ping(false, 4), 4);
+    // Four pings are four bursts, far fewer than the 64 between regular hand-overs: the loop
+    // hands its top flows over when it goes idle, so the endpoint shows them already.
+    std::thread::sleep(Duration::from_millis(700));
+    let early = tb
+        .in_dut("curl")
+        .args(["-sS", "--fail", "http://127.0.0.1:9466/metrics"])
+        .output()
+        .expect("curl");
+    let early = String::from_utf8_lossy(&early.stdout).into_owned();
+    assert!(
+        early.contains("kbp_top_flow_packets{"),
+        "no top flow after 4 pings:\n{early}"
+    );
     tb.peer_python(&format!(
         "import socket,time\n\
          for port, n in ((1111,300),(2222,200),(3333,100),(4444,50)):\n\

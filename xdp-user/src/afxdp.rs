@@ -356,6 +356,10 @@ impl QueueSocket {
         };
         let mut top = TopFlows::with_capacity(self.settings.top_flows);
         let mut next_top = std::time::Instant::now();
+        // What came in since the protocol counters and the top flows were last handed over:
+        // with light traffic 64 batches may take long, so an idle round hands them over (a
+        // reader, the metrics endpoint, sees every frame once the queue is quiet).
+        let (mut protocols_stale, mut top_stale) = (false, false);
 
         while !stop.load(Ordering::Relaxed) && self.errors.fatal.is_none() {
             self.reclaim(&mut free, &mut comp_descs);
@@ -376,6 +380,17 @@ impl QueueSocket {
                 received = self.receive(&mut rx_descs);
             }
             if received == 0 {
+                if protocols_stale {
+                    protocols_stale = !publish_protocols(stats, &protocols);
+                }
+                if top_stale
+                    && let Some(table) = &observers.flows
+                    && std::time::Instant::now() >= next_top
+                {
+                    top.publish(table, &stats.top_flows);
+                    next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
+                    top_stale = false;
+                }
                 idle_spins += 1;
                 // Poll mode: spin while traffic flows; after a while without any, sleep in
                 // poll() (1 ms) so an idle queue does not burn a core the generator may need.
@@ -412,13 +427,15 @@ impl QueueSocket {
                 self.transmit(&mut tx_descs, &mut free, &mut comp_descs, &mut local);
             }
             batches += 1;
-            publish(stats, &local, &protocols, batches);
+            protocols_stale = !publish(stats, &local, &protocols, batches);
+            top_stale = observers.flows.is_some();
             if let Some(table) = &observers.flows
                 && batches.is_multiple_of(64)
                 && std::time::Instant::now() >= next_top
             {
                 top.publish(table, &stats.top_flows);
                 next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
+                top_stale = false;
             }
         }
         if let Some(table) = &observers.flows {
@@ -433,7 +450,11 @@ impl QueueSocket {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         self.reclaim(&mut free, &mut comp_descs);
-        publish(stats, &local, &protocols, 0);
+        // The last hand-over waits for a reader rather than skip: these are the final figures.
+        stats.counters.store(&local);
+        if let Ok(mut shared) = stats.protocols.lock() {
+            *shared = protocols;
+        }
         let fill_ring = u64::from(self.ring_size - self.fill.nb_free_exact());
         let mut frames = self.ledger.account(fill_ring);
         // The books and the free list must agree: a frame on the list twice, or missing
@@ -642,14 +663,22 @@ struct Observers {
 }
 
 /// Copies the loop's local counters to the shared ones: relaxed stores, once per batch; the
-/// protocol counters (a larger struct) every 64 batches and at the end.
+/// protocol counters (a larger struct, behind a lock) every 64 batches, when the queue goes
+/// idle, and at the end. Returns whether the protocol counters went too.
 #[inline]
-fn publish(stats: &QueueStats, c: &LoopCounters, p: &ProtocolCounters, batches: u64) {
+fn publish(stats: &QueueStats, c: &LoopCounters, p: &ProtocolCounters, batches: u64) -> bool {
     stats.counters.store(c);
-    if batches.is_multiple_of(64)
-        && let Ok(mut shared) = stats.protocols.try_lock()
-    {
-        *shared = *p;
+    batches.is_multiple_of(64) && publish_protocols(stats, p)
+}
+
+/// Hands over the protocol counters, unless a reader holds them right now.
+fn publish_protocols(stats: &QueueStats, p: &ProtocolCounters) -> bool {
+    match stats.protocols.try_lock() {
+        Ok(mut shared) => {
+            *shared = *p;
+            true
+        }
+        Err(_) => false,
     }
 }
 
