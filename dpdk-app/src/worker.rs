@@ -9,47 +9,17 @@
 use crate::dpdk::{Burst, PacketBuf, PortStats, Queue, StartedPort};
 use packet::capture::{Direction, Tap};
 use packet::counter::{
-    FlowSlot, FlowTable, LoopCounters, ProtocolCounters, SharedLoopCounters, TopFlows,
+    FlowSlot, FlowTable, Handover, LoopCounters, LoopStats, ProtocolCounters, TopFlows,
 };
 use packet::datapath::{Action, handle_frame_counting_flows};
 use packet::echo::Responder;
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One lcore's counters, read by the main lcore.
-#[derive(Debug, Default)]
-pub struct LcoreStats {
-    pub counters: SharedLoopCounters,
-    pub protocols: Mutex<ProtocolCounters>,
-    /// With `--flows`: the lcore's largest flows, refreshed about every 500 ms and at the end.
-    pub top_flows: Mutex<TopFlows>,
-}
-
-impl LcoreStats {
-    pub fn counts(&self) -> LoopCounters {
-        self.counters.load()
-    }
-
-    /// Hands the loop's counters to the readers: every burst, and the protocol counters (a
-    /// larger struct, behind a lock) every 64 bursts; returns whether those went too.
-    fn publish(&self, c: &LoopCounters, p: &ProtocolCounters, bursts: u64) -> bool {
-        self.counters.store(c);
-        bursts.is_multiple_of(64) && self.publish_protocols(p)
-    }
-
-    /// Hands over the protocol counters, unless a reader holds them right now.
-    fn publish_protocols(&self, p: &ProtocolCounters) -> bool {
-        match self.protocols.try_lock() {
-            Ok(mut shared) => {
-                *shared = *p;
-                true
-            }
-            Err(_) => false,
-        }
-    }
-}
+pub type LcoreStats = LoopStats;
 
 /// What every lcore shares (read-only but for the stats and the stop flag).
 #[derive(Debug)]
@@ -106,7 +76,6 @@ pub fn poll_loop(
     let mut tx = Burst::new();
     let mut c = LoopCounters::default();
     let mut protocols = ProtocolCounters::default();
-    let mut bursts: u64 = 0;
     // Allocated here, once: the flow table and the buffer its top N is handed over in.
     let mut observers = Observers {
         flows: (shared.flow_slots > 0).then(|| {
@@ -114,12 +83,7 @@ pub fn poll_loop(
         }),
         tap,
     };
-    let mut top = TopFlows::with_capacity(shared.top_flows);
-    let mut next_top = Instant::now();
-    // What came in since the protocol counters and the top flows were last handed over: with
-    // light traffic 64 bursts may take long, so an idle round hands them over (a reader, the
-    // metrics endpoint, sees every packet once the queue is quiet).
-    let (mut protocols_stale, mut top_stale) = (false, false);
+    let mut handover = Handover::new(shared.top_flows);
     while !shared.stop.load(Ordering::Relaxed) {
         let mut received = false;
         for (queue, responder) in queues.iter_mut().zip(&shared.responders) {
@@ -147,30 +111,10 @@ pub fn poll_loop(
             let (sent, unsent) = queue.tx(&mut tx);
             c.tx += sent as u64;
             c.tx_dropped += (unsent + overflow) as u64;
-            bursts += 1;
-            protocols_stale = !stats.publish(&c, &protocols, bursts);
-            top_stale = observers.flows.is_some();
-            if let Some(table) = &observers.flows
-                && bursts.is_multiple_of(64)
-                && Instant::now() >= next_top
-            {
-                top.publish(table, &stats.top_flows);
-                next_top = Instant::now() + Duration::from_millis(500);
-                top_stale = false;
-            }
+            handover.after_burst(stats, &c, &protocols, observers.flows.as_ref());
         }
         if !received {
-            if protocols_stale {
-                protocols_stale = !stats.publish_protocols(&protocols);
-            }
-            if top_stale
-                && let Some(table) = &observers.flows
-                && Instant::now() >= next_top
-            {
-                top.publish(table, &stats.top_flows);
-                next_top = Instant::now() + Duration::from_millis(500);
-                top_stale = false;
-            }
+            handover.when_idle(stats, &protocols, observers.flows.as_ref());
         }
         if let Some((printer, deadline)) = inline {
             // Checked once per round over the ports, with one clock read for the deadline and
@@ -182,14 +126,7 @@ pub fn poll_loop(
             printer.borrow_mut().maybe_print(shared, now);
         }
     }
-    // The last hand-over waits for a reader rather than skip: these are the final figures.
-    stats.counters.store(&c);
-    if let Ok(mut shared) = stats.protocols.lock() {
-        *shared = protocols;
-    }
-    if let Some(table) = &observers.flows {
-        top.publish(table, &stats.top_flows);
-    }
+    handover.finish(stats, &c, &protocols, observers.flows.as_ref());
 }
 
 /// Decides what to do with packet `m`; rewrites it in place when it is answered. Returns true

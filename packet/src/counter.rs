@@ -531,6 +531,132 @@ pub fn random_flow_seed() -> u64 {
     h.finish()
 }
 
+/// One poll loop's counters as its readers (the statistics thread, the metrics endpoint) see
+/// them: the loop hands them over through a [`Handover`].
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    pub counters: SharedLoopCounters,
+    /// Protocol counters, copied under the lock (see [`Handover`]).
+    pub protocols: std::sync::Mutex<ProtocolCounters>,
+    /// With flow counting: the largest flows, refreshed about every 500 ms and at the end.
+    pub top_flows: std::sync::Mutex<TopFlows>,
+}
+
+#[cfg(feature = "std")]
+impl LoopStats {
+    pub fn counts(&self) -> LoopCounters {
+        self.counters.load()
+    }
+
+    /// Hands over the protocol counters, unless a reader holds them right now.
+    fn try_publish_protocols(&self, p: &ProtocolCounters) -> bool {
+        match self.protocols.try_lock() {
+            Ok(mut shared) => {
+                *shared = *p;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// When a poll loop hands its counters to [`LoopStats`]: the loop counters after every
+/// burst (relaxed stores); the protocol counters (a larger struct, behind a lock) every 64
+/// bursts; the top flows every 64 bursts at most every 500 ms. With light traffic 64 bursts
+/// may take long, so a round that receives nothing hands over what is still stale: a reader
+/// sees every packet once the queue is quiet. The loop never waits for a reader, but at the
+/// end.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub struct Handover {
+    top: TopFlows,
+    next_top: std::time::Instant,
+    bursts: u64,
+    protocols_stale: bool,
+    top_stale: bool,
+}
+
+#[cfg(feature = "std")]
+impl Handover {
+    /// Room for the `top_flows` largest flows (allocated here, once).
+    pub fn new(top_flows: usize) -> Handover {
+        Handover {
+            top: TopFlows::with_capacity(top_flows),
+            next_top: std::time::Instant::now(),
+            bursts: 0,
+            protocols_stale: false,
+            top_stale: false,
+        }
+    }
+
+    /// After a burst was handled.
+    #[inline]
+    pub fn after_burst<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+        &mut self,
+        stats: &LoopStats,
+        c: &LoopCounters,
+        p: &ProtocolCounters,
+        flows: Option<&FlowTable<S>>,
+    ) {
+        self.bursts += 1;
+        stats.counters.store(c);
+        let due = self.bursts.is_multiple_of(64);
+        self.protocols_stale = !(due && stats.try_publish_protocols(p));
+        self.top_stale = flows.is_some();
+        if due {
+            self.publish_top_when_due(stats, flows);
+        }
+    }
+
+    /// On a round that received nothing.
+    #[inline]
+    pub fn when_idle<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+        &mut self,
+        stats: &LoopStats,
+        p: &ProtocolCounters,
+        flows: Option<&FlowTable<S>>,
+    ) {
+        if self.protocols_stale {
+            self.protocols_stale = !stats.try_publish_protocols(p);
+        }
+        if self.top_stale {
+            self.publish_top_when_due(stats, flows);
+        }
+    }
+
+    /// At the end: everything, waiting for a reader rather than skip (the final figures).
+    pub fn finish<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+        &mut self,
+        stats: &LoopStats,
+        c: &LoopCounters,
+        p: &ProtocolCounters,
+        flows: Option<&FlowTable<S>>,
+    ) {
+        stats.counters.store(c);
+        if let Ok(mut shared) = stats.protocols.lock() {
+            *shared = *p;
+        }
+        if let Some(table) = flows {
+            self.top.publish(table, &stats.top_flows);
+        }
+    }
+
+    fn publish_top_when_due<S: AsRef<[FlowSlot]> + AsMut<[FlowSlot]>>(
+        &mut self,
+        stats: &LoopStats,
+        flows: Option<&FlowTable<S>>,
+    ) {
+        if let Some(table) = flows
+            && std::time::Instant::now() >= self.next_top
+        {
+            self.top.publish(table, &stats.top_flows);
+            self.next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
+            self.top_stale = false;
+        }
+    }
+}
+
 /// The largest flows of one table at one moment, handed from a poll loop to the statistics
 /// thread: [`TopFlows::refresh`] fills storage allocated once, so the loop never allocates.
 #[cfg(feature = "std")]

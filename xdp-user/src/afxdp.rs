@@ -38,15 +38,13 @@ pub use crate::frames::FrameAccount;
 use crate::frames::{FrameLedger, Place};
 use anyhow::{Context, Result, anyhow, bail};
 use packet::capture::{Direction, Tap};
-use packet::counter::{
-    FlowSlot, FlowTable, LoopCounters, ProtocolCounters, SharedLoopCounters, TopFlows,
-};
+use packet::counter::{FlowSlot, FlowTable, Handover, LoopCounters, LoopStats, ProtocolCounters};
 use packet::datapath::{Action as LoopAction, handle_frame_counting_flows};
 use packet::echo::Responder;
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
@@ -78,20 +76,7 @@ pub struct QueueSettings {
 }
 
 /// Counters of one queue, written by its loop once per batch and read by the stats thread.
-#[derive(Debug, Default)]
-pub struct QueueStats {
-    pub counters: SharedLoopCounters,
-    /// Protocol counters, copied under the lock every 64 batches and at the end.
-    pub protocols: Mutex<ProtocolCounters>,
-    /// The largest flows, refreshed about every 500 ms and at the end (with flow counting).
-    pub top_flows: Mutex<TopFlows>,
-}
-
-impl QueueStats {
-    pub fn counts(&self) -> LoopCounters {
-        self.counters.load()
-    }
-}
+pub type QueueStats = LoopStats;
 
 /// The kernel's view of a socket (getsockopt XDP_STATISTICS).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -342,7 +327,6 @@ impl QueueSocket {
         let mut local = LoopCounters::default();
         let mut protocols = ProtocolCounters::default();
         let mut idle_spins = 0u32;
-        let mut batches = 0u64;
         let action = self.settings.action;
         // Flow counting: the table and the top-N buffer are allocated here, once.
         let mut observers = Observers {
@@ -354,12 +338,7 @@ impl QueueSocket {
             }),
             tap,
         };
-        let mut top = TopFlows::with_capacity(self.settings.top_flows);
-        let mut next_top = std::time::Instant::now();
-        // What came in since the protocol counters and the top flows were last handed over:
-        // with light traffic 64 batches may take long, so an idle round hands them over (a
-        // reader, the metrics endpoint, sees every frame once the queue is quiet).
-        let (mut protocols_stale, mut top_stale) = (false, false);
+        let mut handover = Handover::new(self.settings.top_flows);
 
         while !stop.load(Ordering::Relaxed) && self.errors.fatal.is_none() {
             self.reclaim(&mut free, &mut comp_descs);
@@ -380,17 +359,7 @@ impl QueueSocket {
                 received = self.receive(&mut rx_descs);
             }
             if received == 0 {
-                if protocols_stale {
-                    protocols_stale = !publish_protocols(stats, &protocols);
-                }
-                if top_stale
-                    && let Some(table) = &observers.flows
-                    && std::time::Instant::now() >= next_top
-                {
-                    top.publish(table, &stats.top_flows);
-                    next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
-                    top_stale = false;
-                }
+                handover.when_idle(stats, &protocols, observers.flows.as_ref());
                 idle_spins += 1;
                 // Poll mode: spin while traffic flows; after a while without any, sleep in
                 // poll() (1 ms) so an idle queue does not burn a core the generator may need.
@@ -426,20 +395,7 @@ impl QueueSocket {
             if !tx_descs.is_empty() {
                 self.transmit(&mut tx_descs, &mut free, &mut comp_descs, &mut local);
             }
-            batches += 1;
-            protocols_stale = !publish(stats, &local, &protocols, batches);
-            top_stale = observers.flows.is_some();
-            if let Some(table) = &observers.flows
-                && batches.is_multiple_of(64)
-                && std::time::Instant::now() >= next_top
-            {
-                top.publish(table, &stats.top_flows);
-                next_top = std::time::Instant::now() + std::time::Duration::from_millis(500);
-                top_stale = false;
-            }
-        }
-        if let Some(table) = &observers.flows {
-            top.publish(table, &stats.top_flows);
+            handover.after_burst(stats, &local, &protocols, observers.flows.as_ref());
         }
 
         // Let the kernel finish what is on the TX ring, then account for every frame.
@@ -450,11 +406,7 @@ impl QueueSocket {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         self.reclaim(&mut free, &mut comp_descs);
-        // The last hand-over waits for a reader rather than skip: these are the final figures.
-        stats.counters.store(&local);
-        if let Ok(mut shared) = stats.protocols.lock() {
-            *shared = protocols;
-        }
+        handover.finish(stats, &local, &protocols, observers.flows.as_ref());
         let fill_ring = u64::from(self.ring_size - self.fill.nb_free_exact());
         let mut frames = self.ledger.account(fill_ring);
         // The books and the free list must agree: a frame on the list twice, or missing
@@ -660,26 +612,6 @@ impl QueueSocket {
 struct Observers {
     flows: Option<FlowTable<Vec<FlowSlot>>>,
     tap: Option<Tap>,
-}
-
-/// Copies the loop's local counters to the shared ones: relaxed stores, once per batch; the
-/// protocol counters (a larger struct, behind a lock) every 64 batches, when the queue goes
-/// idle, and at the end. Returns whether the protocol counters went too.
-#[inline]
-fn publish(stats: &QueueStats, c: &LoopCounters, p: &ProtocolCounters, batches: u64) -> bool {
-    stats.counters.store(c);
-    batches.is_multiple_of(64) && publish_protocols(stats, p)
-}
-
-/// Hands over the protocol counters, unless a reader holds them right now.
-fn publish_protocols(stats: &QueueStats, p: &ProtocolCounters) -> bool {
-    match stats.protocols.try_lock() {
-        Ok(mut shared) => {
-            *shared = *p;
-            true
-        }
-        Err(_) => false,
-    }
 }
 
 pub(crate) fn pin_to_core(core: usize) {
