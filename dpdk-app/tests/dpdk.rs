@@ -676,13 +676,22 @@ fn flows_capture_and_metrics_show_what_the_app_sees() {
     assert_eq!(tb.ping(false, 4), 4);
     // Four pings are four bursts, far fewer than the 64 between regular hand-overs: the loop
     // hands its top flows over when it goes idle, so the endpoint shows them already.
+    // The endpoint's text (a failed scrape fails the test with curl's error).
+    let scrape = || {
+        let out = tb
+            .in_dut("curl")
+            .args(["-sS", "--fail", "http://127.0.0.1:9466/metrics"])
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     std::thread::sleep(Duration::from_millis(700));
-    let early = tb
-        .in_dut("curl")
-        .args(["-sS", "--fail", "http://127.0.0.1:9466/metrics"])
-        .output()
-        .expect("curl");
-    let early = String::from_utf8_lossy(&early.stdout).into_owned();
+    let early = scrape();
     assert!(
         early.contains("kbp_top_flow_packets{"),
         "no top flow after 4 pings:\n{early}"
@@ -697,17 +706,7 @@ fn flows_capture_and_metrics_show_what_the_app_sees() {
          \x20   s.close()\n"
     ));
     std::thread::sleep(Duration::from_millis(700));
-    let scrape = tb
-        .in_dut("curl")
-        .args(["-sS", "--fail", "http://127.0.0.1:9466/metrics"])
-        .output()
-        .expect("curl");
-    assert!(
-        scrape.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scrape.stderr)
-    );
-    let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    let text = scrape();
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -171,26 +171,16 @@ fn dump_selects_by_verdict_rule_and_match_and_pipes_into_tcpdump() {
         .spawn()
         .unwrap();
     // dump says "capturing on" once capture is on: the traffic goes after that line.
-    let mut pipe = pipe;
-    let stderr = std::io::BufReader::new(pipe.stderr.take().unwrap());
-    let (armed, is_armed) = std::sync::mpsc::channel();
-    let stderr_text = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
-            if line.contains("capturing on") {
-                let _ = armed.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let on = is_armed.recv_timeout(Duration::from_secs(20)).is_ok();
+    let mut pipe = Loader::spawned(pipe);
+    pipe.follow_stderr();
+    let on = pipe
+        .wait_stderr("capturing on", Duration::from_secs(20))
+        .is_some();
     if on {
         traffic(&tb);
     }
-    let out = pipe.wait_with_output().unwrap();
-    let stderr_text = stderr_text.join().unwrap();
+    let out = pipe.finish();
+    let stderr_text = text(&out.stderr);
     assert!(on, "dump never said it was capturing: {stderr_text}");
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 5, "{lines:?} {stderr_text}");
@@ -254,8 +244,7 @@ fn dump_ends_on_sigint_while_traffic_flows() {
     let tb = quiet_testbed();
     let l = load(&tb, &[]);
     let path = temp("dump-sigint");
-    let d = dump(&tb, &path, &[]);
-    let pid = d.id() as libc::pid_t;
+    let mut d = Loader::spawned(dump(&tb, &path, &[]));
     // About 4 s of datagrams from the peer, in the background.
     let flood = tb
         .in_peer("python3")
@@ -274,19 +263,11 @@ fn dump_ends_on_sigint_while_traffic_flows() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
-    let signalled = std::time::Instant::now();
-    // SAFETY: sending a signal to our own child process, which has not been reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let mut d = d;
-    while d.try_wait().unwrap().is_none() {
-        if signalled.elapsed() > Duration::from_secs(10) {
-            let _ = d.kill();
-            panic!("dump still running 10 s after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = signalled.elapsed();
-    let out = d.wait_with_output().unwrap();
+    d.signal(libc::SIGINT);
+    let took = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("dump still running 10 s after SIGINT");
+    let out = d.finish();
     let mut flood = flood;
     let flood_running = flood.try_wait().unwrap().is_none();
     let _ = flood.wait();

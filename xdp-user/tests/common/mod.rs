@@ -37,7 +37,8 @@ pub fn xdp_user() -> &'static str {
     })
 }
 
-/// A running `xdp-user load` inside the DUT namespace.
+/// A running `xdp-user` process (`load`, `run`, `dump`...) inside the DUT namespace, killed
+/// if the test ends without [`Loader::finish`].
 pub struct Loader {
     child: Option<Child>,
     /// Set by [`Loader::follow_stderr`]: the thread that reads standard error as it comes.
@@ -55,6 +56,15 @@ impl Loader {
     /// Starts `xdp-user load ARGS` and waits until the program is attached.
     pub fn start(tb: &Testbed, args: &[&str]) -> Loader {
         Loader::start_cmd(tb, "load", args)
+    }
+
+    /// Takes over a process the test started itself (its stdout and stderr piped), without
+    /// waiting for anything.
+    pub fn spawned(child: Child) -> Loader {
+        Loader {
+            child: Some(child),
+            stderr_reader: None,
+        }
     }
 
     /// Starts `xdp-user SUBCOMMAND ARGS` and waits until the program is attached.
