@@ -7,11 +7,16 @@
 
 use anyhow::{Context, Result};
 use std::fs;
-use xtask::cmd::{cmd, root, run};
+use xtask::cmd::{cmd, output, root, run};
 use xtask::setup;
 
 /// Seconds of the short soak in `test`: 25 s per data path, four lives each.
 const SOAK_SECONDS: f64 = 75.0;
+
+/// Free space `test` wants before it starts: a build from a fresh clone (the workspace, the
+/// eBPF program, the fuzz target under ASan) takes about 4.5 GiB. A full disk otherwise shows
+/// up minutes later as a SIGBUS from `ar` or a linker error, far from its cause.
+const FREE_BYTES_NEEDED: u64 = 6 << 30;
 
 pub struct Options {
     /// Seconds of fuzzing (0 skips it).
@@ -21,6 +26,7 @@ pub struct Options {
 }
 
 pub fn test(opts: &Options) -> Result<()> {
+    check_free_space()?;
     setup::setup(true)?;
     let mut stages = Vec::new();
     let mut stage = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -134,6 +140,33 @@ pub fn test(opts: &Options) -> Result<()> {
     // One closing line with the totals over every test binary (cargo's own last lines are
     // often a doc-test binary's "0 passed").
     println!("tests: {} passed, {} failed", totals.0, totals.1);
+    Ok(())
+}
+
+/// Fails early, and says so, when the disk under the workspace cannot hold a build.
+fn check_free_space() -> Result<()> {
+    let root = root();
+    let out = output(cmd("df", ["--output=avail", "-B1"]).arg(&root))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(free) = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse::<u64>().ok())
+    else {
+        anyhow::bail!(
+            "could not read the free space under {} from df: {text:?}",
+            root.display()
+        );
+    };
+    if free < FREE_BYTES_NEEDED {
+        anyhow::bail!(
+            "only {:.1} GiB free under {}; the build and tests need about {} GiB. \
+             Free some space (old target/ folders, /tmp) and run again.",
+            free as f64 / (1u64 << 30) as f64,
+            root.display(),
+            FREE_BYTES_NEEDED >> 30
+        );
+    }
     Ok(())
 }
 
