@@ -128,7 +128,7 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     let Some((set, rules)) = rule_set() else {
         return xdp_action::XDP_PASS;
     };
-    let class = classify(&ctx);
+    let class = classify::<()>(&ctx);
     // One counter per frame for everything global: what it was, its fragment kind, whether a
     // rule decided it, and what was done (the loader derives the totals from these). The first
     // two are known now: their part of the index is parked in the stats value and read back,
@@ -153,14 +153,19 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     if level_enabled(Level::Info) {
         log_rule_set(&ctx, set, rules.generation);
     }
-    if let Class::Malformed(why) = class
+    if let Class::Malformed(()) = class
         && level_enabled(Level::Warn)
         && log_allowed()
     {
+        // The reason, from a second pass that keeps it: only for a frame that is logged.
+        let why = match classify::<Why>(&ctx) {
+            Class::Malformed(why) => why.text(),
+            _ => "unknown",
+        };
         warn!(
             &ctx,
             "malformed frame ({}): {} bytes on RX queue {}, action {}",
-            why.text(),
+            why,
             len,
             ctx.rx_queue_index(),
             decision.action
@@ -288,7 +293,7 @@ pub fn xdp_filter_probe(ctx: XdpContext) -> u32 {
     let (Some((set, rules)), Some(out)) = (rule_set(), PROBE.get_ptr_mut(0)) else {
         return u32::MAX;
     };
-    let class = classify(&ctx);
+    let class = classify::<()>(&ctx);
     let d = decide(&ctx, &class, set, rules);
     // SAFETY: `out` points at the single element of an array map, valid for the program's
     // run; only this program writes it, and the test runs it from one thread.
@@ -332,16 +337,37 @@ fn rule_set() -> Option<(u32, &'static RuleSet)> {
     Some((set, RULESETS.get(set)?))
 }
 
-/// What a frame is, as far as rules are concerned.
-enum Class {
+/// What a frame is, as far as rules are concerned; `R` is what a malformed frame says about
+/// why (see [`Reason`]).
+enum Class<R> {
     /// ARP (`arp` true) or another ether type.
     NotIp {
         arp: bool,
     },
-    Malformed(Why),
+    Malformed(R),
     /// IPv6 whose transport header cannot be reached.
     Unparsed,
     Ip(Fields),
+}
+
+/// What the classifier keeps of why a frame is malformed. The per-packet pass keeps nothing
+/// (`()`): keeping the reason costs a store at every check of every frame, for a log record
+/// that is rare and usually off. The warn log classifies a malformed frame a second time with
+/// [`Why`] to say which check failed.
+trait Reason: Copy {
+    fn of(why: Why) -> Self;
+}
+
+impl Reason for () {
+    #[inline(always)]
+    fn of(_: Why) {}
+}
+
+impl Reason for Why {
+    #[inline(always)]
+    fn of(why: Why) -> Why {
+        why
+    }
 }
 
 /// Why a frame is malformed: said in the warn log record, so an engineer sees which header
@@ -476,9 +502,9 @@ fn frame_len(ctx: &XdpContext) -> usize {
 
 /// Layer 2: Ethernet, up to three VLAN tags, then IPv4, IPv6 or ARP.
 #[inline(always)]
-fn classify(ctx: &XdpContext) -> Class {
+fn classify<R: Reason>(ctx: &XdpContext) -> Class<R> {
     let Some(eth) = Header::<ETH_HLEN>::at(ctx, 0) else {
-        return Class::Malformed(Why::Ethernet);
+        return Class::Malformed(R::of(Why::Ethernet));
     };
     let mut ether_type = eth.be16::<12>();
     let mut off = ETH_HLEN;
@@ -487,7 +513,7 @@ fn classify(ctx: &XdpContext) -> Class {
             break;
         }
         let Some(tag) = Header::<4>::at(ctx, off) else {
-            return Class::Malformed(Why::Vlan);
+            return Class::Malformed(R::of(Why::Vlan));
         };
         ether_type = tag.be16::<2>();
         off += 4;
@@ -498,11 +524,11 @@ fn classify(ctx: &XdpContext) -> Class {
         ETH_P_ARP => {
             // The fixed part, then two hardware and two protocol addresses.
             let Some(h) = Header::<8>::at(ctx, off) else {
-                return Class::Malformed(Why::Arp);
+                return Class::Malformed(R::of(Why::Arp));
             };
             let need = 8 + 2 * (usize::from(h.u8::<4>()) + usize::from(h.u8::<5>()));
             if off + need > frame_len(ctx) {
-                return Class::Malformed(Why::Arp);
+                return Class::Malformed(R::of(Why::Arp));
             }
             Class::NotIp { arp: true }
         }
@@ -511,21 +537,21 @@ fn classify(ctx: &XdpContext) -> Class {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, l3: usize) -> Class {
+fn ipv4<R: Reason>(ctx: &XdpContext, l3: usize) -> Class<R> {
     let Some(ip) = Header::<20>::at(ctx, l3) else {
-        return Class::Malformed(Why::Ipv4Header);
+        return Class::Malformed(R::of(Why::Ipv4Header));
     };
     let version_ihl = ip.u8::<0>();
     let header_len = usize::from(version_ihl & 0x0f) * 4;
     let total_len = usize::from(ip.be16::<2>());
     if version_ihl >> 4 != 4 || header_len < 20 || total_len < header_len {
-        return Class::Malformed(Why::Ipv4Fields);
+        return Class::Malformed(R::of(Why::Ipv4Fields));
     }
     if l3 + total_len > frame_len(ctx) {
-        return Class::Malformed(Why::Ipv4Length);
+        return Class::Malformed(R::of(Why::Ipv4Length));
     }
     if !ipv4_checksum_ok(ctx, ip, l3, header_len) {
-        return Class::Malformed(Why::Ipv4Checksum);
+        return Class::Malformed(R::of(Why::Ipv4Checksum));
     }
     let word = ip.be16::<6>();
     let offset = usize::from(word & 0x1fff);
@@ -586,13 +612,13 @@ fn walkable_extension(next: u8) -> bool {
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
+fn ipv6<R: Reason>(ctx: &XdpContext, l3: usize) -> Class<R> {
     let Some(ip) = Header::<8>::at(ctx, l3) else {
-        return Class::Malformed(Why::Ipv6Header);
+        return Class::Malformed(R::of(Why::Ipv6Header));
     };
     let end = l3 + 40 + usize::from(ip.be16::<4>());
     if ip.u8::<0>() >> 4 != 6 || end > frame_len(ctx) {
-        return Class::Malformed(Why::Ipv6Length);
+        return Class::Malformed(R::of(Why::Ipv6Length));
     }
     let mut next = ip.u8::<6>();
     let mut at = l3 + 40;
@@ -602,35 +628,35 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Hop-by-hop options may only come first (RFC 8200, section 4.1).
                 if next == IPPROTO_HOPOPTS && i != 0 {
-                    return Class::Malformed(Why::Ipv6Extension);
+                    return Class::Malformed(R::of(Why::Ipv6Extension));
                 }
                 let Some(h) = Header::<2>::at(ctx, at) else {
-                    return Class::Malformed(Why::Ipv6Extension);
+                    return Class::Malformed(R::of(Why::Ipv6Extension));
                 };
                 let size = (usize::from(h.u8::<1>()) + 1) * 8;
                 if at + size > end {
-                    return Class::Malformed(Why::Ipv6Extension);
+                    return Class::Malformed(R::of(Why::Ipv6Extension));
                 }
                 next = h.u8::<0>();
                 at += size;
             }
             IPPROTO_AH => {
                 let Some(h) = Header::<2>::at(ctx, at) else {
-                    return Class::Malformed(Why::Ipv6Extension);
+                    return Class::Malformed(R::of(Why::Ipv6Extension));
                 };
                 let size = (usize::from(h.u8::<1>()) + 2) * 4;
                 if h.u8::<1>() == 0 || at + size > end {
-                    return Class::Malformed(Why::Ipv6Extension);
+                    return Class::Malformed(R::of(Why::Ipv6Extension));
                 }
                 next = h.u8::<0>();
                 at += size;
             }
             IPPROTO_FRAGMENT => {
                 let Some(h) = Header::<4>::at(ctx, at) else {
-                    return Class::Malformed(Why::Ipv6Extension);
+                    return Class::Malformed(R::of(Why::Ipv6Extension));
                 };
                 if at + 8 > end {
-                    return Class::Malformed(Why::Ipv6Extension);
+                    return Class::Malformed(R::of(Why::Ipv6Extension));
                 }
                 next = h.u8::<0>();
                 at += 8;
@@ -659,7 +685,7 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Class {
 /// The transport header in `[l4, end)`: ports for TCP and UDP, the type for ICMP and ICMPv6.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn transport(
+fn transport<R: Reason>(
     ctx: &XdpContext,
     v6: bool,
     l3: usize,
@@ -668,7 +694,7 @@ fn transport(
     frag_offset: usize,
     l4: usize,
     end: usize,
-) -> Class {
+) -> Class<R> {
     let mut f = Fields {
         v6,
         l3,
@@ -685,49 +711,49 @@ fn transport(
         IPPROTO_ICMP if !v6 => f.class = proto_class::ICMP,
         IPPROTO_ICMPV6 if v6 => f.class = proto_class::ICMPV6,
         // ICMP inside IPv6 or ICMPv6 inside IPv4.
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => return Class::Malformed(Why::IcmpVersion),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => return Class::Malformed(R::of(Why::IcmpVersion)),
         _ => {}
     }
     if kind == frag::LATER {
         // A fragment that starts inside the TCP header would overwrite it after the filter
         // saw the first fragment (RFC 1858, RFC 3128).
         if protocol == IPPROTO_TCP && frag_offset * 8 < TCP_MIN_HEADER {
-            return Class::Malformed(Why::TinyFragment);
+            return Class::Malformed(R::of(Why::TinyFragment));
         }
         return Class::Ip(f);
     }
     match protocol {
         IPPROTO_TCP => {
             let Some(h) = Header::<20>::at(ctx, l4) else {
-                return Class::Malformed(Why::Tcp);
+                return Class::Malformed(R::of(Why::Tcp));
             };
             let data_offset = usize::from(h.u8::<12>() >> 4) * 4;
             if l4 + 20 > end || data_offset < 20 || l4 + data_offset > end {
-                return Class::Malformed(Why::Tcp);
+                return Class::Malformed(R::of(Why::Tcp));
             }
             f.sport = u32::from(h.be16::<0>());
             f.dport = u32::from(h.be16::<2>());
         }
         IPPROTO_UDP => {
             let Some(h) = Header::<8>::at(ctx, l4) else {
-                return Class::Malformed(Why::UdpHeader);
+                return Class::Malformed(R::of(Why::UdpHeader));
             };
             if l4 + 8 > end {
-                return Class::Malformed(Why::UdpHeader);
+                return Class::Malformed(R::of(Why::UdpHeader));
             }
             // A first fragment's UDP length covers the whole datagram, not this fragment.
             if kind == frag::NONE && usize::from(h.be16::<4>()) != end - l4 {
-                return Class::Malformed(Why::UdpLength);
+                return Class::Malformed(R::of(Why::UdpLength));
             }
             f.sport = u32::from(h.be16::<0>());
             f.dport = u32::from(h.be16::<2>());
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let Some(h) = Header::<8>::at(ctx, l4) else {
-                return Class::Malformed(Why::Icmp);
+                return Class::Malformed(R::of(Why::Icmp));
             };
             if l4 + 8 > end {
-                return Class::Malformed(Why::Icmp);
+                return Class::Malformed(R::of(Why::Icmp));
             }
             f.icmp_type = u32::from(h.u8::<0>());
         }
@@ -738,7 +764,7 @@ fn transport(
 
 /// The rule set's decision for a classified frame.
 #[inline(always)]
-fn decide(ctx: &XdpContext, class: &Class, set: u32, rules: &RuleSet) -> Decision {
+fn decide<R>(ctx: &XdpContext, class: &Class<R>, set: u32, rules: &RuleSet) -> Decision {
     let (verdict, rule, action) = match class {
         Class::NotIp { .. } => (verdict::NOT_IP, 0, rules.default_action),
         Class::Malformed(_) => (verdict::MALFORMED, 0, rules.malformed_action),
