@@ -15,7 +15,8 @@ fn xdp_filter_and_ours_decide_alike_and_are_both_timed() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(20_000);
-    let c = cost_beside_xdp_filter(Path::new(env!("CARGO_BIN_EXE_xdp-user")), repeat)
+    // Two placements: the median over loads is exercised, not only the single-load path.
+    let c = cost_beside_xdp_filter(Path::new(env!("CARGO_BIN_EXE_xdp-user")), repeat, 2)
         .unwrap_or_else(|e| panic!("the comparison with xdp-filter failed: {e:#}"));
     eprintln!("{}", c.text());
     let packets: Vec<&str> = c.rows.iter().map(|r| r.packet.as_str()).collect();

@@ -768,6 +768,9 @@ fn generator_rows(bins: &Bins, seconds: f64, runs: u32) -> Result<Vec<Row>> {
 /// and how long a reload of 256 rules takes to be in force (the atomic A/B switch).
 fn xdp_cost(bins: &Bins, quick: bool, not_measured: &mut Vec<String>) -> Result<Vec<Row>> {
     let repeat = if quick { "200000" } else { "2000000" };
+    // Every program is loaded this many times, each load JIT-compiled to another place in
+    // memory, and each figure is the median over the loads (see `xdp-user cost --loads`).
+    let loads = if quick { 1 } else { 5 };
     // 15 TCP destination ports dropped, UDP port 7 passed: the rules xdp-filter gets too.
     let rules16 = xtask::xdp_filter::our_rules();
     // Every key, both families, distinct prefixes and ranges: the largest tables a set makes.
@@ -785,7 +788,7 @@ fn xdp_cost(bins: &Bins, quick: bool, not_measured: &mut Vec<String>) -> Result<
         })
         .collect();
     let mut rows = Vec::new();
-    let (filter_rows, not_loading) = xdp_filter_rows(bins, repeat)?;
+    let (filter_rows, not_loading) = xdp_filter_rows(bins, repeat, loads)?;
     rows.extend(filter_rows);
     not_measured.extend(not_loading);
     for (label, rules) in [
@@ -795,6 +798,7 @@ fn xdp_cost(bins: &Bins, quick: bool, not_measured: &mut Vec<String>) -> Result<
     ] {
         let mut c = Command::new(&bins.xdp_user);
         c.args(["cost", "--repeat", repeat, "--json"]);
+        c.args(["--loads", &loads.to_string()]);
         for r in &rules {
             c.args(["--rule", r]);
         }
@@ -812,6 +816,15 @@ fn xdp_cost(bins: &Bins, quick: bool, not_measured: &mut Vec<String>) -> Result<
             .context("xdp-user cost gave no rows")?;
         let filter = row["filter_ns"].as_f64().unwrap_or(0.0);
         let bare = row["bare_ns"].as_f64().unwrap_or(0.0);
+        let per_load: Vec<String> = row["filter_ns_per_load"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_f64())
+                    .map(|x| format!("{x:.0}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         rows.push(Row {
             name: format!("XDP program, {label}, UDP/IPv4 (BPF_PROG_TEST_RUN)"),
             value: filter,
@@ -819,6 +832,10 @@ fn xdp_cost(bins: &Bins, quick: bool, not_measured: &mut Vec<String>) -> Result<
             reference: Some(format!("bare XDP_DROP program: {bare:.1} ns")),
             ratio: Some(filter / bare.max(1e-3)),
             goal: (rules.len() == 16).then_some(Goal::AtMost(1.5)),
+            note: format!(
+                "median of {loads} load(s); each load: {} ns",
+                per_load.join(" / ")
+            ),
             ..Row::default()
         });
         if rules.len() == 256 {
@@ -852,9 +869,13 @@ const BASELINE_NAME: &str = "smoltcp wire (check, swap, fill checksums)";
 /// the same action from both. Against xdp-filter's full program (`--features tcp,udp`, what a
 /// user who filters UDP too would load) and its TCP-only one (the least it can load for these
 /// rules). Also returns what xdp-bench and xdp-trafficgen said when tried.
-fn xdp_filter_rows(bins: &Bins, repeat: &str) -> Result<(Vec<Row>, Vec<String>)> {
+fn xdp_filter_rows(
+    bins: &Bins,
+    repeat: &str,
+    placements: usize,
+) -> Result<(Vec<Row>, Vec<String>)> {
     let repeat: u32 = repeat.parse().context("repeat")?;
-    let c = xtask::xdp_filter::cost_beside_xdp_filter(&bins.xdp_user, repeat)?;
+    let c = xtask::xdp_filter::cost_beside_xdp_filter(&bins.xdp_user, repeat, placements)?;
     eprintln!("{}", c.text());
     let mut rows = Vec::new();
     for r in &c.rows {
@@ -880,7 +901,9 @@ fn xdp_filter_rows(bins: &Bins, repeat: &str) -> Result<(Vec<Row>, Vec<String>)>
                 // BPF_PROG_TEST_RUN's own loop is in every figure (the bare program's time):
                 // the programs' own work is what is left above it, said beside the ratio.
                 note: format!(
-                    "bare XDP_DROP {:.1} ns; above it: ours {:.1} ns, theirs {:.1} ns ({:.2})",
+                    "median of {} loads of each; bare XDP_DROP {:.1} ns; above it: ours {:.1} \
+                     ns, theirs {:.1} ns ({:.2})",
+                    c.placements,
                     r.bare_ns,
                     r.ours_ns - r.bare_ns,
                     theirs - r.bare_ns,

@@ -19,6 +19,12 @@ pub struct CostArgs {
     /// Runs per measurement.
     #[arg(long, default_value_t = 2_000_000)]
     repeat: u32,
+    /// Times to load the program afresh and measure it again; each figure is the median over
+    /// the loads. Every load is JIT-compiled to another place in memory, and that alone moves
+    /// one frame's figure by up to 20 ns here: one load measures its placement as much as the
+    /// program.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    loads: u32,
     /// Also time this already-loaded XDP program (e.g. xdp-tools' xdp-filter, by the id
     /// `ip -d link` or `bpftool prog` shows), on the same frames, alternating with ours.
     /// Repeatable: each reference gets a column.
@@ -38,9 +44,6 @@ pub struct CostArgs {
 pub fn cost(args: CostArgs) -> Result<()> {
     let (repeat, json) = (args.repeat, args.json);
     let rules = read_rules(&args.rules, args.rules_file.as_deref())?;
-    // Any interface will do: nothing is attached. Loopback always exists.
-    let mut filter = XdpFilter::load_logging("lo", args.log_level)?;
-    filter.install(&rules, PASS_ALL)?;
     // Each reference is found once; its handle keeps it loaded while we time it.
     let references = args
         .reference_prog_ids
@@ -56,8 +59,9 @@ pub fn cost(args: CostArgs) -> Result<()> {
         ("tcp4_syn_1003", &tcp_syn_to_port(1003)),
     ];
     println!(
-        "{} rule(s), {repeat} runs per figure (BPF_PROG_TEST_RUN)",
-        rules.len()
+        "{} rule(s), {repeat} runs per figure (BPF_PROG_TEST_RUN), median of {} load(s)",
+        rules.len(),
+        args.loads
     );
     let mut header = format!(
         "{:<12} {:>10} {:>10} {:>7}",
@@ -66,43 +70,36 @@ pub fn cost(args: CostArgs) -> Result<()> {
     for (id, _) in &references {
         header.push_str(&format!(" {:>14}", format!("prog {id} ns")));
     }
+    if args.loads > 1 {
+        header.push_str("  filter ns per load");
+    }
     println!("{header}");
-    // Every program on every frame once, untimed: the first runs after a load are slower
-    // (cold caches, the CPU's clock coming up), and were once all the first frame's figures.
-    for (_, frame) in &frames {
-        filter.test_run("xdp_filter", frame, repeat)?;
-        filter.test_run("xdp_drop_bare", frame, repeat)?;
-        for (id, prog) in &references {
-            XdpFilter::test_run_loaded(prog, frame, repeat)
-                .with_context(|| format!("timing program {id}"))?;
-        }
+    // Per load, per frame: the fastest of the rounds.
+    let mut loads: Vec<Vec<Timing>> = Vec::new();
+    let mut filter = None;
+    for _ in 0..args.loads {
+        // Any interface will do: nothing is attached. Loopback always exists. The previous
+        // load is dropped first, so the new one is placed afresh.
+        drop(filter.take());
+        let f = filter.insert(XdpFilter::load_logging("lo", args.log_level)?);
+        f.install(&rules, PASS_ALL)?;
+        loads.push(time_one_load(f, &frames, &references, repeat)?);
     }
-    // Then ROUNDS rounds, each over every frame and every program in turn, keeping each
-    // figure's fastest: the least disturbed by the rest of the machine, and a slow spell hits
-    // every column alike instead of one frame's.
-    let mut best = vec![Timing::new(references.len()); frames.len()];
-    for _ in 0..ROUNDS {
-        for ((_, frame), t) in frames.iter().zip(&mut best) {
-            let (a, d) = filter.test_run("xdp_filter", frame, repeat)?;
-            (t.filter_action, t.filter) = (a, t.filter.min(d.as_nanos() as f64));
-            let (a, d) = filter.test_run("xdp_drop_bare", frame, repeat)?;
-            (t.bare_action, t.bare) = (a, t.bare.min(d.as_nanos() as f64));
-            for (i, (id, prog)) in references.iter().enumerate() {
-                let (a, d) = XdpFilter::test_run_loaded(prog, frame, repeat)
-                    .with_context(|| format!("timing program {id}"))?;
-                t.ref_action[i] = a;
-                t.reference[i] = t.reference[i].min(d.as_nanos() as f64);
-            }
-        }
-    }
+    let best = median_over_loads(&loads, references.len());
+    let mut filter = filter.context("no load")?;
     let mut rows = Vec::new();
-    for ((name, _), t) in frames.iter().zip(&best) {
+    for (i, ((name, _), t)) in frames.iter().zip(&best).enumerate() {
         let (best_filter, best_bare) = (t.filter, t.bare);
+        let per_load: Vec<f64> = loads.iter().map(|l| l[i].filter).collect();
         // The kernel reports whole nanoseconds per run; a bare program may round to 0.
         let ratio = best_filter / best_bare.max(1.0);
         let mut line = format!("{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}");
         for ns in &t.reference {
             line.push_str(&format!(" {ns:>14.0}"));
+        }
+        if per_load.len() > 1 {
+            let each: Vec<String> = per_load.iter().map(|ns| format!("{ns:.0}")).collect();
+            line.push_str(&format!("  {}", each.join(" ")));
         }
         println!("{line}");
         let refs: Vec<_> = references
@@ -114,6 +111,8 @@ pub fn cost(args: CostArgs) -> Result<()> {
             .collect();
         rows.push(serde_json::json!({
             "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio,
+            // Each load's figure, of which filter_ns is the median.
+            "filter_ns_per_load": per_load,
             // XDP actions: 1 drop, 2 pass (so a reference can be checked to decide alike).
             "filter_action": t.filter_action, "bare_action": t.bare_action,
             // The first reference, as before there could be several.
@@ -147,7 +146,7 @@ pub fn cost(args: CostArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "rules": rules.len(), "repeat": repeat, "rows": rows,
+                "rules": rules.len(), "repeat": repeat, "loads": args.loads, "rows": rows,
                 "reload_ms": {"in_force_median": in_force, "retired_median": retired},
             })
         );
@@ -181,6 +180,69 @@ mod cost_tests {
         packet::verify::verify_checksums(&f).expect("checksums");
         assert_ne!(f, packet::fixtures::TCP_SYN);
     }
+}
+
+/// Times one load of the filter: every program on every frame once untimed, then [`ROUNDS`]
+/// rounds; per frame, the fastest of the rounds.
+fn time_one_load(
+    filter: &mut XdpFilter,
+    frames: &[(&str, &[u8])],
+    references: &[(u32, aya::programs::Xdp)],
+    repeat: u32,
+) -> Result<Vec<Timing>> {
+    // Every program on every frame once, untimed: the first runs after a load are slower
+    // (cold caches, the CPU's clock coming up), and were once all the first frame's figures.
+    for (_, frame) in frames {
+        filter.test_run("xdp_filter", frame, repeat)?;
+        filter.test_run("xdp_drop_bare", frame, repeat)?;
+        for (id, prog) in references {
+            XdpFilter::test_run_loaded(prog, frame, repeat)
+                .with_context(|| format!("timing program {id}"))?;
+        }
+    }
+    // Then ROUNDS rounds, each over every frame and every program in turn, keeping each
+    // figure's fastest: the least disturbed by the rest of the machine, and a slow spell hits
+    // every column alike instead of one frame's.
+    let mut best = vec![Timing::new(references.len()); frames.len()];
+    for _ in 0..ROUNDS {
+        for ((_, frame), t) in frames.iter().zip(&mut best) {
+            let (a, d) = filter.test_run("xdp_filter", frame, repeat)?;
+            (t.filter_action, t.filter) = (a, t.filter.min(d.as_nanos() as f64));
+            let (a, d) = filter.test_run("xdp_drop_bare", frame, repeat)?;
+            (t.bare_action, t.bare) = (a, t.bare.min(d.as_nanos() as f64));
+            for (i, (id, prog)) in references.iter().enumerate() {
+                let (a, d) = XdpFilter::test_run_loaded(prog, frame, repeat)
+                    .with_context(|| format!("timing program {id}"))?;
+                t.ref_action[i] = a;
+                t.reference[i] = t.reference[i].min(d.as_nanos() as f64);
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Per frame, every figure's median over the loads (`loads[load][frame]`); the actions are
+/// the last load's (every load runs the same program and rules).
+fn median_over_loads(loads: &[Vec<Timing>], references: usize) -> Vec<Timing> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        // The lower middle for an even count: never a figure no load measured.
+        v[(v.len() - 1) / 2]
+    };
+    let Some(last) = loads.last() else {
+        return Vec::new();
+    };
+    (0..last.len())
+        .map(|f| {
+            let mut t = last[f].clone();
+            t.filter = median(loads.iter().map(|l| l[f].filter).collect());
+            t.bare = median(loads.iter().map(|l| l[f].bare).collect());
+            for r in 0..references {
+                t.reference[r] = median(loads.iter().map(|l| l[f].reference[r]).collect());
+            }
+            t
+        })
+        .collect()
 }
 
 /// Rounds of timing after the warm-up; each figure is the fastest of its rounds.
