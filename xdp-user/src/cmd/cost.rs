@@ -22,7 +22,9 @@ pub struct CostArgs {
     /// Times to load the program afresh and measure it again; each figure is the median over
     /// the loads. Every load is JIT-compiled to another place in memory, and that alone moves
     /// one frame's figure by up to 20 ns here: one load measures its placement as much as the
-    /// program.
+    /// program. A `--reference-prog-id` program is someone else's and is not reloaded: it is
+    /// timed in every load's rounds, at its one placement (`cargo xtask bench` loads xdp-filter
+    /// afresh itself).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     loads: u32,
     /// Also time this already-loaded XDP program (e.g. xdp-tools' xdp-filter, by the id
