@@ -38,9 +38,9 @@
 //! Rare events go to `aya-log` (`xdp-user --log-level`): malformed frames (warn, with the check
 //! that failed: the per-packet pass keeps no reason, and a frame that is logged is classified
 //! again to find it), AF_XDP redirects that found no socket (warn), and each CPU's first packet
-//! under a new rule set (info). The level is a load-time constant (`AYA_LOG_LEVEL`), so the verifier removes every
-//! disabled level's code: off, logging costs nothing per packet. On, at most one record per
-//! 10 ms per CPU is written.
+//! under a new rule set (info). The level is a load-time constant (`AYA_LOG_LEVEL`), so the
+//! verifier removes every disabled level's code: off, logging costs nothing per packet. On, at
+//! most one record per 10 ms per CPU is written.
 //!
 //! # Atomic reloads
 //! `RULESETS` holds two compiled rule sets and `CONFIG.active_set` names the one in force. The

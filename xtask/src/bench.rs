@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use xtask::cmd::{build_release, cmd, root, run};
+use xtask::median;
 use xtask::testbed::{DUT_IF, DUT_MAC, Options, PEER_IF, Testbed};
 
 pub struct BenchOptions {
@@ -308,14 +309,6 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         out_dir.join("report.md").display()
     );
     Ok(())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Starts `xdp-user SUBCOMMAND --iface IFACE EXTRA... --duration SECS --json` quietly, with

@@ -428,13 +428,11 @@ pub fn cost_beside_xdp_filter(
     for _ in 0..placements.max(1) {
         each.push(cost_beside_xdp_filter_once(xdp_user, repeat)?);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[(v.len() - 1) / 2]
-    };
     let mut combined = each.last().context("no placement")?.clone();
     for (i, row) in combined.rows.iter_mut().enumerate() {
-        let of = |f: fn(&PacketCost) -> f64| median(each.iter().map(|c| f(&c.rows[i])).collect());
+        let of = |f: fn(&PacketCost) -> f64| {
+            crate::median(&mut each.iter().map(|c| f(&c.rows[i])).collect::<Vec<_>>())
+        };
         row.ours_ns = of(|r| r.ours_ns);
         row.bare_ns = of(|r| r.bare_ns);
         row.xdp_filter_ns = of(|r| r.xdp_filter_ns);

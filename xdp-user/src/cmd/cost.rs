@@ -134,10 +134,6 @@ pub fn cost(args: CostArgs) -> Result<()> {
         filter.wait_retired();
         retired.push((done.in_force_after + t.elapsed()).as_secs_f64() * 1e3);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let (in_force, retired) = (median(&mut in_force), median(&mut retired));
     println!(
         "reload of {} rule(s), median of {RELOADS}: in force after {in_force:.2} ms; the old \
@@ -226,10 +222,8 @@ fn time_one_load(
 /// Per frame, every figure's median over the loads (`loads[load][frame]`); the actions are
 /// the last load's (every load runs the same program and rules).
 fn median_over_loads(loads: &[Vec<Timing>], references: usize) -> Vec<Timing> {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        // The lower middle for an even count: never a figure no load measured.
-        v[(v.len() - 1) / 2]
+    let of = |figure: &dyn Fn(&Timing) -> f64, f: usize| {
+        median(&mut loads.iter().map(|l| figure(&l[f])).collect::<Vec<_>>())
     };
     let Some(last) = loads.last() else {
         return Vec::new();
@@ -237,14 +231,21 @@ fn median_over_loads(loads: &[Vec<Timing>], references: usize) -> Vec<Timing> {
     (0..last.len())
         .map(|f| {
             let mut t = last[f].clone();
-            t.filter = median(loads.iter().map(|l| l[f].filter).collect());
-            t.bare = median(loads.iter().map(|l| l[f].bare).collect());
+            t.filter = of(&|t| t.filter, f);
+            t.bare = of(&|t| t.bare, f);
             for r in 0..references {
-                t.reference[r] = median(loads.iter().map(|l| l[f].reference[r]).collect());
+                t.reference[r] = of(&|t| t.reference[r], f);
             }
             t
         })
         .collect()
+}
+
+/// The median of `v` (the upper middle one for an even count: always a figure that was
+/// measured). Sorts `v`; `v` is not empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Rounds of timing after the warm-up; each figure is the fastest of its rounds.
