@@ -100,7 +100,7 @@ struct Cli {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        packet::stderr!("error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -200,7 +200,7 @@ fn run() -> Result<()> {
         let mac = port.mac()?;
         let mut responder = template.clone();
         responder.set_local_mac(mac);
-        eprintln!(
+        packet::stderr!(
             "dpdk-app: port {} ({}) {} started: {} queue(s), {rxd}/{txd} descriptors",
             port.id(),
             port.name(),
@@ -211,7 +211,7 @@ fn run() -> Result<()> {
         responders.push(responder);
     }
     wait_for_links(&started);
-    eprintln!(
+    packet::stderr!(
         "dpdk-app: {:?} on {} port(s) with {} polling lcore(s) ({}), {} mbufs",
         cli.action,
         started.len(),
@@ -261,7 +261,7 @@ fn run() -> Result<()> {
                 cli.snaplen as usize,
             )
             .map_err(anyhow::Error::msg)?;
-            eprintln!("dpdk-app: capturing to {}", path.display());
+            packet::stderr!("dpdk-app: capturing to {}", path.display());
             (Some(c), taps.into_iter().map(Some).collect())
         }
         None => (None, (0..pollers).map(|_| None).collect::<Vec<_>>()),
@@ -270,7 +270,7 @@ fn run() -> Result<()> {
         Some(addr) => {
             let published = packet::metrics::Published::default();
             let e = packet::metrics::serve(addr, published.clone()).map_err(anyhow::Error::msg)?;
-            eprintln!("dpdk-app: Prometheus metrics on http://{}/metrics", e.addr);
+            packet::stderr!("dpdk-app: Prometheus metrics on http://{}/metrics", e.addr);
             Some((e, published))
         }
         None => None,
@@ -325,7 +325,7 @@ fn run() -> Result<()> {
         .map(|c| c.finish().map_err(anyhow::Error::msg))
         .transpose()?;
     if let (Some(c), Some(path)) = (&captured, &cli.capture) {
-        eprintln!(
+        packet::stderr!(
             "dpdk-app: captured {} frame(s) to {}{}",
             c.written,
             path.display(),
@@ -341,7 +341,7 @@ fn run() -> Result<()> {
     }
     let top = (cli.flows > 0).then(|| shared.top_flows());
     if let Some(t) = &top {
-        eprint!("{}", t.text());
+        packet::stderr!("{}", t.text().trim_end());
     }
 
     let seconds = start.elapsed().as_secs_f64();
@@ -351,29 +351,30 @@ fn run() -> Result<()> {
         .map(|p| (p.id(), p.name(), p.stats()))
         .collect();
     drop(started); // stops and closes every port
-    eprintln!(
+    packet::stderr!(
         "dpdk-app: ports stopped and closed; mbufs still in use: {}",
         pool.in_use()
     );
     let report = worker::Report::collect(&shared, &port_stats, seconds);
-    eprintln!("{}", report.summary());
-    if cli.json {
-        println!(
-            "{}",
-            report.json(
-                &format!("{:?}", cli.action).to_lowercase(),
-                top.as_ref(),
-                cli.capture.as_deref().zip(captured)
-            )
+    packet::stderr!("{}", report.summary());
+    // Written before EAL is torn down, but a failure to write it is reported after.
+    let written = if cli.json {
+        let json = report.json(
+            &format!("{:?}", cli.action).to_lowercase(),
+            top.as_ref(),
+            cli.capture.as_deref().zip(captured),
         );
-    }
+        packet::cli::print_stdout(format_args!("{json}\n")).map(|_| ())
+    } else {
+        Ok(())
+    };
     drop(shared);
     drop(pool);
     drop(eal);
-    match gone {
-        Some(why) => bail!("{why}"),
-        None => Ok(()),
+    if let Some(why) = gone {
+        bail!("{why}");
     }
+    written.context("writing the JSON report")
 }
 
 /// The kernel interfaces behind virtual devices (`--vdev net_af_packet0,iface=dut0`): EAL's
@@ -421,9 +422,9 @@ fn wait_for_links(ports: &[StartedPort<'_>]) {
     for p in ports {
         let (up, speed) = p.link();
         if up {
-            eprintln!("dpdk-app: port {} link up, {speed} Mbit/s", p.id());
+            packet::stderr!("dpdk-app: port {} link up, {speed} Mbit/s", p.id());
         } else {
-            eprintln!("dpdk-app: port {} link DOWN (polling anyway)", p.id());
+            packet::stderr!("dpdk-app: port {} link DOWN (polling anyway)", p.id());
         }
     }
 }

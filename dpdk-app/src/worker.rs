@@ -8,12 +8,14 @@
 
 use crate::dpdk::{Burst, PacketBuf, PortStats, Queue, StartedPort};
 use packet::capture::{Direction, Tap};
+use packet::cli::print_or_stop;
 use packet::counter::{
     FlowSlot, FlowTable, Handover, LoopCounters, LoopStats, ProtocolCounters, TopFlows,
 };
 use packet::datapath::{Action, handle_frame_counting_flows};
 use packet::echo::Responder;
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -284,9 +286,9 @@ impl<'a> Printer<'a> {
                 let up = |s: &str| matches!(s, "up" | "unknown");
                 if up(operstate) != up(&now.0) {
                     if up(&now.0) {
-                        eprintln!("dpdk-app: interface {iface}: link up again");
+                        packet::stderr!("dpdk-app: interface {iface}: link up again");
                     } else {
-                        eprintln!(
+                        packet::stderr!(
                             "dpdk-app: interface {iface}: link down (operstate {}): no traffic \
                              until it comes back (polling on)",
                             now.0
@@ -294,7 +296,7 @@ impl<'a> Printer<'a> {
                     }
                 }
                 if *mtu != now.1 {
-                    eprintln!(
+                    packet::stderr!(
                         "dpdk-app: interface {iface}: MTU changed from {mtu} to {}",
                         now.1
                     );
@@ -308,9 +310,9 @@ impl<'a> Printer<'a> {
             let (up, speed) = port.link();
             if up != *was_up {
                 if up {
-                    eprintln!("dpdk-app: port {} link up again, {speed} Mbit/s", port.id());
+                    packet::stderr!("dpdk-app: port {} link up again, {speed} Mbit/s", port.id());
                 } else {
-                    eprintln!(
+                    packet::stderr!(
                         "dpdk-app: port {} link down: no traffic until it comes back (polling \
                          on)",
                         port.id()
@@ -327,7 +329,7 @@ impl<'a> Printer<'a> {
                 .sum();
             if partial > 0 {
                 let ports: Vec<String> = self.ports.iter().map(|p| p.id().to_string()).collect();
-                eprintln!(
+                packet::stderr!(
                     "dpdk-app: {}",
                     packet::echo::partial_checksum_hint(
                         &format!("port {}", ports.join(", ")),
@@ -342,11 +344,13 @@ impl<'a> Printer<'a> {
     fn print(&mut self, shared: &Shared) {
         let secs = self.last_at.elapsed().as_secs_f64();
         let t = self.start.elapsed().as_secs_f64();
+        let mut lines = String::new();
         for (i, l) in shared.lcores.iter().enumerate() {
             let now = l.counts();
             let prev = self.last[i];
             let rate = |a: u64, b: u64| (b - a) as f64 / secs;
-            println!(
+            let _ = writeln!(
+                lines,
                 "{t:>6.1}s lcore#{i}  rx {:>9.0} pps  tx {:>9.0} pps  dropped {:>7.0} pps",
                 rate(prev.rx, now.rx),
                 rate(prev.tx, now.tx),
@@ -357,7 +361,8 @@ impl<'a> Printer<'a> {
         for (i, port) in self.ports.iter().enumerate() {
             let s = port.stats();
             let prev = self.last_ports[i];
-            println!(
+            let _ = writeln!(
+                lines,
                 "{t:>6.1}s port {}  ipackets {} opackets {} imissed {} ierrors {} oerrors {} \
                  rx_nombuf {} (+{} / +{} this interval)",
                 port.id(),
@@ -373,7 +378,10 @@ impl<'a> Printer<'a> {
             self.last_ports[i] = s;
         }
         if shared.top_flows > 0 {
-            print!("{}", shared.top_flows().text());
+            lines.push_str(&shared.top_flows().text());
+        }
+        if !print_or_stop("dpdk-app", format_args!("{lines}")) {
+            shared.stop.store(true, Ordering::Relaxed);
         }
         self.last_at = Instant::now();
     }

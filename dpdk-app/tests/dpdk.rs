@@ -5,6 +5,7 @@
 //! paths, which must stop what started and leave no runtime files. They need root and fail
 //! with a clear message without it.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -298,6 +299,52 @@ fn net_null_counts_without_any_veth() {
         "port and lcore counters agree: {v}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("mbufs still in use: 0"));
+}
+
+/// `dpdk-app ... | head -n 2`: when the reader exits, the next statistics line finds the pipe
+/// closed and the app stops as on SIGINT (ports stopped and closed, every mbuf back) instead
+/// of panicking on its main lcore; with standard error gone as well (`|& head`) it still
+/// exits 0.
+#[test]
+fn a_closed_output_pipe_stops_it_cleanly() {
+    require_root();
+    for stderr_too in [false, true] {
+        let mut eal = eal_common("0", false);
+        eal.args.extend(["--vdev".into(), "net_null0".into()]);
+        let app = ["--action", "count", "--interval", "0.1", "--duration", "60"];
+        let mut child = spawn_app(None, &eal, &app);
+        if stderr_too {
+            drop(child.stderr.take());
+        }
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        for _ in 0..2 {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "no statistics line"
+            );
+        }
+        drop(stdout);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("stderr closed {stderr_too}: still running with nobody reading");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "stderr closed {stderr_too}: {}: {err}",
+            out.status
+        );
+        if !stderr_too {
+            assert!(err.contains("standard output was closed"), "{err}");
+            assert!(err.contains("mbufs still in use: 0"), "{err}");
+        }
+    }
 }
 
 #[test]

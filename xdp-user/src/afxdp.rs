@@ -623,7 +623,7 @@ pub(crate) fn pin_to_core(core: usize) {
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(core, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!(
+            packet::stderr!(
                 "xdp-user: could not pin to core {core}: {}",
                 std::io::Error::last_os_error()
             );

@@ -309,7 +309,7 @@ fn the_xdp_program_agrees_with_the_model() {
     let seed = env_u64("KBP_DIFF_SEED", 0x6b62_7000_0010);
     let cases = env_u64("KBP_DIFF_CASES", 100_000);
     let (failures, report) = differential(seed, cases);
-    eprintln!("{report}");
+    packet::stderr!("{report}");
     assert_eq!(failures, 0, "{report}");
 }
 

@@ -97,7 +97,7 @@ fn main() {
         Command::Dump(args) => cmd::dump::run_dump(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        packet::stderr!("error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -23,7 +23,7 @@ impl Metrics {
         let published = Published::default();
         let endpoint =
             packet::metrics::serve(addr, published.clone()).map_err(anyhow::Error::msg)?;
-        eprintln!(
+        packet::stderr!(
             "{who}: Prometheus metrics on http://{}/metrics",
             endpoint.addr
         );

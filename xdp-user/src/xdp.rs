@@ -78,7 +78,7 @@ impl log::Log for StderrLog {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        eprintln!(
+        packet::stderr!(
             "xdp-user: [xdp {}] {}",
             record.level().as_str().to_lowercase(),
             record.args()

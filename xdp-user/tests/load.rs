@@ -255,6 +255,13 @@ fn kill_9_leaves_nothing_attached() {
 }
 
 #[test]
+fn a_closed_output_pipe_stops_it_cleanly() {
+    let tb = quiet_testbed();
+    stops_cleanly_when_its_readers_exit(&tb, "load", &["--rule", "proto udp action drop"]);
+    assert_eq!(ping(&tb, false, 2), 2, "the drop rule is gone");
+}
+
+#[test]
 fn errors_are_clear_and_attach_nothing() {
     let tb = quiet_testbed();
     fails_with(&tb, &["--iface", "nosuch0"], "no interface named `nosuch0`");

@@ -318,6 +318,13 @@ fn reflect_count_and_drop_do_what_they_say() {
 }
 
 #[test]
+fn a_closed_output_pipe_stops_it_cleanly() {
+    let tb = testbed(1);
+    stops_cleanly_when_its_readers_exit(&tb, "run", &[]);
+    assert_eq!(ping(&tb, false, 2), 2, "the kernel answers again");
+}
+
+#[test]
 fn kill_9_leaves_nothing_attached_and_zero_copy_fails_clearly_on_veth() {
     let tb = testbed(1);
     let l = run_loader(&tb, &[]);

@@ -4,6 +4,7 @@
 use super::common::{PASS_ALL, read_rules};
 use crate::xdp::{LogLevel, XdpFilter};
 use anyhow::{Context, Result};
+use packet::cli::print_stdout;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -52,6 +53,17 @@ pub fn cost(args: CostArgs) -> Result<()> {
         .iter()
         .map(|&id| XdpFilter::loaded_program(id).map(|p| (id, p)))
         .collect::<Result<Vec<_>>>()?;
+    // A line of output; a reader that went away (`| head`) ends the command quietly, as it
+    // would a C tool killed by SIGPIPE.
+    macro_rules! out {
+        ($($t:tt)*) => {
+            if !print_stdout(format_args!("{}\n", format_args!($($t)*)))
+                .context("writing standard output")?
+            {
+                return Ok(());
+            }
+        };
+    }
     let frames: [(&str, &[u8]); 5] = [
         ("udp4", &packet::fixtures::UDP4_ECHO_REQUEST),
         ("tcp4_syn", &packet::fixtures::TCP_SYN),
@@ -60,7 +72,7 @@ pub fn cost(args: CostArgs) -> Result<()> {
         // To a port the benchmark's 16 rules drop: the cost of a decision that drops.
         ("tcp4_syn_1003", &tcp_syn_to_port(1003)),
     ];
-    println!(
+    out!(
         "{} rule(s), {repeat} runs per figure (BPF_PROG_TEST_RUN), median of {} load(s)",
         rules.len(),
         args.loads
@@ -75,7 +87,7 @@ pub fn cost(args: CostArgs) -> Result<()> {
     if args.loads > 1 {
         header.push_str("  filter ns per load");
     }
-    println!("{header}");
+    out!("{header}");
     // Per load, per frame: the fastest of the rounds.
     let mut loads: Vec<Vec<Timing>> = Vec::new();
     let mut filter = None;
@@ -103,7 +115,7 @@ pub fn cost(args: CostArgs) -> Result<()> {
             let each: Vec<String> = per_load.iter().map(|ns| format!("{ns:.0}")).collect();
             line.push_str(&format!("  {}", each.join(" ")));
         }
-        println!("{line}");
+        out!("{line}");
         let refs: Vec<_> = references
             .iter()
             .zip(t.reference.iter().zip(&t.ref_action))
@@ -135,13 +147,13 @@ pub fn cost(args: CostArgs) -> Result<()> {
         retired.push((done.in_force_after + t.elapsed()).as_secs_f64() * 1e3);
     }
     let (in_force, retired) = (median(&mut in_force), median(&mut retired));
-    println!(
+    out!(
         "reload of {} rule(s), median of {RELOADS}: in force after {in_force:.2} ms; the old \
          set retired after {retired:.2} ms (an RCU grace period, in the background)",
         rules.len()
     );
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "rules": rules.len(), "repeat": repeat, "loads": args.loads, "rows": rows,

@@ -4,7 +4,8 @@
 //! [`crate::dump`].
 
 use crate::dump;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use packet::cli::print_stdout;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -68,7 +69,7 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
     let output = packet::capture::Output::parse(&args.write);
     // Said once capture is on in every program: a frame sent after this line is captured.
     let armed = || {
-        eprintln!(
+        packet::stderr!(
             "xdp-user dump: capturing on {} to {}",
             args.iface.join(", "),
             if args.write == "-" {
@@ -85,7 +86,7 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
         selection,
     };
     let r = dump::capture(maps, &output, &opts, &stop, armed)?;
-    eprintln!(
+    packet::stderr!(
         "xdp-user dump: {} frame(s) seen, {} written, {} lost to a full capture ring{}",
         r.seen,
         r.written,
@@ -99,9 +100,9 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
     if args.json {
         let v = serde_json::json!({"seen": r.seen, "written": r.written, "lost": r.lost});
         if args.write == "-" {
-            eprintln!("{v}");
+            packet::stderr!("{v}");
         } else {
-            println!("{v}");
+            print_stdout(format_args!("{v}\n")).context("writing the JSON report")?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use super::common::PASS_ALL;
 use crate::xdp::{self, Mode, XdpFilter};
 use crate::{afxdp, generator, iface, metrics, rules};
 use anyhow::{Context, Result, bail};
+use packet::cli::print_stdout;
 use packet::datapath::Action as LoopAction;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -162,7 +163,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
     if let Some(core) = args.core {
         afxdp::pin_to_core(core);
     }
-    eprintln!(
+    packet::stderr!(
         "xdp-user gen: {} -> {}:{} ({}), {size}-byte frames, {} flow(s), rate {}",
         src,
         args.dst,
@@ -188,7 +189,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
                     }
                     Ok(changes) => {
                         for change in changes {
-                            eprintln!("xdp-user gen: {iface}: {change}");
+                            packet::stderr!("xdp-user gen: {iface}: {change}");
                         }
                     }
                 }
@@ -224,7 +225,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
         r.latency.percentile(0.99),
         r.latency.max(),
     );
-    eprintln!(
+    packet::stderr!(
         "sent {} received {} ({:.2}% lost) duplicates {} reordered {} stale {} foreign {}; \
          {:.0} pps sent, {:.0} pps received; latency p50 {p50} us p99 {p99} us max {max} us",
         r.sent,
@@ -238,17 +239,15 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
         r.received as f64 / secs
     );
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
+        let report = serde_json::json!({
                 "sent": r.sent, "queued": r.queued, "received": r.received, "loss": loss,
                 "duplicates": r.duplicates, "reordered": r.reordered, "stale": r.stale,
                 "foreign": r.foreign,
                 "seconds": secs,
                 "pps_sent": r.sent as f64 / secs, "pps_received": r.received as f64 / secs,
                 "latency_us": {"p50": p50, "p99": p99, "max": max},
-            })
-        );
+        });
+        print_stdout(format_args!("{report}\n")).context("writing the JSON report")?;
     }
     Ok(())
 }

@@ -6,8 +6,9 @@ use crate::report::{rate_line, summary, to_json};
 use crate::rules::Policy;
 use crate::xdp::{Mode, Snapshot, XdpFilter};
 use crate::{METRICS_REFRESH, Reporting, dump, iface, metrics};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use packet::abi::Action;
+use packet::cli::{print_or_stop, print_stdout};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +110,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
                 duration: None,
                 selection: dump::Selection::default(),
             };
-            eprintln!("xdp-user: capturing to {}", path.display());
+            packet::stderr!("xdp-user: capturing to {}", path.display());
             let (armed, is_armed) = std::sync::mpsc::channel();
             let thread = std::thread::spawn(move || {
                 dump::capture(
@@ -146,7 +147,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         Mode::Native => "native (driver)",
         _ => "skb (generic)",
     };
-    eprintln!(
+    packet::stderr!(
         "xdp-user: attached to {} in {mode} mode with {} rule(s), default {}, malformed {}, \
          unparsed {}",
         args.iface,
@@ -191,7 +192,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
             break;
         }
         for change in watch.poll()? {
-            eprintln!("xdp-user: {}: {change}", args.iface);
+            packet::stderr!("xdp-user: {}: {change}", args.iface);
         }
         if reload.swap(false, Ordering::Relaxed) {
             match read_rules(&args.rules, args.rules_file.as_deref())
@@ -199,7 +200,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
             {
                 Ok((r, done)) => {
                     reloads += 1;
-                    eprintln!(
+                    packet::stderr!(
                         "xdp-user: reloaded {} rule(s): rule set {} in force after {:.2} ms",
                         r.len(),
                         done.generation,
@@ -212,14 +213,17 @@ pub fn load(args: LoadArgs) -> Result<()> {
                 // can see unless it succeeds.
                 Err(e) => {
                     reload_failures += 1;
-                    eprintln!("xdp-user: reload failed, keeping the old rules: {e:#}");
+                    packet::stderr!("xdp-user: reload failed, keeping the old rules: {e:#}");
                 }
             }
         }
         if Instant::now() >= next_print {
             let now = filter.snapshot()?;
             let secs = last_at.elapsed().as_secs_f64();
-            println!("{}", rate_line(start.elapsed(), &last, &now, secs));
+            let line = rate_line(start.elapsed(), &last, &now, secs);
+            if !print_or_stop("xdp-user", format_args!("{line}\n")) {
+                break;
+            }
             last = now;
             last_at = Instant::now();
             next_print = last_at + interval;
@@ -237,7 +241,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
     filter.flush_logs();
     let total = filter.snapshot()?;
     if let (Some(c), Some(path)) = (&captured, &args.capture) {
-        eprintln!(
+        packet::stderr!(
             "xdp-user: captured {} frame(s) to {}; {} lost to a full capture ring",
             c.written,
             path.display(),
@@ -252,8 +256,8 @@ pub fn load(args: LoadArgs) -> Result<()> {
             failed: reload_failures,
         },
     );
-    eprintln!("xdp-user: detached from {}", args.iface);
-    eprintln!("{}", summary(&total, &rules));
+    packet::stderr!("xdp-user: detached from {}", args.iface);
+    packet::stderr!("{}", summary(&total, &rules));
     if args.report.json {
         let mut v = to_json(&args.iface, mode, start.elapsed(), &total, &rules);
         v["policy"] = serde_json::json!({
@@ -266,7 +270,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         v["capture"] = captured
             .map(|c| serde_json::json!({"written": c.written, "seen": c.seen, "lost": c.lost}))
             .unwrap_or(serde_json::Value::Null);
-        println!("{v}");
+        print_stdout(format_args!("{v}\n")).context("writing the JSON report")?;
     }
     Ok(())
 }

@@ -8,8 +8,10 @@ use crate::{METRICS_REFRESH, Reporting, afxdp, iface, metrics};
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
 use packet::abi::{Action, stat};
+use packet::cli::{print_or_stop, print_stdout};
 use packet::counter::TopFlows;
 use packet::datapath::Action as LoopAction;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,7 +142,7 @@ fn warn_if_frames_do_not_fit(mtu: u32, frame_size: u32) {
     // Ethernet header and two VLAN tags; XDP_PACKET_HEADROOM.
     let (l2, headroom) = (14 + 8, 256);
     if mtu + l2 > frame_size - headroom {
-        eprintln!(
+        packet::stderr!(
             "xdp-user: frames of MTU {mtu} no longer fit the UMEM frames ({frame_size} bytes, \
              {headroom} of them headroom): the kernel drops them (rx_dropped); restart with \
              --frame-size 4096, or lower the MTU"
@@ -217,7 +219,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             )
         })
         .collect();
-    eprintln!(
+    packet::stderr!(
         "xdp-user: {:?} on {} ({mode} XDP), {} queue(s) [{}], UMEM {} x {} B per queue, {} rule(s)",
         args.action,
         args.iface,
@@ -228,7 +230,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         rules.len()
     );
     if sockets.iter().any(|s| !s.zero_copy) && args.copy_mode() == afxdp::CopyMode::Auto {
-        eprintln!(
+        packet::stderr!(
             "xdp-user: zero-copy is not available on {}: copy mode",
             args.iface
         );
@@ -246,7 +248,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 args.snaplen as usize,
             )
             .map_err(anyhow::Error::msg)?;
-            eprintln!("xdp-user: capturing to {}", path.display());
+            packet::stderr!("xdp-user: capturing to {}", path.display());
             (Some(c), taps.into_iter().map(Some).collect())
         }
         None => (None, Vec::new()),
@@ -306,7 +308,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             break;
         }
         if running.iter().any(|r| r.handle.is_finished()) {
-            eprintln!("xdp-user: a queue thread ended unexpectedly; stopping");
+            packet::stderr!("xdp-user: a queue thread ended unexpectedly; stopping");
             break;
         }
         match watch.poll() {
@@ -316,7 +318,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             Ok(changes) => {
                 for change in changes {
-                    eprintln!("xdp-user: {}: {change}", args.iface);
+                    packet::stderr!("xdp-user: {}: {change}", args.iface);
                     if let iface::LinkChange::Mtu { to, .. } = change {
                         warn_if_frames_do_not_fit(to, args.frame_size);
                     }
@@ -329,7 +331,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .map(|r| r.stats.counts().checksum_partial)
                 .sum();
             if partial > 0 {
-                eprintln!(
+                packet::stderr!(
                     "xdp-user: {}",
                     packet::echo::partial_checksum_hint(&args.iface, partial)
                 );
@@ -338,11 +340,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         if last_at.elapsed() >= interval {
             let secs = last_at.elapsed().as_secs_f64();
+            let mut lines = String::new();
             for (i, r) in running.iter().enumerate() {
                 let now = r.stats.counts();
                 let k = afxdp::kernel_stats_of(fds[i]);
                 let rate = |a: u64, b: u64| (b - a) as f64 / secs;
-                println!(
+                let _ = writeln!(
+                    lines,
                     "{:>6.1}s q{}  rx {:>9.0} pps  tx {:>9.0} pps  dropped {:>7.0} pps  | kernel: rx dropped {} rx ring full {} fill ring empty {} invalid descs {}",
                     start.elapsed().as_secs_f64(),
                     r.queue,
@@ -360,7 +364,10 @@ pub fn run(args: RunArgs) -> Result<()> {
                 last[i] = now;
             }
             if args.flows > 0 {
-                print!("{}", merged_top(&running, args.flows).text());
+                lines.push_str(&merged_top(&running, args.flows).text());
+            }
+            if !print_or_stop("xdp-user", format_args!("{lines}")) {
+                break;
             }
             last_at = Instant::now();
         }
@@ -389,7 +396,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .map(|c| c.finish().map_err(anyhow::Error::msg))
         .transpose()?;
     if let (Some(c), Some(path)) = (&captured, &args.capture) {
-        eprintln!(
+        packet::stderr!(
             "xdp-user: captured {} frame(s) to {}{}",
             c.written,
             path.display(),
@@ -418,9 +425,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         .collect();
     publish(&xdp_counters, &queues, &top);
     if args.flows > 0 {
-        eprint!("{}", top.text());
+        packet::stderr!("{}", top.text().trim_end());
     }
-    eprintln!("xdp-user: detached from {}", args.iface);
+    packet::stderr!("xdp-user: detached from {}", args.iface);
 
     let mut total = packet::counter::LoopCounters::default();
     let mut protocols = packet::counter::ProtocolCounters::default();
@@ -431,7 +438,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         protocols.merge(p);
         lost += report.frames.lost();
         let f = &report.frames;
-        eprintln!(
+        packet::stderr!(
             "queue {}: rx {} tx {} echoed {} reflected {} counted {} dropped {} malformed {} not-for-us {} tx-ring-full {} wakeups {}; frames: {} total, {} free, held by the kernel {} for RX ({} in the fill ring) and {} for TX, {} lost; wake-ups failed: {} busy, {} link down",
             report.queue,
             c.rx,
@@ -483,7 +490,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         queue_json.push(serde_json::Value::Object(queue));
     }
     if lost > 0 {
-        eprintln!(
+        packet::stderr!(
             "xdp-user: BUG: {lost} UMEM frame(s) with broken ownership at exit (still in the \
              loop, or handed back by the kernel without having been lent to it)"
         );
@@ -513,7 +520,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             .cloned()
             .unwrap_or_default(),
         );
-        println!("{}", serde_json::Value::Object(json));
+        print_stdout(format_args!("{}\n", serde_json::Value::Object(json)))
+            .context("writing the JSON report")?;
     }
     // A queue that stopped on a socket error fails the run, after the report.
     if let Some((_, _, r)) = reports.iter().find(|(_, _, r)| r.errors.fatal.is_some()) {

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xtask::testbed::{
-    DUT_IPV4, DUT_IPV6, DUT_MAC, Options, PEER_IF, PEER_IPV4, PEER_IPV6, PEER_MAC, Testbed,
+    DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, Options, PEER_IF, PEER_IPV4, PEER_IPV6, PEER_MAC, Testbed,
 };
 
 pub fn require_root() {
@@ -157,6 +157,25 @@ impl Loader {
         None
     }
 
+    /// Reads `lines` lines of standard output, then closes it, as `| head -n LINES` does when
+    /// it exits.
+    pub fn close_stdout_after(&mut self, lines: usize) {
+        let stdout = self.child.as_mut().expect("running").stdout.take();
+        let mut reader = BufReader::new(stdout.expect("standard output not yet taken"));
+        for _ in 0..lines {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "standard output ended before {lines} line(s)"
+            );
+        }
+    }
+
+    /// Closes standard error unread, as a reader that exited does.
+    pub fn close_stderr(&mut self) {
+        drop(self.child.as_mut().expect("running").stderr.take());
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
@@ -181,23 +200,18 @@ impl Loader {
             std::thread::sleep(Duration::from_millis(20));
         }
         let status = child.wait().unwrap();
+        // Either may have been closed by the test: then it reads as empty.
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_end(&mut stdout)
-            .unwrap();
+        if let Some(mut s) = child.stdout.take() {
+            s.read_to_end(&mut stdout).unwrap();
+        }
         match self.stderr_reader.take() {
             Some(r) => stderr = r.all.join().expect("stderr reader"),
             None => {
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_end(&mut stderr)
-                    .unwrap();
+                if let Some(mut s) = child.stderr.take() {
+                    s.read_to_end(&mut stderr).unwrap();
+                }
             }
         }
         Output {
@@ -214,6 +228,41 @@ impl Drop for Loader {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// `xdp-user SUBCOMMAND ... | head -n 2`: when the reader exits, the next line of rates finds
+/// the pipe closed and the data path stops as on SIGINT (detached, its summary on standard
+/// error) instead of panicking; with standard error gone as well (`|& head`), it still
+/// detaches and exits 0.
+pub fn stops_cleanly_when_its_readers_exit(tb: &Testbed, subcommand: &str, args: &[&str]) {
+    for stderr_too in [false, true] {
+        let mut all = vec!["--iface", DUT_IF, "--interval", "0.1"];
+        all.extend_from_slice(args);
+        let mut l = Loader::start_cmd(tb, subcommand, &all);
+        if stderr_too {
+            l.close_stderr();
+        }
+        l.close_stdout_after(2);
+        assert!(
+            l.wait_exit(Duration::from_secs(10)).is_some(),
+            "{subcommand}, stderr closed {stderr_too}: still running with nobody reading"
+        );
+        let out = l.finish();
+        let err = text(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{subcommand}, stderr closed {stderr_too}: {}: {err}",
+            out.status
+        );
+        if !stderr_too {
+            assert!(err.contains("standard output was closed"), "{err}");
+            assert!(err.contains(&format!("detached from {DUT_IF}")), "{err}");
+        }
+        assert!(
+            !tb.dut_xdp_attached().unwrap(),
+            "{subcommand}, stderr closed {stderr_too}: still attached"
+        );
     }
 }
 
