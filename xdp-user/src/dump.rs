@@ -116,29 +116,15 @@ impl std::fmt::Debug for CaptureMaps {
     }
 }
 
-/// The id of the XDP program attached to `iface`, from `ip -d -j link`.
+/// The id of the XDP program attached to `iface`.
 fn attached_program_id(iface: &str) -> Result<u32> {
-    let out = std::process::Command::new("ip")
-        .args(["-d", "-j", "link", "show", "dev", iface])
-        .output()
-        .context("could not run `ip` (install iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "no interface {iface} here: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v.pointer("/0/xdp/prog/id")
-        .or_else(|| v.pointer("/0/xdp/attached/0/prog/id"))
-        .and_then(|x| x.as_u64())
-        .map(|x| x as u32)
-        .with_context(|| {
-            format!(
-                "no XDP program is attached to {iface}: start `xdp-user load --iface {iface}` \
-                 (or `run`) first, or use `xdp-user load --capture FILE`"
-            )
-        })
+    let attached = crate::iface::attached_xdp(iface)?.with_context(|| {
+        format!(
+            "no XDP program is attached to {iface}: start `xdp-user load --iface {iface}` \
+             (or `run`) first, or use `xdp-user load --capture FILE`"
+        )
+    })?;
+    Ok(attached.id)
 }
 
 impl CaptureMaps {

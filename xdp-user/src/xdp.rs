@@ -242,14 +242,14 @@ impl XdpFilter {
                 )
             })
         };
-        let (link, mode) = match mode {
+        let attached = match mode {
             Mode::Native | Mode::Skb => {
                 let m = if mode == Mode::Native {
                     XdpMode::Driver
                 } else {
                     XdpMode::Skb
                 };
-                let link = try_mode(program, m).map_err(|e| {
+                try_mode(program, m).map(|link| (link, mode)).map_err(|e| {
                     let hint = if mode == Mode::Native {
                         format!(
                             "{iface} cannot run XDP in native (driver) mode; try `--mode skb` \
@@ -259,13 +259,13 @@ impl XdpFilter {
                         format!("could not attach XDP to {iface} in skb (generic) mode")
                     };
                     explain(e, &hint)
-                })?;
-                (link, mode)
+                })
             }
             Mode::Auto => match try_mode(program, XdpMode::Driver) {
-                Ok(link) => (link, Mode::Native),
-                Err(native_err) => {
-                    let link = try_mode(program, XdpMode::Skb).map_err(|e| {
+                Ok(link) => Ok((link, Mode::Native)),
+                Err(native_err) => try_mode(program, XdpMode::Skb)
+                    .map(|link| (link, Mode::Skb))
+                    .map_err(|e| {
                         explain(
                             e,
                             &format!(
@@ -273,11 +273,15 @@ impl XdpFilter {
                                  nor in skb mode"
                             ),
                         )
-                    })?;
-                    (link, Mode::Skb)
-                }
+                    }),
             },
         };
+        // Taken by another program (another xdp-user, xdp-loader, a netlink attachment): the
+        // kernel only says EBUSY / EEXIST; say which program, who holds it and what to do.
+        let (link, mode) = attached.map_err(|e| match crate::iface::occupied_by(&iface) {
+            Some(why) => anyhow!(why),
+            None => e,
+        })?;
         self.link = Some(link);
         self.mode = mode;
         Ok(())

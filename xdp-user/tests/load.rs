@@ -315,6 +315,73 @@ fn errors_are_clear_and_attach_nothing() {
     assert!(!tb.dut_xdp_attached().unwrap());
 }
 
+/// An interface that already has an XDP program is refused, and that program is left in
+/// place: the error names it, who holds it (another `xdp-user`), or, for a netlink
+/// attachment that nobody holds (xdp-tools' `xdp-filter`), the command that removes it, and
+/// that command works.
+#[test]
+fn a_taken_interface_is_refused_and_left_alone() {
+    let tb = quiet_testbed();
+    let mut first = Loader::start(
+        &tb,
+        &["--iface", DUT_IF, "--rule", "proto icmp action drop"],
+    );
+    let id = prog_id(&tb);
+    for mode in ["auto", "native", "skb"] {
+        let out = tb
+            .in_dut(xdp_user())
+            .args(["load", "--iface", DUT_IF, "--mode", mode, "--duration", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{mode}: attached over another program"
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "dut0 already has an XDP program attached (id {id} `xdp_filter` in native mode)"
+            )) && err.contains(&format!("held by {} (xdp-user)", first.pid())),
+            "{mode}: {err}"
+        );
+    }
+    assert_eq!(
+        prog_id(&tb),
+        id,
+        "the first program is still the one attached"
+    );
+    assert_eq!(ping(&tb, false, 2), 0, "and still drops ICMP");
+    first.signal(libc::SIGINT);
+    assert!(first.finish().status.success());
+
+    // A netlink attachment: xdp-filter's pins live in a bpffs mounted for this one command,
+    // so afterwards no process or pin holds the program; only the interface does.
+    let out = tb
+        .in_dut("sh")
+        .args([
+            "-c",
+            "mount -t bpf bpf /sys/fs/bpf && xdp-filter load --mode skb dut0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "xdp-filter: {}", text(&out.stderr));
+    let out = tb
+        .in_dut(xdp_user())
+        .args(["load", "--iface", DUT_IF, "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let remedy = "ip link set dev dut0 xdpgeneric off";
+    assert!(
+        err.contains("in skb mode") && err.contains("no process holds it") && err.contains(remedy),
+        "{err}"
+    );
+    let status = tb.in_dut("sh").args(["-c", remedy]).status().unwrap();
+    assert!(status.success());
+    assert!(!tb.dut_xdp_attached().unwrap(), "`{remedy}` removed it");
+}
+
 #[test]
 fn auto_mode_falls_back_to_skb_where_native_is_missing() {
     let tb = quiet_testbed();
