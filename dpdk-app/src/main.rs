@@ -154,6 +154,7 @@ fn run() -> Result<()> {
 
     // Drop order is the reverse of declaration, and the borrows below enforce it: `started`
     // (ports) before `pool` before `eal`, on success and on every `?` alike.
+    refuse_taken_af_xdp_interfaces(&eal_args)?;
     let eal = Eal::init(&eal_args)?;
     let ports: Vec<Port<'_>> = eal
         .ports()
@@ -380,21 +381,52 @@ fn run() -> Result<()> {
 /// The kernel interfaces behind virtual devices (`--vdev net_af_packet0,iface=dut0`): EAL's
 /// arguments name them, and nothing else tells the app when one goes away.
 fn vdev_interfaces(eal_args: &[String]) -> Vec<String> {
+    vdevs(eal_args)
+        .into_iter()
+        .filter_map(|(_, iface)| iface)
+        .collect()
+}
+
+/// The interfaces `net_af_xdp` devices will attach their XDP program to.
+fn af_xdp_interfaces(eal_args: &[String]) -> Vec<String> {
+    vdevs(eal_args)
+        .into_iter()
+        .filter(|(driver, _)| driver.starts_with("net_af_xdp"))
+        .filter_map(|(_, iface)| iface)
+        .collect()
+}
+
+/// Each `--vdev` of EAL's arguments: its name (`net_af_xdp0`) and its `iface=`, if any.
+fn vdevs(eal_args: &[String]) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     let mut args = eal_args.iter();
     while let Some(a) = args.next() {
         let spec = match a.strip_prefix("--vdev=") {
-            Some(spec) => Some(spec),
-            None if a == "--vdev" => args.next().map(String::as_str),
-            None => None,
+            Some(spec) => spec,
+            None if a == "--vdev" => match args.next() {
+                Some(spec) => spec,
+                None => break,
+            },
+            None => continue,
         };
-        for kv in spec.into_iter().flat_map(|s| s.split(',')) {
-            if let Some(name) = kv.strip_prefix("iface=") {
-                out.push(name.to_string());
-            }
-        }
+        let mut parts = spec.split(',');
+        let name = parts.next().unwrap_or_default().to_string();
+        let iface = parts.find_map(|kv| kv.strip_prefix("iface=").map(str::to_string));
+        out.push((name, iface));
     }
     out
+}
+
+/// Refuses `net_af_xdp` on an interface that already has an XDP program. DPDK would fail to
+/// set the port up and then, closing it, remove the program it found there (measured with
+/// xdp-filter in native mode): somebody's filter gone without a word.
+fn refuse_taken_af_xdp_interfaces(eal_args: &[String]) -> Result<()> {
+    for iface in af_xdp_interfaces(eal_args) {
+        if let Some(why) = packet::attached::occupied_by(&iface) {
+            bail!("{why}. net_af_xdp needs the interface to itself: not started");
+        }
+    }
+    Ok(())
 }
 
 /// Sets the stop flag when dropped (also on unwinding).
@@ -431,7 +463,7 @@ fn wait_for_links(ports: &[StartedPort<'_>]) {
 
 #[cfg(test)]
 mod tests {
-    use super::vdev_interfaces;
+    use super::{af_xdp_interfaces, vdev_interfaces};
 
     #[test]
     fn the_interfaces_behind_vdevs() {
@@ -450,6 +482,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(vdev_interfaces(&args), ["dut0", "eth1"]);
+        assert_eq!(af_xdp_interfaces(&args), ["eth1"]);
         assert!(vdev_interfaces(&["dpdk-app".into(), "--vdev".into()]).is_empty());
     }
 }

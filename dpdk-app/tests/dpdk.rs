@@ -226,6 +226,65 @@ fn af_xdp_two_lcores_no_huge() {
     );
 }
 
+/// The line `ip -d link` shows for the XDP program attached to the DUT's interface.
+fn dut_xdp_program(tb: &Testbed) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-n", &tb.dut_ns, "-d", "link", "show", DUT_IF])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains("prog/xdp id"))
+        .map(|l| l.trim().to_string())
+}
+
+/// net_af_xdp on an interface that already has an XDP program (xdp-tools' xdp-filter, a
+/// native-mode netlink attachment) is refused before EAL starts, and that program stays:
+/// DPDK itself would fail on the port and then remove the program it found there.
+#[test]
+fn af_xdp_leaves_an_interface_with_another_program_alone() {
+    let tb = testbed();
+    let out = tb
+        .in_dut("sh")
+        .args([
+            "-c",
+            &format!("mount -t bpf bpf /sys/fs/bpf && xdp-filter load --mode native {DUT_IF}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xdp-filter: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = dut_xdp_program(&tb).expect("xdp-filter attached");
+    let mut with_vdev = eal_common("0", false);
+    with_vdev.args.extend([
+        "--vdev".into(),
+        format!("net_af_xdp0,iface={DUT_IF},start_queue=0,queue_count=1"),
+    ]);
+    let out = spawn_app(Some(&tb), &with_vdev, &["--duration", "2"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started over another program: {err}");
+    assert!(
+        err.contains(&format!("{DUT_IF} already has an XDP program attached"))
+            && err.contains(&format!("ip link set dev {DUT_IF} xdpdrv off"))
+            && err.contains("not started"),
+        "{err}"
+    );
+    assert_eq!(
+        dut_xdp_program(&tb),
+        Some(before),
+        "xdp-filter's program stays"
+    );
+    assert!(
+        !runtime_dir(&with_vdev.prefix).exists(),
+        "refused before EAL started"
+    );
+}
+
 /// Hugepages reserved for the test and given back afterwards, on a private hugetlbfs mount.
 struct Hugepages {
     dir: String,

@@ -17,6 +17,8 @@
 //! - [`abi`]: the `#[repr(C)]` types exchanged with the eBPF program through maps.
 //! - [`verify`]: checksum verification independent of our own code, for tests and diagnostics.
 //! - [`fixtures`]: real frames captured from the Linux stack, and their expected replies.
+//! - [`attached`] (`cli`): the XDP program an interface already has, and who holds it, so
+//!   that neither data path replaces or removes somebody else's.
 //! - [`capture`] (`capture`): what a poll loop received and sent, through a lock-free ring to a
 //!   writer thread, as pcapng.
 //! - [`metrics`] (`metrics`): the Prometheus / OpenMetrics endpoint every binary serves with
@@ -32,6 +34,8 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+#[cfg(feature = "cli")]
+pub mod attached;
 #[cfg(feature = "capture")]
 pub mod capture;
 pub mod checksum;

@@ -118,12 +118,14 @@ impl std::fmt::Debug for CaptureMaps {
 
 /// The id of the XDP program attached to `iface`.
 fn attached_program_id(iface: &str) -> Result<u32> {
-    let attached = crate::iface::attached_xdp(iface)?.with_context(|| {
-        format!(
-            "no XDP program is attached to {iface}: start `xdp-user load --iface {iface}` \
+    let attached = packet::attached::attached_xdp(iface)
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| {
+            format!(
+                "no XDP program is attached to {iface}: start `xdp-user load --iface {iface}` \
              (or `run`) first, or use `xdp-user load --capture FILE`"
-        )
-    })?;
+            )
+        })?;
     Ok(attached.id)
 }
 

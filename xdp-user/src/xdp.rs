@@ -278,7 +278,7 @@ impl XdpFilter {
         };
         // Taken by another program (another xdp-user, xdp-loader, a netlink attachment): the
         // kernel only says EBUSY / EEXIST; say which program, who holds it and what to do.
-        let (link, mode) = attached.map_err(|e| match crate::iface::occupied_by(&iface) {
+        let (link, mode) = attached.map_err(|e| match packet::attached::occupied_by(&iface) {
             Some(why) => anyhow!(why),
             None => e,
         })?;
