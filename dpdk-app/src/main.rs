@@ -21,6 +21,7 @@
 #[allow(unsafe_code)] // the one module at the FFI boundary
 mod dpdk;
 mod worker;
+mod xdp_guard;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
@@ -99,6 +100,9 @@ struct Cli {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(xdp_guard::GUARD_ARG) {
+        xdp_guard::run();
+    }
     if let Err(e) = run() {
         packet::stderr!("error: {e:#}");
         std::process::exit(1);
@@ -154,7 +158,14 @@ fn run() -> Result<()> {
 
     // Drop order is the reverse of declaration, and the borrows below enforce it: `started`
     // (ports) before `pool` before `eal`, on success and on every `?` alike.
-    refuse_taken_af_xdp_interfaces(&eal_args)?;
+    let af_xdp = af_xdp_interfaces(&eal_args);
+    refuse_taken_af_xdp_interfaces(&af_xdp)?;
+    // Declared before EAL, so dropped after it: by then DPDK has removed its programs.
+    let mut xdp_guard = if af_xdp.is_empty() {
+        None
+    } else {
+        Some(xdp_guard::XdpGuard::spawn()?)
+    };
     let eal = Eal::init(&eal_args)?;
     let ports: Vec<Port<'_>> = eal
         .ports()
@@ -198,6 +209,12 @@ fn run() -> Result<()> {
     let mut responders = Vec::with_capacity(ports.len());
     for (port, (rxd, txd)) in ports.into_iter().zip(rings) {
         let (port, rxd, txd) = port.start(&pool, pollers as u16, rxd, txd)?;
+        // net_af_xdp attached its program as the port started.
+        if let Some(guard) = &mut xdp_guard {
+            for iface in &af_xdp {
+                guard.watch(iface)?;
+            }
+        }
         let mac = port.mac()?;
         let mut responder = template.clone();
         responder.set_local_mac(mac);
@@ -420,9 +437,9 @@ fn vdevs(eal_args: &[String]) -> Vec<(String, Option<String>)> {
 /// Refuses `net_af_xdp` on an interface that already has an XDP program. DPDK would fail to
 /// set the port up and then, closing it, remove the program it found there (measured with
 /// xdp-filter in native mode): somebody's filter gone without a word.
-fn refuse_taken_af_xdp_interfaces(eal_args: &[String]) -> Result<()> {
-    for iface in af_xdp_interfaces(eal_args) {
-        if let Some(why) = packet::attached::occupied_by(&iface) {
+fn refuse_taken_af_xdp_interfaces(af_xdp: &[String]) -> Result<()> {
+    for iface in af_xdp {
+        if let Some(why) = packet::attached::occupied_by(iface) {
             bail!("{why}. net_af_xdp needs the interface to itself: not started");
         }
     }

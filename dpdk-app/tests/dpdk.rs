@@ -285,6 +285,44 @@ fn af_xdp_leaves_an_interface_with_another_program_alone() {
     );
 }
 
+/// DPDK attaches net_af_xdp's program through netlink, which outlives the process: after a
+/// `kill -9` the app's guard process takes it off the interface, so the next start finds the
+/// interface free; a clean stop leaves the guard nothing to do (DPDK removed it already).
+#[test]
+fn af_xdp_kill_9_leaves_no_program_attached() {
+    let tb = testbed();
+    let vdev = format!("net_af_xdp0,iface={DUT_IF},start_queue=0,queue_count=1");
+    let mut eal = eal_common("0", false);
+    eal.args.extend(["--vdev".into(), vdev.clone()]);
+    let mut child = spawn_app(Some(&tb), &eal, &["--duration", "30"]);
+    wait_started(&mut child);
+    let attached = dut_xdp_program(&tb).expect("net_af_xdp attached its program");
+    assert!(attached.contains("xsk_def_prog"), "{attached}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Some(p) = dut_xdp_program(&tb) {
+        assert!(
+            Instant::now() < deadline,
+            "still attached after kill -9: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("took net_af_xdp's XDP program"), "{err}");
+
+    // The next start finds the interface free, and its clean stop leaves nothing either.
+    let mut eal = eal_common("0", false);
+    eal.args.extend(["--vdev".into(), vdev]);
+    let out = spawn_app(Some(&tb), &eal, &["--duration", "1"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("took net_af_xdp's XDP program"), "{err}");
+    assert_eq!(dut_xdp_program(&tb), None);
+}
+
 /// Hugepages reserved for the test and given back afterwards, on a private hugetlbfs mount.
 struct Hugepages {
     dir: String,

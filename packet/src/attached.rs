@@ -15,6 +15,19 @@ pub struct AttachedXdp {
     pub mode: &'static str,
 }
 
+impl AttachedXdp {
+    /// The `ip link set dev IFACE KEYWORD off` keyword that detaches a netlink attachment in
+    /// this mode.
+    pub fn ip_link_keyword(&self) -> &'static str {
+        match self.mode {
+            "skb" => "xdpgeneric",
+            "native" => "xdpdrv",
+            "offload" => "xdpoffload",
+            _ => "xdp",
+        }
+    }
+}
+
 impl std::fmt::Display for AttachedXdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "id {} `{}` in {} mode", self.id, self.name, self.mode)
@@ -102,12 +115,7 @@ pub fn occupied_by(iface: &str) -> Option<String> {
     let attached = attached_xdp(iface).ok()??;
     let holders = holders_of_program(attached.id);
     let held = if holders.is_empty() {
-        let off = match attached.mode {
-            "skb" => "xdpgeneric",
-            "native" => "xdpdrv",
-            "offload" => "xdpoffload",
-            _ => "xdp",
-        };
+        let off = attached.ip_link_keyword();
         format!(
             "no process holds it, so it was attached through netlink (ip link, xdp-loader, \
              xdp-filter) and stays until removed: `ip link set dev {iface} {off} off` detaches it"
@@ -119,6 +127,36 @@ pub fn occupied_by(iface: &str) -> Option<String> {
         "{iface} already has an XDP program attached ({attached}), and it was left in place: \
          {held}"
     ))
+}
+
+/// Detaches the netlink-attached XDP program `id` from `iface`, if it is still the one
+/// attached there; `Ok(false)` when it is not (gone already, or another program is there now,
+/// which is left alone).
+pub fn detach_program(iface: &str, id: u32) -> Result<bool, String> {
+    let Some(attached) = attached_xdp(iface)? else {
+        return Ok(false);
+    };
+    if attached.id != id {
+        return Ok(false);
+    }
+    let out = std::process::Command::new("ip")
+        .args([
+            "link",
+            "set",
+            "dev",
+            iface,
+            attached.ip_link_keyword(),
+            "off",
+        ])
+        .output()
+        .map_err(|e| format!("could not run `ip` (install iproute2): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "could not detach XDP program {id} from {iface}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
