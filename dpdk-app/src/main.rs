@@ -156,8 +156,6 @@ fn run() -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
 
-    // Drop order is the reverse of declaration, and the borrows below enforce it: `started`
-    // (ports) before `pool` before `eal`, on success and on every `?` alike.
     let af_xdp = af_xdp_interfaces(&eal_args);
     refuse_taken_af_xdp_interfaces(&af_xdp)?;
     // Declared before EAL, so dropped after it: by then DPDK has removed its programs.
@@ -166,6 +164,9 @@ fn run() -> Result<()> {
     } else {
         Some(xdp_guard::XdpGuard::spawn()?)
     };
+
+    // Drop order is the reverse of declaration, and the borrows below enforce it: `started`
+    // (ports) before `pool` before `eal`, on success and on every `?` alike.
     let eal = Eal::init(&eal_args)?;
     let ports: Vec<Port<'_>> = eal
         .ports()
@@ -209,12 +210,6 @@ fn run() -> Result<()> {
     let mut responders = Vec::with_capacity(ports.len());
     for (port, (rxd, txd)) in ports.into_iter().zip(rings) {
         let (port, rxd, txd) = port.start(&pool, pollers as u16, rxd, txd)?;
-        // net_af_xdp attached its program as the port started.
-        if let Some(guard) = &mut xdp_guard {
-            for iface in &af_xdp {
-                guard.watch(iface)?;
-            }
-        }
         let mac = port.mac()?;
         let mut responder = template.clone();
         responder.set_local_mac(mac);
@@ -227,6 +222,13 @@ fn run() -> Result<()> {
         );
         started.push(port);
         responders.push(responder);
+    }
+    // net_af_xdp attached its programs as the ports started. (Should a later port fail to
+    // start, DPDK closes the started ones and removes their programs itself.)
+    if let Some(guard) = &mut xdp_guard {
+        for iface in &af_xdp {
+            guard.watch(iface)?;
+        }
     }
     wait_for_links(&started);
     packet::stderr!(
@@ -382,7 +384,7 @@ fn run() -> Result<()> {
             top.as_ref(),
             cli.capture.as_deref().zip(captured),
         );
-        packet::cli::print_stdout(format_args!("{json}\n")).map(|_| ())
+        packet::cli::print_report(json)
     } else {
         Ok(())
     };

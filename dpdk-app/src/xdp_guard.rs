@@ -27,8 +27,6 @@ pub const GUARD_ARG: &str = "--internal-xdp-guard";
 pub struct XdpGuard {
     child: Child,
     to_guard: Option<ChildStdin>,
-    /// What the guard has been handed, so that nothing is handed twice.
-    watched: Vec<(String, u32)>,
 }
 
 impl XdpGuard {
@@ -44,26 +42,17 @@ impl XdpGuard {
             .spawn()
             .context("could not start the XDP guard process")?;
         let to_guard = child.stdin.take();
-        Ok(XdpGuard {
-            child,
-            to_guard,
-            watched: Vec::new(),
-        })
+        Ok(XdpGuard { child, to_guard })
     }
 
     /// Hands the guard the XDP program now attached to `iface` (if any) to take off should
     /// the app die without closing its port.
     pub fn watch(&mut self, iface: &str) -> Result<()> {
         let attached = packet::attached::attached_xdp(iface).map_err(anyhow::Error::msg)?;
-        let (Some(a), Some(pipe)) = (attached, self.to_guard.as_mut()) else {
-            return Ok(());
-        };
-        let entry = (iface.to_string(), a.id);
-        if !self.watched.contains(&entry) {
+        if let (Some(a), Some(pipe)) = (attached, self.to_guard.as_mut()) {
             writeln!(pipe, "{iface} {}", a.id)
                 .and_then(|()| pipe.flush())
                 .context("could not reach the XDP guard process")?;
-            self.watched.push(entry);
         }
         Ok(())
     }

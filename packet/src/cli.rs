@@ -25,6 +25,12 @@ pub fn print_stdout(args: std::fmt::Arguments<'_>) -> io::Result<bool> {
     }
 }
 
+/// Writes a run's last output (its JSON report) and a newline. A reader that has gone (`| head`)
+/// stopped reading by choice: not an error; any other failure to write it is.
+pub fn print_report(report: impl std::fmt::Display) -> io::Result<()> {
+    print_stdout(format_args!("{report}\n")).map(|_| ())
+}
+
 /// `eprintln!` that survives a closed standard error: the line is lost, the tool goes on.
 ///
 /// `eprintln!` panics when standard error cannot be written (`xdp-user load ... |& head` once

@@ -5,7 +5,7 @@
 
 use crate::dump;
 use anyhow::{Context, Result};
-use packet::cli::print_stdout;
+use packet::cli::print_report;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -102,7 +102,7 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
         if args.write == "-" {
             packet::stderr!("{v}");
         } else {
-            print_stdout(format_args!("{v}\n")).context("writing the JSON report")?;
+            print_report(&v).context("writing the JSON report")?;
         }
     }
     Ok(())

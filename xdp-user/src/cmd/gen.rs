@@ -6,7 +6,7 @@ use super::common::PASS_ALL;
 use crate::xdp::{self, Mode, XdpFilter};
 use crate::{afxdp, generator, iface, metrics, rules};
 use anyhow::{Context, Result, bail};
-use packet::cli::print_stdout;
+use packet::cli::print_report;
 use packet::datapath::Action as LoopAction;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -247,7 +247,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
                 "pps_sent": r.sent as f64 / secs, "pps_received": r.received as f64 / secs,
                 "latency_us": {"p50": p50, "p99": p99, "max": max},
         });
-        print_stdout(format_args!("{report}\n")).context("writing the JSON report")?;
+        print_report(&report).context("writing the JSON report")?;
     }
     Ok(())
 }

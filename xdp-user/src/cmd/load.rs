@@ -8,7 +8,7 @@ use crate::xdp::{Mode, Snapshot, XdpFilter};
 use crate::{METRICS_REFRESH, Reporting, dump, iface, metrics};
 use anyhow::{Context, Result, bail};
 use packet::abi::Action;
-use packet::cli::{print_or_stop, print_stdout};
+use packet::cli::{print_or_stop, print_report};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -270,7 +270,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         v["capture"] = captured
             .map(|c| serde_json::json!({"written": c.written, "seen": c.seen, "lost": c.lost}))
             .unwrap_or(serde_json::Value::Null);
-        print_stdout(format_args!("{v}\n")).context("writing the JSON report")?;
+        print_report(&v).context("writing the JSON report")?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::{METRICS_REFRESH, Reporting, afxdp, iface, metrics};
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
 use packet::abi::{Action, stat};
-use packet::cli::{print_or_stop, print_stdout};
+use packet::cli::{print_or_stop, print_report};
 use packet::counter::TopFlows;
 use packet::datapath::Action as LoopAction;
 use std::fmt::Write as _;
@@ -520,8 +520,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             .cloned()
             .unwrap_or_default(),
         );
-        print_stdout(format_args!("{}\n", serde_json::Value::Object(json)))
-            .context("writing the JSON report")?;
+        print_report(serde_json::Value::Object(json)).context("writing the JSON report")?;
     }
     // A queue that stopped on a socket error fails the run, after the report.
     if let Some((_, _, r)) = reports.iter().find(|(_, _, r)| r.errors.fatal.is_some()) {
