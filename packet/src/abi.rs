@@ -624,6 +624,17 @@ pub mod map_name {
     pub const CAPTURE_CTL: &str = "CAPTURE_CTL";
 }
 
+/// The entries of `CAPTURE_CTL`.
+pub mod capture_ctl {
+    /// The snap length while capture is on, 0 while off: the one entry the program reads.
+    pub const SNAPLEN: u32 = 0;
+    /// The pid of the process that switched capture on (0: none). User space only: a capture
+    /// whose process is gone (`kill -9`) is switched off by the loader, so it neither costs
+    /// per packet nor blocks the next `dump`.
+    pub const OWNER_PID: u32 = 1;
+    pub const ENTRIES: u32 = 2;
+}
+
 /// Rule-set slots in `RULESETS` (and in `RULE_STATS`, `MAX_RULES` counters each).
 pub const RULE_SET_SLOTS: u32 = 2;
 

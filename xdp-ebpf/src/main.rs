@@ -62,8 +62,8 @@ use aya_log_ebpf::{info, warn};
 use packet::abi::{
     Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureRecord, Counter, ICMP_NOT_ICMP,
     MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord, RULE_MASK_WORDS,
-    RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags, frag,
-    lowest_bit, outcome, proto_class, verdict,
+    RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, capture_ctl, config_flags,
+    frag, lowest_bit, outcome, proto_class, verdict,
 };
 
 #[map(name = "CONFIG")]
@@ -86,10 +86,11 @@ static DST_V6: LpmTrie<[u8; 17], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTR
 /// Sized by the loader from the interface's RX queue count.
 #[map(name = "XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(1, 0);
-/// The snap length while capture is on, 0 while off; written by `xdp-user dump` / `--capture`.
-/// A map of its own, so a capture never races a reload's write of `CONFIG`.
+/// The snap length while capture is on, 0 while off, and who switched it on
+/// (`packet::abi::capture_ctl`); written by `xdp-user dump` / `--capture`. A map of its own, so
+/// a capture never races a reload's write of `CONFIG`.
 #[map(name = "CAPTURE_CTL")]
-static CAPTURE_CTL: Array<u32> = Array::with_max_entries(1, 0);
+static CAPTURE_CTL: Array<u32> = Array::with_max_entries(capture_ctl::ENTRIES, 0);
 #[map(name = "CAPTURE")]
 static CAPTURE: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
 /// Per CPU: when the next log record may be written (the rate limit), and the rule-set
@@ -181,7 +182,7 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     if let Some(c) = stats.outcomes.get_mut(index as usize) {
         c.add(len);
     }
-    if let Some(&snaplen) = CAPTURE_CTL.get(0)
+    if let Some(&snaplen) = CAPTURE_CTL.get(capture_ctl::SNAPLEN)
         && snaplen != 0
     {
         capture(

@@ -17,7 +17,7 @@
 use crate::rules::{self, PacketFields, Rule};
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use packet::abi::{CaptureRecord, Stats, map_name, verdict};
+use packet::abi::{CaptureRecord, Stats, capture_ctl, map_name, verdict};
 use packet::capture::{Output, PcapFile, epb_option, wall_clock_ns};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use std::borrow::Cow;
@@ -180,6 +180,11 @@ impl CaptureMaps {
     }
 }
 
+/// What `load` and `run` say when they switch off a capture whose process is gone.
+pub fn orphan_message(iface: &str, pid: u32) -> String {
+    format!("{iface}: capture switched off: process {pid}, which switched it on, is gone (killed?)")
+}
+
 /// What a capture saw and wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DumpReport {
@@ -203,10 +208,53 @@ pub struct DumpOptions {
 /// Switches capture off again when dropped, whatever ends the capture.
 struct CaptureOn<'a>(&'a mut Array<MapData, u32>);
 
+impl<'a> CaptureOn<'a> {
+    /// Switches capture on, as this process's: the owner first, so that whoever sees it on
+    /// also sees who switched it on (see [`switch_off_orphaned`]).
+    fn switch_on(ctl: &'a mut Array<MapData, u32>, snaplen: u32) -> Result<CaptureOn<'a>> {
+        ctl.set(capture_ctl::OWNER_PID, std::process::id(), 0)?;
+        ctl.set(capture_ctl::SNAPLEN, snaplen, 0)?;
+        Ok(CaptureOn(ctl))
+    }
+}
+
 impl Drop for CaptureOn<'_> {
     fn drop(&mut self) {
-        let _ = self.0.set(0, 0, 0);
+        let _ = self.0.set(capture_ctl::SNAPLEN, 0, 0);
+        let _ = self.0.set(capture_ctl::OWNER_PID, 0, 0);
     }
+}
+
+/// Switches capture off when the process that switched it on is gone (`kill -9` gives it no
+/// chance to): an orphaned capture costs every packet a ring-buffer reservation that nobody
+/// reads, counts them all as lost, and refuses the next `dump`. Returns the gone owner's pid.
+/// Called by the process that holds the program (`load`, `run`) every 20 ms.
+///
+/// Race-free with [`CaptureOn`]: it writes the owner before the snap length and clears it
+/// after, and this reads the snap length before the owner; so an owner read here is either
+/// the one that switched this capture on or 0 (unknown: left alone).
+pub fn switch_off_orphaned<T: std::borrow::BorrowMut<MapData>>(
+    ctl: &mut Array<T, u32>,
+) -> Result<Option<u32>> {
+    if ctl.get(&capture_ctl::SNAPLEN, 0)? == 0 {
+        return Ok(None);
+    }
+    let owner = ctl.get(&capture_ctl::OWNER_PID, 0)?;
+    if owner == 0
+        || std::path::Path::new("/proc")
+            .join(owner.to_string())
+            .exists()
+    {
+        return Ok(None);
+    }
+    // Had that owner cleared up and a new dump started since the reads above, the owner would
+    // differ now: leave that capture alone.
+    if ctl.get(&capture_ctl::OWNER_PID, 0)? != owner {
+        return Ok(None);
+    }
+    ctl.set(capture_ctl::SNAPLEN, 0, 0)?;
+    ctl.set(capture_ctl::OWNER_PID, 0, 0)?;
+    Ok(Some(owner))
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -247,9 +295,12 @@ pub fn capture(
 ) -> Result<DumpReport> {
     let snaplen = opts.snaplen.clamp(1, packet::abi::CAPTURE_BYTES as u32);
     for m in &maps {
-        if m.ctl.get(&0, 0)? != 0 {
+        if m.ctl.get(&capture_ctl::SNAPLEN, 0)? != 0 {
+            let owner = m.ctl.get(&capture_ctl::OWNER_PID, 0)?;
             bail!(
-                "a capture is already running on {} (another `xdp-user dump`?); stop it first",
+                "a capture is already running on {} (process {owner}: another `xdp-user \
+                 dump`?); stop it first. One whose process was killed is switched off by the \
+                 `load` or `run` that holds the program within 20 ms",
                 m.iface
             );
         }
@@ -271,8 +322,7 @@ pub fn capture(
     }
     let mut on = Vec::new();
     for ctl in ctls.iter_mut() {
-        ctl.set(0, snaplen, 0)?;
-        on.push(CaptureOn(ctl));
+        on.push(CaptureOn::switch_on(ctl, snaplen)?);
     }
     armed();
     let lost_now = |i: usize| {

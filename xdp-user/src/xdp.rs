@@ -337,6 +337,13 @@ impl XdpFilter {
         }
     }
 
+    /// Switches off a capture whose process is gone ([`crate::dump::switch_off_orphaned`]);
+    /// returns that process's pid.
+    pub fn switch_off_orphaned_capture(&mut self) -> Result<Option<u32>> {
+        let mut ctl: Array<&mut MapData, u32> = Array::try_from(self.map(map_name::CAPTURE_CTL)?)?;
+        crate::dump::switch_off_orphaned(&mut ctl)
+    }
+
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
         self.ebpf
             .map_mut(name)

@@ -376,3 +376,47 @@ fn a_full_capture_ring_is_counted_never_a_silent_gap() {
     assert_eq!(in_file, lost, "the file's epb_dropcount add up to the loss");
     let _ = std::fs::remove_file(&path);
 }
+
+/// A dump killed with `kill -9` cannot switch capture off. The `load` that holds the program
+/// does it within moments, naming the gone process: the program stops paying for a ring
+/// nobody reads and counting every frame as lost, and the next dump is not refused.
+#[test]
+fn a_killed_dumps_capture_is_switched_off_and_the_next_dump_runs() {
+    let tb = quiet_testbed();
+    let mut l = load(&tb, &[]);
+    l.follow_stderr();
+    let first = temp("dump-killed");
+    let mut killed = dump(&tb, &first, &[]);
+    let pid = killed.id();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let said = l.wait_stderr(
+        &format!("capture switched off: process {pid}, which switched it on, is gone"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        said.is_some(),
+        "load did not switch the orphaned capture off"
+    );
+    // Frames now are neither captured nor lost.
+    traffic(&tb);
+
+    let second = temp("dump-after-kill");
+    let mut d = Loader::spawned(dump(&tb, &second, &["--duration", "3"]));
+    traffic(&tb);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some());
+    let out = d.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = last_json(&out);
+    l.signal(libc::SIGINT);
+    let v = last_json(&l.finish());
+    assert_eq!(
+        n(&summary, "/written"),
+        12,
+        "the second dump saw the traffic: {summary}"
+    );
+    assert_eq!(n(&v, "/capture_lost"), 0, "{v}");
+    for p in [first, second] {
+        let _ = std::fs::remove_file(p);
+    }
+}

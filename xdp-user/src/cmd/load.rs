@@ -173,6 +173,9 @@ pub fn load(args: LoadArgs) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(20));
         filter.flush_logs();
+        if let Some(pid) = filter.switch_off_orphaned_capture()? {
+            packet::stderr!("xdp-user: {}", dump::orphan_message(&args.iface, pid));
+        }
         if metrics.is_some() && Instant::now() >= next_metrics {
             let reloads = metrics::Reloads {
                 done: reloads,

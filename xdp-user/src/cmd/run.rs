@@ -287,6 +287,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
         filter.flush_logs();
+        if let Some(pid) = filter.switch_off_orphaned_capture()? {
+            packet::stderr!(
+                "xdp-user: {}",
+                crate::dump::orphan_message(&args.iface, pid)
+            );
+        }
         if metrics.is_some() && Instant::now() >= next_metrics {
             let queues: Vec<_> = running
                 .iter()
