@@ -187,8 +187,11 @@ pub mod stat {
     pub const FRAG_LATER: u32 = 16;
     /// Frames capture was on for but found the capture ring full: counted, never a silent gap.
     pub const CAPTURE_LOST: u32 = 17;
+    /// Packets whose rule said `xsk` but which are longer than a socket's frame can hold
+    /// (`XdpConfig::xsk_frame_room`), so they were passed: redirected, the kernel would drop them.
+    pub const XSK_OVERSIZE: u32 = 18;
     /// Number of slots.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 }
 
 /// Every global counter of the program on one CPU: the single entry of the per-CPU `STATS`
@@ -243,8 +246,10 @@ impl Stats {
                 _ => stat::ACTION_PASS,
             };
             t[action as usize].merge(c);
-            if o.action == outcome::action::XSK_FALLBACK {
-                t[stat::XSK_FALLBACK as usize].merge(c);
+            match o.action {
+                outcome::action::XSK_FALLBACK => t[stat::XSK_FALLBACK as usize].merge(c),
+                outcome::action::XSK_OVERSIZE => t[stat::XSK_OVERSIZE as usize].merge(c),
+                _ => {}
             }
             for s in outcome::path::stats(o.path) {
                 t[*s as usize].merge(c);
@@ -350,10 +355,13 @@ pub mod outcome {
         pub const XSK: u32 = 2;
         /// `xsk`, but the RX queue had no socket: passed.
         pub const XSK_FALLBACK: u32 = 3;
-        pub const COUNT: u32 = 4;
+        /// `xsk`, but the frame is longer than a socket's frame holds: passed.
+        pub const XSK_OVERSIZE: u32 = 4;
+        pub const COUNT: u32 = 5;
 
         /// Names for reports, indexed by action.
-        pub const NAMES: [&str; COUNT as usize] = ["pass", "drop", "xsk", "xsk_fallback"];
+        pub const NAMES: [&str; COUNT as usize] =
+            ["pass", "drop", "xsk", "xsk_fallback", "xsk_oversize"];
     }
 
     /// Names of the fragment kinds for reports, indexed by `frag`.
@@ -502,6 +510,12 @@ pub struct XdpConfig {
     /// The slot of `RULESETS` (0 or 1) in force. The loader writes this word last, in one
     /// update; the program reads it once per packet.
     pub active_set: u32,
+    /// The longest frame an AF_XDP socket's UMEM frame holds (its size less the kernel's
+    /// headroom), 0 while no socket is registered. A longer frame redirected to a socket would
+    /// be dropped by the kernel (`rx_dropped`), so the program passes it instead and counts it
+    /// (`outcome::action::XSK_OVERSIZE`): a jumbo frame is never black-holed by a loop whose
+    /// frames are too small for it.
+    pub xsk_frame_room: u32,
 }
 
 /// Bits of [`RuleSet::flags`].
@@ -646,7 +660,7 @@ pub const TRIE_ENTRIES: u32 = RULE_SET_SLOTS * (MAX_RULES as u32 + 1);
 const _: () = assert!(core::mem::size_of::<RuleMask>() == 8 * RULE_MASK_WORDS);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Stats>() == 16 * (outcome::COUNT + 1) + 8);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 4);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 8);
 const _: () = assert!(core::mem::size_of::<Action>() == 4);
 const _: () = assert!(core::mem::size_of::<ProbeRecord>() == 12 * 4 + 32);
 const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 8 + 8 * 4 + CAPTURE_BYTES);
@@ -789,23 +803,32 @@ mod tests {
         add(path::UNPARSED, frag::NONE, false, action::PASS, 20);
         add(path::ARP, frag::NONE, false, action::XSK_FALLBACK, 42);
         add(path::IPV4_ICMP, frag::LATER, true, action::XSK, 60);
+        add(
+            path::IPV4_ICMP,
+            frag::NONE,
+            true,
+            action::XSK_OVERSIZE,
+            3000,
+        );
         s.capture_lost.add(7);
         let t = s.totals();
         let p = |slot: u32| t[slot as usize].packets;
-        assert_eq!(p(stat::ACTION_PASS), 3);
+        assert_eq!(p(stat::ACTION_PASS), 4);
         assert_eq!(p(stat::ACTION_DROP), 2);
         assert_eq!(p(stat::ACTION_XSK), 1);
         assert_eq!(p(stat::XSK_FALLBACK), 1);
-        assert_eq!(t[stat::ACTION_PASS as usize].bytes, 162);
+        assert_eq!(p(stat::XSK_OVERSIZE), 1);
+        assert_eq!(t[stat::XSK_OVERSIZE as usize].bytes, 3000);
+        assert_eq!(t[stat::ACTION_PASS as usize].bytes, 3162);
         assert_eq!(p(stat::MALFORMED), 1);
         assert_eq!(p(stat::UNPARSED), 1);
         assert_eq!(p(stat::DEFAULT_ACTION), 2);
         assert_eq!(p(stat::PROTO_ARP), 1);
-        assert_eq!(p(stat::PROTO_IPV4), 2);
+        assert_eq!(p(stat::PROTO_IPV4), 3);
         assert_eq!(p(stat::PROTO_IPV6), 2);
         assert_eq!(p(stat::PROTO_UDP), 1);
         assert_eq!(p(stat::PROTO_TCP), 1);
-        assert_eq!(p(stat::PROTO_ICMP), 1);
+        assert_eq!(p(stat::PROTO_ICMP), 2);
         assert_eq!(p(stat::PROTO_ICMPV6), 0);
         assert_eq!(p(stat::PROTO_OTHER), 0);
         assert_eq!(p(stat::FRAG_FIRST), 1);

@@ -177,7 +177,7 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     if matched {
         count_rule(set, decision.rule, len);
     }
-    let (action, done) = act(&ctx, decision.action);
+    let (action, done) = act(&ctx, decision.action, len);
     let index = base + u64::from(matched) * u64::from(outcome::action::COUNT) + u64::from(done);
     if let Some(c) = stats.outcomes.get_mut(index as usize) {
         c.add(len);
@@ -887,15 +887,20 @@ fn address_mask(ctx: &XdpContext, f: &Fields, slot: u8, src: bool) -> Option<&'s
     }
 }
 
-/// Carries out an action: the XDP action to return, and what was done (`outcome::action`).
-/// `xsk` falls back to `pass` when the packet's RX queue has no socket, so traffic is never
-/// black-holed by a missing socket.
+/// Carries out an action on a frame of `len` bytes: the XDP action to return, and what was
+/// done (`outcome::action`). `xsk` falls back to `pass` when the packet's RX queue has no
+/// socket, or when the frame is longer than a socket's frame holds (the kernel would drop it
+/// after the redirect), so traffic is never black-holed by a missing or too small socket.
 #[inline(always)]
-fn act(ctx: &XdpContext, action: u32) -> (u32, u32) {
+fn act(ctx: &XdpContext, action: u32, len: u64) -> (u32, u32) {
     if action == Action::Drop as u32 {
         return (xdp_action::XDP_DROP, outcome::action::DROP);
     }
     if action == Action::Xsk as u32 {
+        let room = CONFIG.get(0).map_or(0, |c| c.xsk_frame_room);
+        if room != 0 && len > u64::from(room) {
+            return (xdp_action::XDP_PASS, outcome::action::XSK_OVERSIZE);
+        }
         let queue = ctx.rx_queue_index();
         if XSKS.get(queue).is_some() {
             // The lower bits of the flags are the action if the socket went away meanwhile.

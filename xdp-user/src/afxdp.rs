@@ -122,6 +122,15 @@ pub struct QueueReport {
     pub errors: RingErrors,
 }
 
+/// The kernel's `XDP_PACKET_HEADROOM`: where a received frame starts in a UMEM frame (our
+/// UMEMs ask for no headroom of their own).
+pub const XDP_PACKET_HEADROOM: u32 = 256;
+
+/// The longest frame a UMEM frame of `frame_size` bytes holds.
+pub fn frame_room(frame_size: u32) -> u32 {
+    frame_size.saturating_sub(XDP_PACKET_HEADROOM)
+}
+
 /// A bound socket with its UMEM and rings, ready for [`QueueSocket::run`].
 pub struct QueueSocket {
     pub(crate) settings: QueueSettings,
@@ -243,6 +252,12 @@ impl QueueSocket {
             settings.queue,
             settings.iface
         )
+    }
+
+    /// The longest frame this socket's UMEM frames hold: the kernel copies a frame in after
+    /// `XDP_PACKET_HEADROOM` (and drops, as `rx_dropped`, one that does not fit).
+    pub fn frame_room(&self) -> u32 {
+        frame_room(self.settings.frame_size)
     }
 
     /// The socket's file descriptor, for the XSKS map.

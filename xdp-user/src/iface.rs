@@ -91,6 +91,11 @@ impl IfaceWatch {
         Ok(w)
     }
 
+    /// The MTU at the last look (None if it could not be read).
+    pub fn mtu(&self) -> Option<u32> {
+        self.link.as_ref().map(|l| l.mtu)
+    }
+
     /// The interface's state now, from sysfs (`ip netns exec` gives each namespace its own
     /// /sys, so this is the device of our namespace), under its current name.
     fn read_link(&self) -> Result<Link> {

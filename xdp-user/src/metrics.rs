@@ -53,13 +53,14 @@ pub const PROTOCOLS: [(&str, u32); 8] = [
     ("other", stat::PROTO_OTHER),
 ];
 
-const CLASSES: [(&str, u32); 7] = [
+const CLASSES: [(&str, u32); 8] = [
     ("no_rule_matched", stat::DEFAULT_ACTION),
     ("malformed", stat::MALFORMED),
     ("unparsed", stat::UNPARSED),
     ("fragment_first", stat::FRAG_FIRST),
     ("fragment_later", stat::FRAG_LATER),
     ("xsk_fallback", stat::XSK_FALLBACK),
+    ("xsk_oversize", stat::XSK_OVERSIZE),
     ("capture_lost", stat::CAPTURE_LOST),
 ];
 
@@ -97,8 +98,8 @@ pub fn xdp_families(iface: &str, s: &Snapshot, reloads: Option<Reloads>) -> Vec<
     let mut classes = Family::counter(
         "kbp_xdp_class_packets",
         "Packets by how the classifier saw them: no rule matched, malformed, unparsed, \
-         fragments, xsk actions passed for want of a socket, and frames a capture lost to a \
-         full ring.",
+         fragments, xsk actions passed for want of a socket or for being longer than its \
+         frames hold, and frames a capture lost to a full ring.",
     );
     for (class, slot) in CLASSES {
         classes.push(&[("iface", iface), ("class", class)], s.get(slot).packets);

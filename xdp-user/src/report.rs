@@ -26,12 +26,14 @@ pub fn rate_line(t: Duration, a: &Snapshot, b: &Snapshot, secs: f64) -> String {
 
 pub fn summary(s: &Snapshot, rules: &[Rule]) -> String {
     let mut out = format!(
-        "actions: pass {} drop {} xsk {} (xsk without a socket, passed: {}); malformed {}; \
-         unparsed {}; no rule matched: {}; fragments: first {} later {}\nprotocols:",
+        "actions: pass {} drop {} xsk {} (xsk without a socket, passed: {}; xsk too long for \
+         a socket's frame, passed: {}); malformed {}; unparsed {}; no rule matched: {}; \
+         fragments: first {} later {}\nprotocols:",
         s.get(stat::ACTION_PASS).packets,
         s.get(stat::ACTION_DROP).packets,
         s.get(stat::ACTION_XSK).packets,
         s.get(stat::XSK_FALLBACK).packets,
+        s.get(stat::XSK_OVERSIZE).packets,
         s.get(stat::MALFORMED).packets,
         s.get(stat::UNPARSED).packets,
         s.get(stat::DEFAULT_ACTION).packets,
@@ -91,6 +93,7 @@ pub fn to_json(
             "xsk": s.get(stat::ACTION_XSK).packets,
         },
         "xsk_fallback": s.get(stat::XSK_FALLBACK).packets,
+        "xsk_oversize": s.get(stat::XSK_OVERSIZE).packets,
         "default_action": s.get(stat::DEFAULT_ACTION).packets,
         "malformed": s.get(stat::MALFORMED).packets,
         "unparsed": s.get(stat::UNPARSED).packets,

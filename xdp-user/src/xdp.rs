@@ -105,6 +105,8 @@ pub struct XdpFilter {
     /// The grace period that retires the previous slot, while it runs.
     retiring: Option<std::thread::JoinHandle<()>>,
     rule_count: usize,
+    /// `XdpConfig::xsk_frame_room`: set with the first socket registered.
+    xsk_frame_room: u32,
     cpus: usize,
 }
 
@@ -207,6 +209,7 @@ impl XdpFilter {
             generation: 0,
             retiring: None,
             rule_count: 0,
+            xsk_frame_room: 0,
             cpus: aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?,
         })
     }
@@ -300,10 +303,7 @@ impl XdpFilter {
         self.write_slot(slot, &compiled, rules.len())
             .with_context(|| format!("could not write the new rule set (slot {slot})"))?;
         // The switch: the only write a packet can observe.
-        let mut config: Array<&mut MapData, XdpConfig> =
-            Array::try_from(self.map(map_name::CONFIG)?)?;
-        config
-            .set(0, XdpConfig { active_set: slot }, 0)
+        self.write_config(slot, self.xsk_frame_room)
             .context("could not switch to the new rule set")?;
         let in_force_after = start.elapsed();
         let previous = self.active.replace(slot);
@@ -475,7 +475,36 @@ impl XdpFilter {
 
     /// Registers the AF_XDP socket `fd` for RX queue `queue` in the XSKS map, so `xsk` rules
     /// redirect that queue's packets to it.
-    pub fn register_socket(&mut self, queue: u32, fd: std::os::fd::RawFd) -> Result<()> {
+    /// Writes the program's control word (`CONFIG`): one update, so a packet sees the old
+    /// word or the new one.
+    fn write_config(&mut self, active_set: u32, xsk_frame_room: u32) -> Result<()> {
+        let mut config: Array<&mut MapData, XdpConfig> =
+            Array::try_from(self.map(map_name::CONFIG)?)?;
+        config.set(
+            0,
+            XdpConfig {
+                active_set,
+                xsk_frame_room,
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Registers the AF_XDP socket of RX queue `queue`, whose UMEM frames hold frames of up to
+    /// `frame_room` bytes: the program passes longer ones to the kernel instead of redirecting
+    /// them into a socket that would drop them (see `XdpConfig::xsk_frame_room`).
+    pub fn register_socket(
+        &mut self,
+        queue: u32,
+        fd: std::os::fd::RawFd,
+        frame_room: u32,
+    ) -> Result<()> {
+        if self.xsk_frame_room != frame_room {
+            self.write_config(self.active.unwrap_or(0), frame_room)
+                .context("could not set the sockets' frame room")?;
+            self.xsk_frame_room = frame_room;
+        }
         let mut map: aya::maps::XskMap<&mut MapData> =
             aya::maps::XskMap::try_from(self.map(map_name::XSKS)?)?;
         map.set(queue, fd, 0)

@@ -158,7 +158,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
         flow_slots: 0,
         top_flows: 0,
     })?;
-    filter.register_socket(args.queue, socket.raw_fd())?;
+    filter.register_socket(args.queue, socket.raw_fd(), socket.frame_room())?;
     filter.attach(Mode::Auto)?;
     if let Some(core) = args.core {
         afxdp::pin_to_core(core);

@@ -136,18 +136,37 @@ fn run_rules(args: &RunArgs) -> Result<Vec<Rule>> {
     texts.iter().map(|t| Ok(rules::parse_rule(t)?)).collect()
 }
 
-/// In copy mode the kernel copies a frame into a UMEM frame after XDP's headroom: a frame of
-/// the new MTU that does not fit is dropped by the kernel (counted as `rx_dropped`).
-fn warn_if_frames_do_not_fit(mtu: u32, frame_size: u32) {
-    // Ethernet header and two VLAN tags; XDP_PACKET_HEADROOM.
-    let (l2, headroom) = (14 + 8, 256);
-    if mtu + l2 > frame_size - headroom {
-        packet::stderr!(
-            "xdp-user: frames of MTU {mtu} no longer fit the UMEM frames ({frame_size} bytes, \
-             {headroom} of them headroom): the kernel drops them (rx_dropped); restart with \
-             --frame-size 4096, or lower the MTU"
-        );
+/// Says so when frames of the interface's MTU can be longer than a UMEM frame holds (after
+/// the kernel's headroom): the program passes those to the kernel instead of the loop (a
+/// redirect would have the kernel drop them) and counts them as `xsk_oversize`.
+fn warn_if_frames_do_not_fit(iface: &str, mtu: u32, frame_size: u32) {
+    if let Some(why) = frames_do_not_fit(iface, mtu, frame_size) {
+        packet::stderr!("xdp-user: {why}");
     }
+}
+
+fn frames_do_not_fit(iface: &str, mtu: u32, frame_size: u32) -> Option<String> {
+    // The Ethernet header and two VLAN tags.
+    let longest = mtu + 14 + 8;
+    let room = afxdp::frame_room(frame_size);
+    if longest <= room {
+        return None;
+    }
+    let largest = afxdp::frame_room(4096);
+    let remedy = if longest <= largest {
+        "--frame-size 4096 takes them".to_string()
+    } else {
+        format!(
+            "the largest --frame-size, 4096, holds {largest}: an MTU of {} or less lets the \
+             loop see every frame",
+            largest - 14 - 8
+        )
+    };
+    Some(format!(
+        "{iface}: frames of MTU {mtu} (up to {longest} bytes) can be longer than a UMEM frame \
+         holds ({room} bytes of {frame_size}, after the kernel's headroom): the XDP program \
+         passes those to the kernel instead of the loop, counted as xsk_oversize; {remedy}"
+    ))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -183,6 +202,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Load, install the rules, bind and register every socket, and only then attach: no
     // packet meets a half-built data path.
     let mut watch = iface::IfaceWatch::new(&args.iface)?;
+    if let Some(mtu) = watch.mtu() {
+        warn_if_frames_do_not_fit(&args.iface, mtu, args.frame_size);
+    }
     let mut filter = XdpFilter::load_logging(&args.iface, args.report.log_level)?;
     filter.install(&rules, RUN_POLICY)?;
     let mut sockets = Vec::new();
@@ -200,7 +222,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             flow_slots: if args.flows > 0 { args.flow_table } else { 0 },
             top_flows: args.flows,
         })?;
-        filter.register_socket(*q, socket.raw_fd())?;
+        filter.register_socket(*q, socket.raw_fd(), socket.frame_room())?;
         sockets.push(socket);
     }
     let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
@@ -326,7 +348,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 for change in changes {
                     packet::stderr!("xdp-user: {}: {change}", args.iface);
                     if let iface::LinkChange::Mtu { to, .. } = change {
-                        warn_if_frames_do_not_fit(to, args.frame_size);
+                        warn_if_frames_do_not_fit(&args.iface, to, args.frame_size);
                     }
                 }
             }
@@ -520,6 +542,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     "pass": xdp_counters.get(stat::ACTION_PASS).packets,
                     "drop": xdp_counters.get(stat::ACTION_DROP).packets,
                     "xsk_fallback": xdp_counters.get(stat::XSK_FALLBACK).packets,
+                    "xsk_oversize": xdp_counters.get(stat::XSK_OVERSIZE).packets,
                 },
             })
             .as_object()
