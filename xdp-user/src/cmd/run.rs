@@ -335,7 +335,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         {
             break;
         }
-        if running.iter().any(|r| r.handle.is_finished()) {
+        // A queue thread ends by itself only on a fatal error; after a stop signal they all
+        // end, which is not news.
+        if !stop.load(Ordering::Relaxed) && running.iter().any(|r| r.handle.is_finished()) {
             packet::stderr!("xdp-user: a queue thread ended unexpectedly; stopping");
             break;
         }
