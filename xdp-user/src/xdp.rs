@@ -96,6 +96,8 @@ pub struct XdpFilter {
     link: Option<FdLink>,
     /// The mode the program runs in (native or skb), after `auto` chose.
     pub mode: Mode,
+    /// Why `auto` fell back to skb mode: what the kernel said to native mode.
+    pub native_refused: Option<String>,
     pub iface: String,
     if_index: u32,
     /// The rule-set slot in force, once a set is installed.
@@ -162,6 +164,25 @@ fn explain(e: anyhow::Error, what: &str) -> anyhow::Error {
     e.context(what.to_string())
 }
 
+/// Why the kernel refused to attach in native mode, in words, when its error number says.
+fn native_refusal(e: &anyhow::Error, iface: &str) -> Option<String> {
+    let errno = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::raw_os_error)?;
+    match errno {
+        // veth_xdp_set, and drivers alike: a program without multi-buffer support gets each
+        // frame in one page, so the MTU must fit one.
+        libc::ERANGE => Some(format!(
+            "the MTU is too large: without multi-buffer support a frame must fit one page (on \
+             a veth it is the peer's MTU that counts, 3506 at most with 4 KiB pages); a lower \
+             MTU lets {iface} run native XDP"
+        )),
+        libc::EOPNOTSUPP => Some("the driver has no native XDP".to_string()),
+        _ => None,
+    }
+}
+
 impl XdpFilter {
     /// Loads the program for `iface`, without attaching it: install rules first, then
     /// [`attach`](Self::attach), so no packet ever meets an empty rule table. The AF_XDP
@@ -203,6 +224,7 @@ impl XdpFilter {
             logger,
             link: None,
             mode: Mode::Auto,
+            native_refused: None,
             iface: iface.to_string(),
             if_index,
             active: None,
@@ -254,9 +276,11 @@ impl XdpFilter {
                 };
                 try_mode(program, m).map(|link| (link, mode)).map_err(|e| {
                     let hint = if mode == Mode::Native {
+                        let why = native_refusal(&e, &iface)
+                            .map_or(String::new(), |why| format!(": {why}"));
                         format!(
-                            "{iface} cannot run XDP in native (driver) mode; try `--mode skb` \
-                             (generic XDP, works everywhere, slower) or `--mode auto`"
+                            "{iface} cannot run XDP in native (driver) mode{why}; try `--mode \
+                             skb` (generic XDP, works everywhere, slower) or `--mode auto`"
                         )
                     } else {
                         format!("could not attach XDP to {iface} in skb (generic) mode")
@@ -267,7 +291,13 @@ impl XdpFilter {
             Mode::Auto => match try_mode(program, XdpMode::Driver) {
                 Ok(link) => Ok((link, Mode::Native)),
                 Err(native_err) => try_mode(program, XdpMode::Skb)
-                    .map(|link| (link, Mode::Skb))
+                    .map(|link| {
+                        self.native_refused = Some(
+                            native_refusal(&native_err, &iface)
+                                .unwrap_or_else(|| format!("{native_err:#}")),
+                        );
+                        (link, Mode::Skb)
+                    })
                     .map_err(|e| {
                         explain(
                             e,
@@ -489,6 +519,18 @@ impl XdpFilter {
             0,
         )?;
         Ok(())
+    }
+
+    /// Says why `--mode auto` fell back to skb mode, if it did: skb mode is slower, and the
+    /// cause (often an MTU) can usually be fixed.
+    pub fn report_fallback(&self) {
+        if let Some(why) = &self.native_refused {
+            packet::stderr!(
+                "xdp-user: {}: native XDP refused ({why}): running in skb (generic) mode, \
+                 which is slower",
+                self.iface
+            );
+        }
     }
 
     /// Registers the AF_XDP socket of RX queue `queue`, whose UMEM frames hold frames of up to

@@ -355,3 +355,35 @@ fn frames_longer_than_the_sockets_hold_are_passed_not_black_holed() {
     assert_eq!(n(&v, "/queues/0/kernel/rx_dropped"), 0, "{v}");
     assert_eq!(n(&v, "/frames_lost"), 0, "{v}");
 }
+
+/// A veth whose peer's MTU is above one page cannot run a single-buffer program natively
+/// (the kernel says only ERANGE, "Numerical result out of range"): `--mode native` fails
+/// saying it is the MTU, and `auto` falls back to skb mode saying why, and filters.
+#[test]
+fn native_mode_refused_for_the_mtu_says_so_and_auto_says_why_it_fell_back() {
+    let tb = testbed();
+    tb.ip_peer(&["link", "set", PEER_IF, "mtu", "9000"])
+        .unwrap();
+    fails_with(
+        &tb,
+        &["--iface", DUT_IF, "--mode", "native", "--duration", "5"],
+        "dut0 cannot run XDP in native (driver) mode: the MTU is too large",
+    );
+    let mut l = Loader::start(&tb, &["--iface", DUT_IF, "--duration", "30", "--json"]);
+    l.follow_stderr();
+    assert!(
+        l.wait_stderr(
+            "dut0: native XDP refused (the MTU is too large",
+            Duration::from_secs(1)
+        )
+        .is_some(),
+        "auto did not say why it fell back to skb mode"
+    );
+    assert_eq!(ping(&tb, false, 3), 3);
+    l.signal(libc::SIGINT);
+    let out = l.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = last_json(&out);
+    assert_eq!(v["mode"], "skb", "{v}");
+    assert_eq!(n(&v, "/protocols/icmp"), 3, "{v}");
+}

@@ -160,6 +160,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
     })?;
     filter.register_socket(args.queue, socket.raw_fd(), socket.frame_room())?;
     filter.attach(Mode::Auto)?;
+    filter.report_fallback();
     if let Some(core) = args.core {
         afxdp::pin_to_core(core);
     }

@@ -156,6 +156,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         policy.malformed.name(),
         policy.unparsed.name(),
     );
+    filter.report_fallback();
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
 
     let start = Instant::now();

@@ -251,6 +251,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.frame_size,
         rules.len()
     );
+    filter.report_fallback();
     if sockets.iter().any(|s| !s.zero_copy) && args.copy_mode() == afxdp::CopyMode::Auto {
         packet::stderr!(
             "xdp-user: zero-copy is not available on {}: copy mode",
