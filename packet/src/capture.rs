@@ -120,6 +120,8 @@ impl Output {
 /// capture writer and by `xdp-user dump` (the XDP program's captures).
 pub struct PcapFile {
     writer: PcapNgWriter<std::io::BufWriter<Box<dyn Write + Send>>>,
+    /// A write found the reading end of a pipe closed (`dump -w - | tcpdump -c 10`).
+    reader_gone: bool,
 }
 
 impl std::fmt::Debug for PcapFile {
@@ -132,12 +134,13 @@ impl PcapFile {
     /// Creates `output` with one Ethernet interface block per `(name, snaplen)`, with
     /// nanosecond timestamps; packets name their interface by index in this list.
     pub fn create(output: &Output, interfaces: &[(&str, usize)]) -> Result<PcapFile, String> {
-        let sink: Box<dyn Write + Send> = match output {
-            Output::Stdout => Box::new(std::io::stdout()),
-            Output::File(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-                format!("--capture {}: cannot create the file ({e})", path.display())
-            })?),
-        };
+        let sink: Box<dyn Write + Send> =
+            match output {
+                Output::Stdout => Box::new(std::io::stdout()),
+                Output::File(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+                    format!("cannot create the capture file {} ({e})", path.display())
+                })?),
+            };
         let mut writer = PcapNgWriter::new(std::io::BufWriter::with_capacity(1 << 20, sink))
             .map_err(|e| format!("cannot write the pcapng header: {e}"))?;
         for (name, snaplen) in interfaces {
@@ -153,7 +156,23 @@ impl PcapFile {
                 })
                 .map_err(|e| format!("cannot write the pcapng interface block: {e}"))?;
         }
-        Ok(PcapFile { writer })
+        Ok(PcapFile {
+            writer,
+            reader_gone: false,
+        })
+    }
+
+    /// Whether a write failed because the reader of the pipe written to has gone: the normal
+    /// end of `xdp-user dump -w - | tcpdump -c N`, not a failure.
+    pub fn reader_gone(&self) -> bool {
+        self.reader_gone
+    }
+
+    fn failed(&mut self, e: &std::io::Error) -> String {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            self.reader_gone = true;
+        }
+        format!("capture: write failed: {e}")
     }
 
     /// Writes one packet of interface `interface`, at `ts_ns` nanoseconds since the epoch.
@@ -165,23 +184,25 @@ impl PcapFile {
         data: &[u8],
         options: Vec<EnhancedPacketOption<'_>>,
     ) -> Result<(), String> {
-        self.writer
-            .write_pcapng_block(EnhancedPacketBlock {
-                interface_id: interface,
-                timestamp: Duration::from_nanos(ts_ns),
-                original_len,
-                data: Cow::Borrowed(data),
-                options,
-            })
-            .map(|_| ())
-            .map_err(|e| format!("capture: write failed: {e}"))
+        let written = self.writer.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: interface,
+            timestamp: Duration::from_nanos(ts_ns),
+            original_len,
+            data: Cow::Borrowed(data),
+            options,
+        });
+        match written {
+            Ok(_) => Ok(()),
+            Err(pcap_file::PcapError::IoError(e)) => Err(self.failed(&e)),
+            Err(e) => Err(format!("capture: write failed: {e}")),
+        }
     }
 
     pub fn flush(&mut self) -> Result<(), String> {
-        self.writer
-            .get_mut()
-            .flush()
-            .map_err(|e| format!("capture: write failed: {e}"))
+        match self.writer.get_mut().flush() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failed(&e)),
+        }
     }
 }
 

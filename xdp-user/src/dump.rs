@@ -194,6 +194,9 @@ pub struct DumpReport {
     pub written: u64,
     /// Frames lost to a full ring while capturing.
     pub lost: u64,
+    /// The capture ended because the reader of its pipe had gone (`-w - | tcpdump -c N`);
+    /// the last frame taken may not have reached it.
+    pub reader_gone: bool,
 }
 
 /// How a capture runs.
@@ -394,14 +397,20 @@ pub fn capture(
                     options.push(EnhancedPacketOption::DropCount(p));
                 }
                 let cap = (record.cap_len as usize).min(record.data.len());
-                file.packet(
+                let written = file.packet(
                     i as u32,
                     record.ts_ns.wrapping_add(to_wall),
                     record.orig_len,
                     &record.data[..cap],
                     options,
-                )
-                .map_err(anyhow::Error::msg)?;
+                );
+                if let Err(e) = written {
+                    if file.reader_gone() {
+                        report.reader_gone = true;
+                        break 'outer;
+                    }
+                    bail!(e);
+                }
                 report.written += 1;
                 if limit_reached(&report) {
                     break 'outer;
@@ -412,7 +421,13 @@ pub fn capture(
             break;
         }
         if got == 0 {
-            file.flush().map_err(anyhow::Error::msg)?;
+            if let Err(e) = file.flush() {
+                if file.reader_gone() {
+                    report.reader_gone = true;
+                    break;
+                }
+                bail!(e);
+            }
             let mut fds: Vec<libc::pollfd> = rings
                 .iter()
                 .map(|r| libc::pollfd {
@@ -421,14 +436,34 @@ pub fn capture(
                     revents: 0,
                 })
                 .collect();
+            // Writing to a pipe: its write end reports POLLERR once the reader has closed
+            // it, so a capture with nothing to write ends then, not at the next frame.
+            if matches!(output, Output::Stdout) {
+                fds.push(libc::pollfd {
+                    fd: libc::STDOUT_FILENO,
+                    events: 0,
+                    revents: 0,
+                });
+            }
             // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs; poll writes only
             // their `revents`.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+            if matches!(output, Output::Stdout)
+                && fds.last().is_some_and(|f| f.revents & libc::POLLERR != 0)
+            {
+                report.reader_gone = true;
+                break;
+            }
         }
     }
     // Capture off first, then count what was lost while it was on.
     drop(on);
     report.lost = (0..stats.len()).map(lost_now).sum::<u64>() - start_lost;
-    file.flush().map_err(anyhow::Error::msg)?;
+    if let Err(e) = file.flush() {
+        if !file.reader_gone() {
+            bail!(e);
+        }
+        report.reader_gone = true;
+    }
     Ok(report)
 }

@@ -420,3 +420,60 @@ fn a_killed_dumps_capture_is_switched_off_and_the_next_dump_runs() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// `dump -w - | tcpdump -c 2`: when tcpdump has its frames and exits, dump ends too, at once
+/// even with no more traffic to write, with status 0, says why, and switches capture off.
+#[test]
+fn dump_ends_cleanly_when_the_reader_of_its_pipe_exits() {
+    let tb = quiet_testbed();
+    let mut l = load(&tb, &[]);
+    let pipe = tb
+        .in_dut("bash")
+        .args([
+            "-c",
+            &format!(
+                "{} dump --iface {DUT_IF} -w - --json --duration 10 | tcpdump -nn -r - -c 2; \
+                 echo \"dump-status=${{PIPESTATUS[0]}}\" >&2",
+                xdp_user()
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = Loader::spawned(pipe);
+    pipe.follow_stderr();
+    assert!(
+        pipe.wait_stderr("capturing on", Duration::from_secs(20))
+            .is_some(),
+        "dump never said it was capturing"
+    );
+    // Two frames and then silence: nothing more for dump to write into the closed pipe (its
+    // --duration only bounds the test when dump does not notice).
+    assert_eq!(ping(&tb, false, 2), 2);
+    let ended = pipe.wait_exit(Duration::from_secs(3));
+    let out = pipe.finish();
+    let err = text(&out.stderr);
+    assert!(ended.is_some(), "dump outlived its reader: {err}");
+    assert!(err.contains("dump-status=0"), "{err}");
+    assert!(
+        err.contains("the reader of standard output has gone"),
+        "{err}"
+    );
+    assert!(err.contains("\"reader_gone\":true"), "{err}");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "tcpdump read 2 frames"
+    );
+
+    // Capture is off again: another dump is not refused.
+    let path = temp("dump-after-pipe");
+    let mut d = Loader::spawned(dump(&tb, &path, &["--duration", "1"]));
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some());
+    let out = d.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    l.signal(libc::SIGINT);
+    l.finish();
+    let _ = std::fs::remove_file(path);
+}

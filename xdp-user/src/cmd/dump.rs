@@ -86,6 +86,9 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
         selection,
     };
     let r = dump::capture(maps, &output, &opts, &stop, armed)?;
+    if r.reader_gone {
+        packet::stderr!("xdp-user dump: the reader of standard output has gone: capture ended");
+    }
     packet::stderr!(
         "xdp-user dump: {} frame(s) seen, {} written, {} lost to a full capture ring{}",
         r.seen,
@@ -98,7 +101,9 @@ pub fn run_dump(args: DumpArgs) -> Result<()> {
         }
     );
     if args.json {
-        let v = serde_json::json!({"seen": r.seen, "written": r.written, "lost": r.lost});
+        let v = serde_json::json!({
+            "seen": r.seen, "written": r.written, "lost": r.lost, "reader_gone": r.reader_gone,
+        });
         if args.write == "-" {
             packet::stderr!("{v}");
         } else {
