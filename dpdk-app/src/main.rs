@@ -126,6 +126,9 @@ fn run() -> Result<()> {
     let (eal_args, app_args) = split_args(std::env::args().collect());
     // Our options are checked before EAL starts (EAL may take seconds and hugepages).
     let cli = Cli::parse_from(app_args);
+    if let Some(path) = &cli.capture {
+        packet::capture::capture_file(path).map_err(anyhow::Error::msg)?;
+    }
     if cli.burst == 0 || cli.burst > dpdk::MAX_BURST {
         bail!("--burst must be 1 to {}", dpdk::MAX_BURST);
     }
@@ -346,7 +349,7 @@ fn run() -> Result<()> {
         .transpose()?;
     if let (Some(c), Some(path)) = (&captured, &cli.capture) {
         packet::stderr!(
-            "dpdk-app: captured {} frame(s) to {}{}",
+            "dpdk-app: captured {} frame(s) to {}{}{}",
             c.written,
             path.display(),
             if c.dropped > 0 {
@@ -356,6 +359,11 @@ fn run() -> Result<()> {
                 )
             } else {
                 String::new()
+            },
+            if c.reader_gone {
+                packet::capture::READER_GONE_NOTE
+            } else {
+                ""
             }
         );
     }

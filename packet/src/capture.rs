@@ -105,6 +105,21 @@ pub enum Output {
     Stdout,
 }
 
+/// The file of a data path's `--capture FILE` (`load`, `run`, `dpdk-app`). Their standard
+/// output carries their rate lines, so `-` is refused rather than taken as a file named `-`.
+pub fn capture_file(path: &std::path::Path) -> Result<Output, String> {
+    if path == std::path::Path::new("-") {
+        return Err(
+            "--capture - : --capture writes a file (standard output carries the rate \
+                    lines); to read the frames as they come, give it a FIFO (`mkfifo`) that \
+                    tcpdump reads, or run `xdp-user dump -w - | tcpdump -r -` beside `load` or \
+                    `run`"
+                .into(),
+        );
+    }
+    Ok(Output::File(path.to_path_buf()))
+}
+
 impl Output {
     /// `-` means standard output.
     pub fn parse(s: &str) -> Output {
@@ -214,12 +229,17 @@ pub fn wall_clock_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// Said after a capture's count when its reader went away before the end.
+pub const READER_GONE_NOTE: &str = "; its reader went away, so later frames were not written";
+
 /// What a capture wrote, when it ends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureReport {
     pub written: u64,
     /// Frames lost to full rings (each is also reported in the file as `epb_dropcount`).
     pub dropped: u64,
+    /// The reader of the pipe or FIFO written to went away; what came after was not written.
+    pub reader_gone: bool,
 }
 
 #[cfg(feature = "report")]
@@ -230,6 +250,7 @@ impl CaptureReport {
             "file": file.map(|p| p.display().to_string()),
             "written": self.written,
             "dropped": self.dropped,
+            "reader_gone": self.reader_gone,
         })
     }
 }
@@ -355,19 +376,43 @@ fn drain(
     stop: &AtomicBool,
 ) -> Result<CaptureReport, String> {
     let mut report = CaptureReport::default();
+    // A reader that has gone (a FIFO's `tcpdump -c 10` has its frames) ends the writing, not
+    // the data path: from then on the rings are emptied unwritten, so the loops never block
+    // or count drops for it, and the report says so.
+    let gone = |writer: &PcapFile, report: &mut CaptureReport, e: String| {
+        if writer.reader_gone() {
+            report.reader_gone = true;
+            Ok(())
+        } else {
+            Err(e)
+        }
+    };
     loop {
         // Read the flag before draining: what a loop recorded before it stopped is written.
         let last = stop.load(Ordering::Relaxed);
         let mut wrote = 0;
         for s in sources.iter_mut() {
-            wrote += drain_one(&mut writer, s, &mut report)?;
+            if report.reader_gone {
+                if let Ok(chunk) = s.ring.read_chunk(s.ring.slots()) {
+                    chunk.commit_all();
+                }
+                continue;
+            }
+            match drain_one(&mut writer, s, &mut report) {
+                Ok(n) => wrote += n,
+                Err(e) => gone(&writer, &mut report, e)?,
+            }
         }
         if last {
             break;
         }
         if wrote == 0 {
             // Nothing waiting: flush, so a reader of the file sees packets as they come.
-            writer.flush()?;
+            if !report.reader_gone
+                && let Err(e) = writer.flush()
+            {
+                gone(&writer, &mut report, e)?;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -375,7 +420,11 @@ fn drain(
         .iter()
         .map(|s| s.dropped.load(Ordering::Relaxed))
         .sum();
-    writer.flush()?;
+    if !report.reader_gone
+        && let Err(e) = writer.flush()
+    {
+        gone(&writer, &mut report, e)?;
+    }
     Ok(report)
 }
 
@@ -460,6 +509,31 @@ mod tests {
         out
     }
 
+    /// The reader of a pipe goes away mid-capture: the capture ends its writing without an
+    /// error, says so, and keeps emptying the ring, so a tap never finds it full.
+    #[test]
+    fn a_reader_that_goes_away_ends_the_writing_not_the_capture() {
+        use std::os::fd::AsRawFd;
+        let (reader, writer) = std::io::pipe().unwrap();
+        // The write end, opened again by path: what `--capture FIFO` does.
+        let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", writer.as_raw_fd()));
+        let (capture, mut taps) = start(&Output::File(path), "dut0", &[0], 64).unwrap();
+        drop((reader, writer));
+        let request = crate::fixtures::UDP4_ECHO_REQUEST;
+        taps[0].set_time();
+        // Far more than the ring holds (8 MiB), at a pace it is emptied at (every 5 ms).
+        for _ in 0..100 {
+            for _ in 0..2000 {
+                taps[0].record(Direction::In, &request);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(taps);
+        let report = capture.finish().expect("a gone reader is not an error");
+        assert!(report.reader_gone, "{report:?}");
+        assert_eq!(report.dropped, 0, "the ring kept being emptied: {report:?}");
+    }
+
     #[test]
     fn records_come_back_in_order_with_direction_and_snaplen() {
         let path = std::env::temp_dir().join(format!("kbp-capture-{}.pcapng", std::process::id()));
@@ -474,7 +548,8 @@ mod tests {
             report,
             CaptureReport {
                 written: 2,
-                dropped: 0
+                dropped: 0,
+                reader_gone: false,
             }
         );
         let got = read_back(&path);
@@ -517,7 +592,8 @@ mod tests {
             report,
             CaptureReport {
                 written: 3,
-                dropped: 1
+                dropped: 1,
+                reader_gone: false,
             }
         );
         let got = read_back(&path);
@@ -537,6 +613,9 @@ mod tests {
             100,
         )
         .unwrap_err();
-        assert!(e.contains("--capture /nonexistent/dir/x.pcapng"), "{e}");
+        assert!(
+            e.contains("cannot create the capture file /nonexistent/dir/x.pcapng"),
+            "{e}"
+        );
     }
 }

@@ -477,3 +477,80 @@ fn dump_ends_cleanly_when_the_reader_of_its_pipe_exits() {
     l.finish();
     let _ = std::fs::remove_file(path);
 }
+
+/// `--capture` of the data paths writes a file: `-` is refused (it used to create a file
+/// named `-`, the frames never reaching the pipe). A FIFO works, and when its reader has its
+/// frames and exits, the data path goes on and ends with its report, saying the capture's
+/// reader went away (it used to end with "Broken pipe" and status 1, its report lost).
+#[test]
+fn capture_to_a_fifo_survives_its_reader_and_dash_is_refused() {
+    let tb = quiet_testbed();
+    for cmd in ["load", "run"] {
+        let out = tb
+            .in_dut(xdp_user())
+            .args([cmd, "--iface", DUT_IF, "--capture", "-", "--duration", "2"])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd} --capture - was taken");
+        assert!(
+            text(&out.stderr).contains("--capture writes a file"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!std::env::temp_dir().join("-").exists(), "a file named -");
+        assert!(!tb.dut_xdp_attached().unwrap());
+    }
+
+    let fifo = std::env::temp_dir().join(format!("kbp-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reader = std::process::Command::new("timeout")
+        .args(["20", "tcpdump", "-nn", "-c", "2", "-r"])
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Loader::start_cmd(
+        &tb,
+        "run",
+        &[
+            "--iface",
+            DUT_IF,
+            "--rule",
+            "proto icmp action xsk",
+            "--capture",
+            fifo.to_str().unwrap(),
+            "--json",
+            "--duration",
+            "30",
+        ],
+    );
+    // Each ping is two frames (request in, reply out): tcpdump has its two after the first.
+    assert_eq!(ping(&tb, false, 4), 4);
+    let read = reader.wait_with_output().unwrap();
+    assert_eq!(
+        text(&read.stdout).lines().count(),
+        2,
+        "tcpdump read 2 frames"
+    );
+    assert_eq!(ping(&tb, false, 2), 2, "the loop still answers");
+    run.signal(libc::SIGINT);
+    let out = run.finish();
+    let _ = std::fs::remove_file(&fifo);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("its reader went away"),
+        "{}",
+        text(&out.stderr)
+    );
+    let v = last_json(&out);
+    assert_eq!(n(&v, "/echoed"), 6, "{v}");
+    assert_eq!(v["capture"]["reader_gone"], true, "{v}");
+    assert_eq!(n(&v, "/frames_lost"), 0, "{v}");
+}

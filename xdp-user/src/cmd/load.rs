@@ -81,6 +81,9 @@ impl LoadArgs {
 }
 
 pub fn load(args: LoadArgs) -> Result<()> {
+    if let Some(path) = &args.capture {
+        packet::capture::capture_file(path).map_err(anyhow::Error::msg)?;
+    }
     // Signals first: a SIGINT that comes while we attach must still detach cleanly.
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -246,10 +249,15 @@ pub fn load(args: LoadArgs) -> Result<()> {
     let total = filter.snapshot()?;
     if let (Some(c), Some(path)) = (&captured, &args.capture) {
         packet::stderr!(
-            "xdp-user: captured {} frame(s) to {}; {} lost to a full capture ring",
+            "xdp-user: captured {} frame(s) to {}; {} lost to a full capture ring{}",
             c.written,
             path.display(),
-            c.lost
+            c.lost,
+            if c.reader_gone {
+                packet::capture::READER_GONE_NOTE
+            } else {
+                ""
+            }
         );
     }
     // The last scrape sees the totals the JSON reports.
@@ -272,7 +280,12 @@ pub fn load(args: LoadArgs) -> Result<()> {
         v["reloads"] = reloads.into();
         v["reload_failures"] = reload_failures.into();
         v["capture"] = captured
-            .map(|c| serde_json::json!({"written": c.written, "seen": c.seen, "lost": c.lost}))
+            .map(|c| {
+                serde_json::json!({
+                    "written": c.written, "seen": c.seen, "lost": c.lost,
+                    "reader_gone": c.reader_gone,
+                })
+            })
             .unwrap_or(serde_json::Value::Null);
         print_report(&v).context("writing the JSON report")?;
     }

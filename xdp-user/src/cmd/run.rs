@@ -170,6 +170,9 @@ fn frames_do_not_fit(iface: &str, mtu: u32, frame_size: u32) -> Option<String> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if let Some(path) = &args.capture {
+        packet::capture::capture_file(path).map_err(anyhow::Error::msg)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -428,7 +431,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .transpose()?;
     if let (Some(c), Some(path)) = (&captured, &args.capture) {
         packet::stderr!(
-            "xdp-user: captured {} frame(s) to {}{}",
+            "xdp-user: captured {} frame(s) to {}{}{}",
             c.written,
             path.display(),
             if c.dropped > 0 {
@@ -439,6 +442,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 )
             } else {
                 String::new()
+            },
+            if c.reader_gone {
+                packet::capture::READER_GONE_NOTE
+            } else {
+                ""
             }
         );
     }
