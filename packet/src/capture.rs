@@ -108,14 +108,12 @@ pub enum Output {
 /// The file of a data path's `--capture FILE` (`load`, `run`, `dpdk-app`). Their standard
 /// output carries their rate lines, so `-` is refused rather than taken as a file named `-`.
 pub fn capture_file(path: &std::path::Path) -> Result<Output, String> {
+    const REFUSED: &str = "--capture - : --capture writes a file (standard output carries the \
+                           rate lines); to read the frames as they come, give it a FIFO \
+                           (`mkfifo`) that tcpdump reads, or run `xdp-user dump -w - | tcpdump \
+                           -r -` beside `load` or `run`";
     if path == std::path::Path::new("-") {
-        return Err(
-            "--capture - : --capture writes a file (standard output carries the rate \
-                    lines); to read the frames as they come, give it a FIFO (`mkfifo`) that \
-                    tcpdump reads, or run `xdp-user dump -w - | tcpdump -r -` beside `load` or \
-                    `run`"
-                .into(),
-        );
+        return Err(REFUSED.into());
     }
     Ok(Output::File(path.to_path_buf()))
 }
