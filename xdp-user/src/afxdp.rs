@@ -646,6 +646,40 @@ pub(crate) fn pin_to_core(core: usize) {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask: a container's or `taskset`'s limit
+/// included).
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    // SAFETY: `set` is a plain bitmask sched_getaffinity fills for this process (pid 0), of
+    // the size passed; CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            bail!(
+                "cannot read this process's CPU affinity: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect())
+    }
+}
+
+/// Checks, before anything is attached, that every CPU `flag` names is one this process may
+/// run on: a thread pinned elsewhere would fail and run unpinned, not where it was asked to.
+pub fn check_cpus(flag: &str, cpus: &[usize]) -> Result<()> {
+    let allowed = allowed_cpus()?;
+    if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
+        let list: Vec<String> = allowed.iter().map(usize::to_string).collect();
+        bail!(
+            "{flag}: CPU {bad} is not one this process may run on (allowed: {}); see `nproc` \
+             and `taskset -p $$`",
+            list.join(",")
+        );
+    }
+    Ok(())
+}
+
 /// The RX queues of an interface (from /sys/class/net/IFACE/queues).
 pub fn rx_queue_count(iface: &str) -> Result<u32> {
     let dir = format!("/sys/class/net/{iface}/queues");

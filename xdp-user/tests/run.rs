@@ -565,3 +565,41 @@ fn run_captures_what_it_receives_and_sends_as_pcapng() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A CPU this process may not run on (`--cores` for run, `--core` for gen) is refused before
+/// anything is attached; it used to be a warning from the thread, which then ran unpinned.
+#[test]
+fn a_cpu_it_may_not_run_on_is_refused_before_anything_starts() {
+    let tb = testbed(1);
+    let out = tb
+        .in_dut(xdp_user())
+        .args([
+            "run",
+            "--iface",
+            DUT_IF,
+            "--cores",
+            "1000",
+            "--duration",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "run --cores 1000 ran");
+    assert!(
+        text(&out.stderr).contains("--cores: CPU 1000 is not one this process may run on"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!tb.dut_xdp_attached().unwrap());
+    let out = tb
+        .gen_from_peer(xdp_user(), xtask::testbed::DUT_IPV4)
+        .args(["--core", "1000", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "gen --core 1000 ran");
+    assert!(
+        text(&out.stderr).contains("--core: CPU 1000 is not one this process may run on"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -143,6 +143,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
         "src {} proto udp sport {} action xsk",
         args.dst, args.dport
     ))?];
+    afxdp::check_cpus("--core", args.core.as_slice())?;
     let mut filter = XdpFilter::load(&args.iface)?;
     filter.install(&rules, PASS_ALL)?;
     let socket = afxdp::QueueSocket::bind(afxdp::QueueSettings {

@@ -197,6 +197,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(c) => parse_list("--cores", c)?,
         None => Vec::new(),
     };
+    afxdp::check_cpus(
+        "--cores",
+        &cores.iter().map(|c| *c as usize).collect::<Vec<_>>(),
+    )?;
     let mut responder = packet::echo::Responder::new();
     responder.set_echo_ports(echo_ports);
     responder.set_local_mac(afxdp::mac_address(&args.iface)?);
