@@ -159,6 +159,7 @@ fn run() -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
 
+    refuse_missing_interfaces(&eal_args)?;
     let af_xdp = af_xdp_interfaces(&eal_args);
     refuse_taken_af_xdp_interfaces(&af_xdp)?;
     // Declared before EAL, so dropped after it: by then DPDK has removed its programs.
@@ -442,6 +443,26 @@ fn vdevs(eal_args: &[String]) -> Vec<(String, Option<String>)> {
         out.push((name, iface));
     }
     out
+}
+
+/// Refuses a `--vdev ...,iface=NAME` of a driver that opens an existing interface
+/// (`net_af_packet`, `net_af_xdp`, `net_pcap`) when there is no such interface in this network
+/// namespace, before EAL starts: EAL would only say "Bus (vdev) probe failed" and then find no
+/// ports. (`net_tap`'s `iface=` names the interface it creates.)
+fn refuse_missing_interfaces(eal_args: &[String]) -> Result<()> {
+    const OPENS_AN_INTERFACE: [&str; 3] = ["net_af_packet", "net_af_xdp", "net_pcap"];
+    for (vdev, iface) in vdevs(eal_args) {
+        if let Some(iface) = iface
+            && OPENS_AN_INTERFACE.iter().any(|d| vdev.starts_with(d))
+            && !std::path::Path::new("/sys/class/net").join(&iface).exists()
+        {
+            bail!(
+                "--vdev {vdev}: no interface named {iface} in this network namespace (list them \
+                 with `ip link`; in another namespace, run dpdk-app with `ip netns exec NS`)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Refuses `net_af_xdp` on an interface that already has an XDP program. DPDK would fail to

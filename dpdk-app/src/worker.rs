@@ -224,6 +224,16 @@ impl<'a> Printer<'a> {
                 .into_iter()
                 .map(|i| {
                     let state = interface_state(&i);
+                    // Reported from then on only when it changes; a link down from the start
+                    // is said now (net_af_packet reports its port up whatever the interface).
+                    if let Some((operstate, _)) = &state
+                        && !matches!(operstate.as_str(), "up" | "unknown")
+                    {
+                        packet::stderr!(
+                            "dpdk-app: interface {i}: link down (operstate {operstate}): no \
+                             traffic until it comes up (polling on)"
+                        );
+                    }
                     (i, state)
                 })
                 .collect(),

@@ -913,3 +913,51 @@ fn flows_capture_and_metrics_show_what_the_app_sees() {
     assert_eq!((count("0x00000001"), count("0x00000002")), (rx, tx), "{v}");
     let _ = std::fs::remove_file(&capture);
 }
+
+/// What is wrong with the interfaces behind the vdevs is said at start: one that does not
+/// exist here is refused before EAL (which said only "Bus (vdev) probe failed", then "no
+/// ports"); one that is down is reported (net_af_packet calls its port up regardless); and
+/// `--capture -` is refused before EAL rather than written to a file named `-`.
+#[test]
+fn the_interfaces_behind_the_vdevs_are_checked_at_start() {
+    let tb = testbed();
+    let mut eal = eal_common("0", false);
+    eal.args
+        .extend(["--vdev".into(), "net_af_xdp0,iface=nosuch0".into()]);
+    let out = spawn_app(Some(&tb), &eal, &["--duration", "1"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--vdev net_af_xdp0: no interface named nosuch0 in this network namespace"),
+        "{err}"
+    );
+    assert!(!runtime_dir(&eal.prefix).exists(), "refused before EAL");
+
+    let eal = eal_common("0", false);
+    let out = spawn_app(None, &eal, &["--capture", "-", "--duration", "1"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--capture writes a file"), "{err}");
+    assert!(!runtime_dir(&eal.prefix).exists(), "refused before EAL");
+
+    // The interface set down before the app starts (a peer set down would do too, but veth
+    // passes that on to this end's operstate only a moment later).
+    tb.ip_dut(&["link", "set", DUT_IF, "down"]).unwrap();
+    let mut eal = eal_common("0", false);
+    eal.args
+        .extend(["--vdev".into(), format!("net_af_packet0,iface={DUT_IF}")]);
+    let out = spawn_app(Some(&tb), &eal, &["--duration", "1", "--json"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("interface dut0: link down (operstate down): no traffic until it comes up"),
+        "{err}"
+    );
+    json_of(&out);
+}
