@@ -400,8 +400,10 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 /// Parses a rules file: one rule per line, `#` starts a comment, blank lines are skipped.
-/// Errors name the line.
+/// Errors name the line. Files written on Windows read the same: CRLF line ends, and a UTF-8
+/// byte-order mark (Notepad's), which would otherwise be an invisible part of the first key.
 pub fn parse_rules_file(text: &str, name: &str) -> Result<Vec<Rule>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rules = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -822,6 +824,13 @@ mod tests {
         assert_eq!(rules[0].text, "proto udp dport 7 action xsk");
         let e = parse_rules_file("action drop\nfoo bar\n", "r.txt").unwrap_err();
         assert!(e.to_string().starts_with("r.txt:2: bad rule"), "{e}");
+        // Saved on Windows: a byte-order mark and CRLF line ends.
+        let windows =
+            "\u{feff}proto udp dport 53 action drop\r\n# dns\r\n\r\nproto tcp action pass\r\n";
+        let rules = parse_rules_file(windows, "r.txt").unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].text, "proto udp dport 53 action drop");
+        assert_eq!(rules[1].text, "proto tcp action pass");
     }
 
     fn udp(src: [u8; 4], sport: u16, dport: u16) -> PacketFields {
