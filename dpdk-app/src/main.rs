@@ -155,9 +155,7 @@ fn run() -> Result<()> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
+    packet::cli::stop_on_signals(&stop)?;
 
     refuse_missing_interfaces(&eal_args)?;
     let af_xdp = af_xdp_interfaces(&eal_args);

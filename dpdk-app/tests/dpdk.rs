@@ -961,3 +961,30 @@ fn the_interfaces_behind_the_vdevs_are_checked_at_start() {
     );
     json_of(&out);
 }
+
+/// SIGHUP (a closed terminal or SSH session) stops the app as SIGINT does: ports stopped and
+/// closed, every mbuf back, the report written, no runtime files left. Its default action
+/// killed the app without any of it.
+#[test]
+fn sighup_stops_it_cleanly() {
+    require_root();
+    let mut eal = eal_common("0", false);
+    eal.args.extend(["--vdev".into(), "net_null0".into()]);
+    let mut app = spawn_app(
+        None,
+        &eal,
+        &["--action", "count", "--duration", "20", "--json"],
+    );
+    wait_started(&mut app);
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &app.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = app.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(err.contains("mbufs still in use: 0"), "{err}");
+    json_of(&out);
+    assert!(!runtime_dir(&eal.prefix).exists(), "runtime directory left");
+}

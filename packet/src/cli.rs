@@ -10,6 +10,18 @@ pub fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Sets `stop` on SIGINT, SIGTERM and SIGHUP: a data path then stops the way it always does
+/// (detach, DPDK's port close, the final counters). SIGHUP is a closed terminal or SSH
+/// session, whose default action would kill the process without that clean-up (`load` keeps
+/// SIGHUP for reloading its rules and registers the first two only).
+pub fn stop_on_signals(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(stop))?;
+    }
+    Ok(())
+}
+
 /// Writes to standard output; `Ok(false)` when nobody reads it any more.
 ///
 /// Rust ignores SIGPIPE, so a write into a pipe whose reader has gone (`xdp-user load ... |

@@ -603,3 +603,24 @@ fn a_cpu_it_may_not_run_on_is_refused_before_anything_starts() {
         text(&out.stderr)
     );
 }
+
+/// SIGHUP (the terminal or SSH session closed) stops `run` the way SIGINT does: detached, its
+/// report written. Its default action killed the process without either.
+#[test]
+fn sighup_stops_it_cleanly() {
+    let tb = testbed(1);
+    let l = run_loader(&tb, &[]);
+    assert_eq!(ping(&tb, false, 2), 2);
+    l.signal(libc::SIGHUP);
+    let mut l = l;
+    let out = l.finish();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    let v = last_json(&out);
+    assert_eq!(n(&v, "/echoed"), 2, "{v}");
+    assert!(!tb.dut_xdp_attached().unwrap(), "detached on SIGHUP");
+}

@@ -45,9 +45,7 @@ pub struct DumpArgs {
 
 pub fn run_dump(args: DumpArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
+    packet::cli::stop_on_signals(&stop)?;
     let selection = dump::Selection {
         action: args
             .verdict

@@ -99,9 +99,7 @@ fn iface_address(iface: &str, like: &IpAddr) -> Result<IpAddr> {
 
 pub fn run_gen(args: GenArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
+    packet::cli::stop_on_signals(&stop)?;
     let dst_mac = parse_mac(&args.dst_mac)?;
     let sport = match args.sport.split_once('-') {
         Some((a, b)) => (a.parse::<u16>()?, b.parse::<u16>()?),

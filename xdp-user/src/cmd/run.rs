@@ -174,9 +174,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         packet::capture::capture_file(path).map_err(anyhow::Error::msg)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
+    packet::cli::stop_on_signals(&stop)?;
     let echo_ports = packet::echo::PortSet::from_list(&args.echo_ports)
         .map_err(|e| anyhow::anyhow!("--echo-ports {}: {e}", args.echo_ports))?;
     let rules = run_rules(&args)?;
