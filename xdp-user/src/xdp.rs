@@ -503,8 +503,6 @@ impl XdpFilter {
         Ok((r.return_value, r.duration))
     }
 
-    /// Registers the AF_XDP socket `fd` for RX queue `queue` in the XSKS map, so `xsk` rules
-    /// redirect that queue's packets to it.
     /// Writes the program's control word (`CONFIG`): one update, so a packet sees the old
     /// word or the new one.
     fn write_config(&mut self, active_set: u32, xsk_frame_room: u32) -> Result<()> {
@@ -533,9 +531,10 @@ impl XdpFilter {
         }
     }
 
-    /// Registers the AF_XDP socket of RX queue `queue`, whose UMEM frames hold frames of up to
-    /// `frame_room` bytes: the program passes longer ones to the kernel instead of redirecting
-    /// them into a socket that would drop them (see `XdpConfig::xsk_frame_room`).
+    /// Registers the AF_XDP socket `fd` for RX queue `queue` in the XSKS map, so `xsk` rules
+    /// redirect that queue's packets to it. Its UMEM frames hold frames of up to `frame_room`
+    /// bytes: the program passes longer ones to the kernel instead of redirecting them into a
+    /// socket that would drop them (see `XdpConfig::xsk_frame_room`).
     pub fn register_socket(
         &mut self,
         queue: u32,
