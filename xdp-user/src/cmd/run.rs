@@ -604,3 +604,22 @@ fn af_xdp_fields(c: &packet::counter::LoopCounters) -> serde_json::Map<String, s
     .map(|(k, v)| (k.into(), v.into()))
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::frames_do_not_fit;
+
+    /// 1792 bytes fit a 2048-byte UMEM frame after the kernel's 256 of headroom: MTU 1770
+    /// with two VLAN tags. Above it, the advice is the larger frame while that holds the MTU,
+    /// then a lower MTU.
+    #[test]
+    fn says_when_the_mtu_outgrows_the_frames_and_what_helps() {
+        assert_eq!(frames_do_not_fit("x", 1500, 2048), None);
+        assert_eq!(frames_do_not_fit("x", 1770, 2048), None);
+        let w = frames_do_not_fit("x", 1771, 2048).unwrap();
+        assert!(w.contains("up to 1793 bytes") && w.contains("--frame-size 4096 takes them"));
+        assert_eq!(frames_do_not_fit("x", 3818, 4096), None);
+        let w = frames_do_not_fit("x", 9000, 2048).unwrap();
+        assert!(w.contains("an MTU of 3818 or less"), "{w}");
+    }
+}
