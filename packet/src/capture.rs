@@ -105,6 +105,40 @@ pub enum Output {
     Stdout,
 }
 
+/// Creates (or, for a FIFO, opens) the capture file. Opening a FIFO for writing waits for a
+/// reader, without end and deaf to Ctrl-C; so a FIFO nobody reads is an error instead. It is
+/// first opened non-blocking (which fails with ENXIO without a reader), and that handle is held
+/// until the real one is open, so the reader never sees the writers drop to none (end of file).
+fn create_file(path: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let cannot =
+        |e: std::io::Error| format!("cannot create the capture file {} ({e})", path.display());
+    let is_fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    let reader_check = if is_fifo {
+        let probe = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        match probe {
+            Ok(f) => Some(f),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                return Err(format!(
+                    "the capture FIFO {} has no reader: start the reader first (e.g. `tcpdump \
+                     -r {}`)",
+                    path.display(),
+                    path.display()
+                ));
+            }
+            Err(e) => return Err(cannot(e)),
+        }
+    } else {
+        None
+    };
+    let file = std::fs::File::create(path).map_err(cannot)?;
+    drop(reader_check);
+    Ok(file)
+}
+
 /// The file of a data path's `--capture FILE` (`load`, `run`, `dpdk-app`). Their standard
 /// output carries their rate lines, so `-` is refused rather than taken as a file named `-`.
 pub fn capture_file(path: &std::path::Path) -> Result<Output, String> {
@@ -147,13 +181,10 @@ impl PcapFile {
     /// Creates `output` with one Ethernet interface block per `(name, snaplen)`, with
     /// nanosecond timestamps; packets name their interface by index in this list.
     pub fn create(output: &Output, interfaces: &[(&str, usize)]) -> Result<PcapFile, String> {
-        let sink: Box<dyn Write + Send> =
-            match output {
-                Output::Stdout => Box::new(std::io::stdout()),
-                Output::File(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-                    format!("cannot create the capture file {} ({e})", path.display())
-                })?),
-            };
+        let sink: Box<dyn Write + Send> = match output {
+            Output::Stdout => Box::new(std::io::stdout()),
+            Output::File(path) => Box::new(create_file(path)?),
+        };
         let mut writer = PcapNgWriter::new(std::io::BufWriter::with_capacity(1 << 20, sink))
             .map_err(|e| format!("cannot write the pcapng header: {e}"))?;
         for (name, snaplen) in interfaces {

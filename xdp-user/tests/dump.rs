@@ -481,7 +481,8 @@ fn dump_ends_cleanly_when_the_reader_of_its_pipe_exits() {
 /// `--capture` of the data paths writes a file: `-` is refused (it used to create a file
 /// named `-`, the frames never reaching the pipe). A FIFO works, and when its reader has its
 /// frames and exits, the data path goes on and ends with its report, saying the capture's
-/// reader went away (it used to end with "Broken pipe" and status 1, its report lost).
+/// reader went away (it used to end with "Broken pipe" and status 1, its report lost). A FIFO
+/// nobody reads yet is refused (it used to hang in open(2), the program attached).
 #[test]
 fn capture_to_a_fifo_survives_its_reader_and_dash_is_refused() {
     let tb = quiet_testbed();
@@ -509,6 +510,23 @@ fn capture_to_a_fifo_survives_its_reader_and_dash_is_refused() {
         .status()
         .unwrap();
     assert!(status.success());
+    // Nobody reads the FIFO yet: refused, instead of waiting without end (deaf to Ctrl-C) in
+    // open(2) with the program attached and the sockets unread.
+    let out = tb
+        .in_dut("timeout")
+        .args(["10", xdp_user(), "run", "--iface", DUT_IF, "--capture"])
+        .arg(&fifo)
+        .args(["--duration", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("has no reader: start the reader first"),
+        "{:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(!tb.dut_xdp_attached().unwrap());
     let reader = std::process::Command::new("timeout")
         .args(["20", "tcpdump", "-nn", "-c", "2", "-r"])
         .arg(&fifo)
