@@ -167,8 +167,24 @@ impl Output {
 /// capture writer and by `xdp-user dump` (the XDP program's captures).
 pub struct PcapFile {
     writer: PcapNgWriter<std::io::BufWriter<Box<dyn Write + Send>>>,
-    /// A write found the reading end of a pipe closed (`dump -w - | tcpdump -c 10`).
-    reader_gone: bool,
+}
+
+/// What a write of a [`PcapFile`] came to, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// The reader of the pipe or FIFO written to has gone (EPIPE): the normal end of
+    /// `xdp-user dump -w - | tcpdump -c N`, not a failure. Nothing more can be written.
+    ReaderGone,
+}
+
+/// A write's I/O result as [`Written`], or the message of a real failure.
+fn written(r: std::io::Result<()>) -> Result<Written, String> {
+    match r {
+        Ok(()) => Ok(Written::Done),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Written::ReaderGone),
+        Err(e) => Err(format!("capture: write failed: {e}")),
+    }
 }
 
 impl std::fmt::Debug for PcapFile {
@@ -200,23 +216,7 @@ impl PcapFile {
                 })
                 .map_err(|e| format!("cannot write the pcapng interface block: {e}"))?;
         }
-        Ok(PcapFile {
-            writer,
-            reader_gone: false,
-        })
-    }
-
-    /// Whether a write failed because the reader of the pipe written to has gone: the normal
-    /// end of `xdp-user dump -w - | tcpdump -c N`, not a failure.
-    pub fn reader_gone(&self) -> bool {
-        self.reader_gone
-    }
-
-    fn failed(&mut self, e: &std::io::Error) -> String {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            self.reader_gone = true;
-        }
-        format!("capture: write failed: {e}")
+        Ok(PcapFile { writer })
     }
 
     /// Writes one packet of interface `interface`, at `ts_ns` nanoseconds since the epoch.
@@ -227,26 +227,23 @@ impl PcapFile {
         original_len: u32,
         data: &[u8],
         options: Vec<EnhancedPacketOption<'_>>,
-    ) -> Result<(), String> {
-        let written = self.writer.write_pcapng_block(EnhancedPacketBlock {
+    ) -> Result<Written, String> {
+        let block = self.writer.write_pcapng_block(EnhancedPacketBlock {
             interface_id: interface,
             timestamp: Duration::from_nanos(ts_ns),
             original_len,
             data: Cow::Borrowed(data),
             options,
         });
-        match written {
-            Ok(_) => Ok(()),
-            Err(pcap_file::PcapError::IoError(e)) => Err(self.failed(&e)),
+        match block {
+            Ok(_) => Ok(Written::Done),
+            Err(pcap_file::PcapError::IoError(e)) => written(Err(e)),
             Err(e) => Err(format!("capture: write failed: {e}")),
         }
     }
 
-    pub fn flush(&mut self) -> Result<(), String> {
-        match self.writer.get_mut().flush() {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.failed(&e)),
-        }
+    pub fn flush(&mut self) -> Result<Written, String> {
+        written(self.writer.get_mut().flush())
     }
 }
 
@@ -408,13 +405,11 @@ fn drain(
     // A reader that has gone (a FIFO's `tcpdump -c 10` has its frames) ends the writing, not
     // the data path: from then on the rings are emptied unwritten, so the loops never block
     // or count drops for it, and the report says so.
-    let gone = |writer: &PcapFile, report: &mut CaptureReport, e: String| {
-        if writer.reader_gone() {
+    let flush = |writer: &mut PcapFile, report: &mut CaptureReport| {
+        if !report.reader_gone && writer.flush()? == Written::ReaderGone {
             report.reader_gone = true;
-            Ok(())
-        } else {
-            Err(e)
         }
+        Ok::<(), String>(())
     };
     loop {
         // Read the flag before draining: what a loop recorded before it stopped is written.
@@ -427,21 +422,14 @@ fn drain(
                 }
                 continue;
             }
-            match drain_one(&mut writer, s, &mut report) {
-                Ok(n) => wrote += n,
-                Err(e) => gone(&writer, &mut report, e)?,
-            }
+            wrote += drain_one(&mut writer, s, &mut report)?;
         }
         if last {
             break;
         }
         if wrote == 0 {
             // Nothing waiting: flush, so a reader of the file sees packets as they come.
-            if !report.reader_gone
-                && let Err(e) = writer.flush()
-            {
-                gone(&writer, &mut report, e)?;
-            }
+            flush(&mut writer, &mut report)?;
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -449,15 +437,12 @@ fn drain(
         .iter()
         .map(|s| s.dropped.load(Ordering::Relaxed))
         .sum();
-    if !report.reader_gone
-        && let Err(e) = writer.flush()
-    {
-        gone(&writer, &mut report, e)?;
-    }
+    flush(&mut writer, &mut report)?;
     Ok(report)
 }
 
-/// Writes every complete record of one ring; returns how many.
+/// Writes every complete record of one ring; returns how many. Stops at a reader that has
+/// gone, saying so in `report`.
 fn drain_one(
     writer: &mut PcapFile,
     s: &mut Source,
@@ -493,7 +478,10 @@ fn drain_one(
             options.push(EnhancedPacketOption::DropCount(dropped - s.reported));
             s.reported = dropped;
         }
-        writer.packet(0, ts, original_len, &data[..caplen], options)?;
+        if writer.packet(0, ts, original_len, &data[..caplen], options)? == Written::ReaderGone {
+            report.reader_gone = true;
+            break;
+        }
         n += 1;
         report.written += 1;
     }

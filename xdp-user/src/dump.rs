@@ -18,7 +18,7 @@ use crate::rules::{self, PacketFields, Rule};
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use packet::abi::{CaptureRecord, Stats, capture_ctl, map_name, verdict};
-use packet::capture::{Output, PcapFile, epb_option, wall_clock_ns};
+use packet::capture::{Output, PcapFile, Written, epb_option, wall_clock_ns};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use std::borrow::Cow;
 use std::os::fd::AsRawFd;
@@ -397,19 +397,18 @@ pub fn capture(
                     options.push(EnhancedPacketOption::DropCount(p));
                 }
                 let cap = (record.cap_len as usize).min(record.data.len());
-                let written = file.packet(
-                    i as u32,
-                    record.ts_ns.wrapping_add(to_wall),
-                    record.orig_len,
-                    &record.data[..cap],
-                    options,
-                );
-                if let Err(e) = written {
-                    if file.reader_gone() {
-                        report.reader_gone = true;
-                        break 'outer;
-                    }
-                    bail!(e);
+                let written = file
+                    .packet(
+                        i as u32,
+                        record.ts_ns.wrapping_add(to_wall),
+                        record.orig_len,
+                        &record.data[..cap],
+                        options,
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                if written == Written::ReaderGone {
+                    report.reader_gone = true;
+                    break 'outer;
                 }
                 report.written += 1;
                 if limit_reached(&report) {
@@ -421,12 +420,9 @@ pub fn capture(
             break;
         }
         if got == 0 {
-            if let Err(e) = file.flush() {
-                if file.reader_gone() {
-                    report.reader_gone = true;
-                    break;
-                }
-                bail!(e);
+            if file.flush().map_err(anyhow::Error::msg)? == Written::ReaderGone {
+                report.reader_gone = true;
+                break;
             }
             let mut fds: Vec<libc::pollfd> = rings
                 .iter()
@@ -459,10 +455,7 @@ pub fn capture(
     // Capture off first, then count what was lost while it was on.
     drop(on);
     report.lost = (0..stats.len()).map(lost_now).sum::<u64>() - start_lost;
-    if let Err(e) = file.flush() {
-        if !file.reader_gone() {
-            bail!(e);
-        }
+    if file.flush().map_err(anyhow::Error::msg)? == Written::ReaderGone {
         report.reader_gone = true;
     }
     Ok(report)
