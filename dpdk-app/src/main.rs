@@ -127,7 +127,7 @@ fn run() -> Result<()> {
     // Our options are checked before EAL starts (EAL may take seconds and hugepages).
     let cli = Cli::parse_from(app_args);
     if let Some(path) = &cli.capture {
-        packet::capture::capture_file(path).map_err(anyhow::Error::msg)?;
+        packet::capture::check_capture_file(path).map_err(anyhow::Error::msg)?;
     }
     if cli.burst == 0 || cli.burst > dpdk::MAX_BURST {
         bail!("--burst must be 1 to {}", dpdk::MAX_BURST);

@@ -139,9 +139,10 @@ fn create_file(path: &std::path::Path) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
-/// The file of a data path's `--capture FILE` (`load`, `run`, `dpdk-app`). Their standard
-/// output carries their rate lines, so `-` is refused rather than taken as a file named `-`.
-pub fn capture_file(path: &std::path::Path) -> Result<Output, String> {
+/// Checks the file of a data path's `--capture FILE` (`load`, `run`, `dpdk-app`) before
+/// anything starts. Their standard output carries their rate lines, so `-` is refused rather
+/// than taken as a file named `-`.
+pub fn check_capture_file(path: &std::path::Path) -> Result<(), String> {
     const REFUSED: &str = "--capture - : --capture writes a file (standard output carries the \
                            rate lines); to read the frames as they come, give it a FIFO \
                            (`mkfifo`) that tcpdump reads, or run `xdp-user dump -w - | tcpdump \
@@ -149,7 +150,7 @@ pub fn capture_file(path: &std::path::Path) -> Result<Output, String> {
     if path == std::path::Path::new("-") {
         return Err(REFUSED.into());
     }
-    Ok(Output::File(path.to_path_buf()))
+    Ok(())
 }
 
 impl Output {

@@ -82,7 +82,7 @@ impl LoadArgs {
 
 pub fn load(args: LoadArgs) -> Result<()> {
     if let Some(path) = &args.capture {
-        packet::capture::capture_file(path).map_err(anyhow::Error::msg)?;
+        packet::capture::check_capture_file(path).map_err(anyhow::Error::msg)?;
     }
     // Signals first: a SIGINT that comes while we attach must still detach cleanly.
     let stop = Arc::new(AtomicBool::new(false));

@@ -171,7 +171,7 @@ fn frames_do_not_fit(iface: &str, mtu: u32, frame_size: u32) -> Option<String> {
 
 pub fn run(args: RunArgs) -> Result<()> {
     if let Some(path) = &args.capture {
-        packet::capture::capture_file(path).map_err(anyhow::Error::msg)?;
+        packet::capture::check_capture_file(path).map_err(anyhow::Error::msg)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     packet::cli::stop_on_signals(&stop)?;
