@@ -227,7 +227,7 @@ impl<'a> Printer<'a> {
                     // Reported from then on only when it changes; a link down from the start
                     // is said now (net_af_packet reports its port up whatever the interface).
                     if let Some((operstate, _)) = &state
-                        && !matches!(operstate.as_str(), "up" | "unknown")
+                        && !passes_traffic(operstate)
                     {
                         packet::stderr!(
                             "dpdk-app: interface {i}: link down (operstate {operstate}): no \
@@ -293,9 +293,8 @@ impl<'a> Printer<'a> {
                 continue;
             };
             if let Some((operstate, mtu)) = last.as_ref() {
-                let up = |s: &str| matches!(s, "up" | "unknown");
-                if up(operstate) != up(&now.0) {
-                    if up(&now.0) {
+                if passes_traffic(operstate) != passes_traffic(&now.0) {
+                    if passes_traffic(&now.0) {
                         packet::stderr!("dpdk-app: interface {iface}: link up again");
                     } else {
                         packet::stderr!(
@@ -461,6 +460,12 @@ pub fn families(
         out.extend(packet::metrics::flow_families(&label, &shared.top_flows()));
     }
     out
+}
+
+/// Whether an interface in `operstate` (RFC 2863) passes traffic: `up`, or `unknown`
+/// (loopback and some virtual devices).
+fn passes_traffic(operstate: &str) -> bool {
+    matches!(operstate, "up" | "unknown")
 }
 
 /// An interface's `operstate` and MTU, from this namespace's sysfs; `None` when it does not
