@@ -293,20 +293,6 @@ fn gen_exits_when_its_interface_is_deleted() {
     assert!(err.contains("interface peer0 went away"), "{err}");
 }
 
-/// Pings of `payload` bytes from the peer; the replies that came back.
-fn ping_size(tb: &Testbed, payload: u32, count: u32) -> usize {
-    let out = tb
-        .in_peer("ping")
-        .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1"])
-        .args(["-s", &payload.to_string(), xtask::testbed::DUT_IPV4])
-        .output()
-        .expect("run ping in the peer namespace");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("bytes from"))
-        .count()
-}
-
 /// An MTU above what `run`'s UMEM frames hold: said at start, and a frame too long for a
 /// socket is passed to the kernel (which answers the ping) and counted as `xsk_oversize`,
 /// instead of being redirected into a socket that drops it. The boundary is the kernel's: a
@@ -342,9 +328,21 @@ fn frames_longer_than_the_sockets_hold_are_passed_not_black_holed() {
         "no word at start about frames the sockets cannot hold"
     );
     // 14 + 20 + 8 + 1750 = 1792 bytes: the longest frame a 2048-byte UMEM frame takes.
-    assert_eq!(ping_size(&tb, 1750, 3), 3, "frames that fit are answered");
-    assert_eq!(ping_size(&tb, 1751, 3), 3, "one byte longer: answered too");
-    assert_eq!(ping_size(&tb, 2900, 3), 3, "MTU-sized: answered too");
+    assert_eq!(
+        tb.ping_sized(false, 3, Some(1750)),
+        3,
+        "frames that fit are answered"
+    );
+    assert_eq!(
+        tb.ping_sized(false, 3, Some(1751)),
+        3,
+        "one byte longer: answered too"
+    );
+    assert_eq!(
+        tb.ping_sized(false, 3, Some(2900)),
+        3,
+        "MTU-sized: answered too"
+    );
     l.signal(libc::SIGINT);
     let out = l.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));

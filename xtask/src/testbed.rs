@@ -411,10 +411,18 @@ impl Testbed {
 
     /// Pings the DUT from the peer `count` times; returns the number of replies.
     pub fn ping(&self, v6: bool, count: u32) -> usize {
+        self.ping_sized(v6, count, None)
+    }
+
+    /// As [`Testbed::ping`], with `payload` bytes of ICMP data (`ping -s`) when given.
+    pub fn ping_sized(&self, v6: bool, count: u32, payload: Option<u32>) -> usize {
         let dst = if v6 { DUT_IPV6 } else { DUT_IPV4 };
         let mut c = self.in_peer("ping");
         if v6 {
             c.arg("-6");
+        }
+        if let Some(bytes) = payload {
+            c.args(["-s", &bytes.to_string()]);
         }
         let out = c
             .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", dst])

@@ -638,13 +638,21 @@ impl Drop for TempDir {
 /// Runs `xdp-user load ARGS` in the DUT namespace and checks that it fails, says `message`,
 /// and leaves nothing attached.
 pub fn fails_with(tb: &Testbed, args: &[&str], message: &str) {
+    subcommand_fails_with(tb, "load", args, message)
+}
+
+/// [`fails_with`] for any subcommand: `xdp-user SUBCOMMAND ARGS`.
+pub fn subcommand_fails_with(tb: &Testbed, subcommand: &str, args: &[&str], message: &str) {
     let out = tb
         .in_dut(xdp_user())
-        .arg("load")
+        .arg(subcommand)
         .args(args)
         .output()
         .unwrap();
-    assert!(!out.status.success(), "expected a failure for {args:?}");
+    assert!(
+        !out.status.success(),
+        "expected a failure for {subcommand} {args:?}"
+    );
     let err = text(&out.stderr);
     assert!(
         err.contains(message),
