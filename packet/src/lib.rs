@@ -13,6 +13,8 @@
 //! - [`counter`]: per-protocol counters, a fixed-capacity per-flow table, and the counters of
 //!   a poll loop.
 //! - [`datapath`]: the per-frame step every poll loop shares (parse, count, answer).
+//! - [`neighbour`]: the ARP request and neighbour solicitation that ask for a neighbour's MAC
+//!   address, and the reading of the answer.
 //! - [`checksum`]: RFC 1071 checksums and RFC 1624 incremental updates.
 //! - [`abi`]: the `#[repr(C)]` types exchanged with the eBPF program through maps.
 //! - [`verify`]: checksum verification independent of our own code, for tests and diagnostics.
@@ -55,6 +57,8 @@ pub mod filter;
 pub mod fixtures;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "parse")]
+pub mod neighbour;
 #[cfg(feature = "parse")]
 pub mod parse;
 #[cfg(feature = "parse")]

@@ -13,7 +13,9 @@
 //!   etherparse, not our code), and a new packet (a neighbour advertisement) always has;
 //! - a reply is never itself answered by the responder, so two responders facing each other
 //!   cannot ping-pong;
-//! - reflecting a reflected frame gives the original back.
+//! - reflecting a reflected frame gives the original back;
+//! - a neighbour's MAC address is read only from an ARP packet or a neighbour advertisement
+//!   that parse, and is always a unicast address.
 
 use crate::counter::{FlowKey, FlowSlot, FlowTable, ProtocolCounters};
 use crate::echo::{ReplyKind, Responder, Verdict, reflect};
@@ -24,6 +26,56 @@ use crate::verify::verify_checksums;
 
 /// Room for the largest frame the fuzzer gives plus a neighbour advertisement's growth.
 const BUF_LEN: usize = 4096;
+
+/// [`crate::neighbour::answer`] about our addresses, and about the address the frame itself
+/// names where an answer would (an ARP sender, an advertisement's target), so that the fuzzer
+/// reaches the paths that accept.
+fn check_neighbour_answer(frame: &[u8], parsed: &Result<Headers, crate::parse::Malformed>) {
+    use core::net::IpAddr;
+    let named = |at: usize, len: usize| -> Option<IpAddr> {
+        match len {
+            4 => <[u8; 4]>::try_from(frame.get(at..at + 4)?)
+                .ok()
+                .map(IpAddr::from),
+            _ => <[u8; 16]>::try_from(frame.get(at..at + 16)?)
+                .ok()
+                .map(IpAddr::from),
+        }
+    };
+    let (l3, l4) = parsed.as_ref().map_or((14, 14), |h| {
+        (usize::from(h.l3_offset), usize::from(h.l4_offset))
+    });
+    let targets = [
+        Some(IpAddr::from(LOCAL_IPV4)),
+        Some(IpAddr::from(LOCAL_IPV6)),
+        named(l3 + 14, 4),
+        named(l4 + 8, 16),
+    ];
+    for target in targets.into_iter().flatten() {
+        let Some(mac) = crate::neighbour::answer(frame, target) else {
+            continue;
+        };
+        assert!(
+            mac != [0; 6] && mac[0] & 1 == 0,
+            "{mac:02x?} is not unicast"
+        );
+        let h = parsed
+            .as_ref()
+            .expect("an answer from a frame that does not parse");
+        assert!(
+            match target {
+                IpAddr::V4(_) => h.net == Net::Arp,
+                IpAddr::V6(_) =>
+                    h.transport
+                        == (Transport::Icmpv6 {
+                            icmp_type: 136,
+                            code: 0
+                        }),
+            },
+            "{target} answered by {h:?}"
+        );
+    }
+}
 
 /// Runs every check on `frame` with both a permissive responder (any address) and one with
 /// local addresses (ARP / ND enabled). Panics on a violated invariant.
@@ -64,6 +116,8 @@ pub fn check_frame(frame: &[u8]) {
             assert_eq!(flows.get(&key).map(|c| c.packets), Some(1));
         }
     }
+
+    check_neighbour_answer(frame, &parsed);
 
     let request_valid = verify_checksums(frame).is_ok();
     let mut local = Responder::new();

@@ -19,6 +19,7 @@ mod frames;
 mod generator;
 mod iface;
 mod metrics;
+mod neighbour;
 mod report;
 mod rules;
 mod xdp;

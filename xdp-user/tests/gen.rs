@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::process::Stdio;
-use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, PEER_IF, Testbed};
+use xtask::testbed::{DUT_IF, DUT_IPV4, DUT_IPV6, DUT_MAC, PEER_IF, Testbed};
 
 /// Runs `xdp-user gen` from the peer to `dst` on the DUT's MAC, with `extra` arguments.
 fn gen_output(tb: &Testbed, dst: &str, extra: &[&str]) -> std::process::Output {
@@ -171,4 +171,93 @@ fn gen_rejects_bad_arguments() {
         .output()
         .unwrap();
     assert!(text(&out.stderr).contains("--dst-mac"));
+}
+
+/// `gen` without --dst-mac finds the next hop's MAC address as the kernel would: from the
+/// kernel's neighbour table when it holds it, else by asking the link (ARP, neighbour
+/// solicitation); through a gateway when the route says so; and says plainly when nobody
+/// answers.
+#[test]
+fn gen_finds_the_mac_address_to_send_to() {
+    let tb = quiet_testbed();
+    let echo = Loader::start_cmd(&tb, "run", &["--iface", DUT_IF, "--json"]);
+    let gen_to = |dst: &str| {
+        tb.in_peer(xdp_user())
+            .args(["gen", "--iface", PEER_IF, "--dst", dst])
+            .args(["--count", "500", "--rate", "5000", "--json"])
+            .output()
+            .unwrap()
+    };
+    // The testbed's neighbour entries are permanent (a quiet link): removed one by one.
+    let forget = |addr: &str| {
+        let s = tb
+            .in_peer("ip")
+            .args(["neigh", "del", addr, "dev", PEER_IF])
+            .status();
+        assert!(s.unwrap().success(), "ip neigh del {addr}");
+    };
+    let said = |out: &std::process::Output| {
+        text(&out.stderr)
+            .lines()
+            .find(|l| l.starts_with("xdp-user gen:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (dst, how) in [
+        (DUT_IPV4, "ARP reply"),
+        (DUT_IPV6, "neighbour advertisement"),
+    ] {
+        // Nothing known: our own question, answered.
+        forget(dst);
+        let out = gen_to(dst);
+        assert!(out.status.success(), "{dst}: {}", text(&out.stderr));
+        assert!(
+            said(&out).contains(&format!("to {DUT_MAC} ({dst}, on the link; {how})")),
+            "{}",
+            said(&out)
+        );
+        let v = last_json(&out);
+        assert_eq!((n(&v, "/sent"), n(&v, "/received")), (500, 500), "{v}");
+        // Known to the kernel (a ping resolved it): taken from its table, nothing asked.
+        assert_eq!(ping(&tb, dst.contains(':'), 1), 1);
+        let out = gen_to(dst);
+        assert!(
+            said(&out).contains("the kernel's neighbour table"),
+            "{}",
+            said(&out)
+        );
+        assert_eq!(n(&last_json(&out), "/received"), 500);
+    }
+    // Behind a router: the gateway's address is asked for, not the target's.
+    let route = tb
+        .in_peer("ip")
+        .args(["route", "add", "203.0.113.0/24", "via", DUT_IPV4])
+        .status();
+    assert!(route.unwrap().success());
+    forget(DUT_IPV4);
+    let out = gen_to("203.0.113.7");
+    assert!(
+        said(&out).contains(&format!("to {DUT_MAC} (gateway {DUT_IPV4}; ARP reply)")),
+        "{}",
+        text(&out.stderr)
+    );
+    // Nobody there: a clear refusal within the kernel's own three tries, nothing attached.
+    let started = std::time::Instant::now();
+    let out = gen_to("198.18.0.99");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no answer from 198.18.0.99 on peer0 to 3 ARP requests")
+            && text(&out.stderr).contains("--dst-mac"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    let link = tb
+        .in_peer("ip")
+        .args(["-d", "link", "show", PEER_IF])
+        .output();
+    assert!(!text(&link.unwrap().stdout).contains("prog/xdp"));
+    let mut echo = echo;
+    echo.signal(libc::SIGINT);
+    echo.finish();
 }

@@ -63,7 +63,7 @@ fn real_interface(xdp_user: &std::path::Path, iface: &str) -> Result<()> {
          everything else still goes to the kernel. From another host on the same network, try:\n\
          \x20 ping <an address above>\n\
          \x20 echo hello | nc -u -w1 <address> 7\n\
-         \x20 xdp-user gen --iface <its interface> --dst-mac <{iface}'s MAC> --dst <address> --duration 5"
+         \x20 xdp-user gen --iface <its interface> --dst <address> --duration 5"
     );
     run(Command::new(xdp_user).args(["run", "--iface", iface, "--duration", "30"]))
 }

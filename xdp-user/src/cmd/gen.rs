@@ -4,7 +4,7 @@
 
 use super::common::PASS_ALL;
 use crate::xdp::{self, Mode, XdpFilter};
-use crate::{afxdp, generator, iface, metrics, rules};
+use crate::{afxdp, generator, iface, metrics, neighbour, rules};
 use anyhow::{Context, Result, bail};
 use packet::cli::print_report;
 use packet::datapath::Action as LoopAction;
@@ -19,9 +19,11 @@ pub struct GenArgs {
     /// The interface to send from.
     #[arg(long)]
     iface: String,
-    /// The MAC address to send to (the target, or the next hop).
+    /// The MAC address to send to (the target, or the next hop). Default: the next hop's, as
+    /// the kernel would find it (the route to --dst out of --iface, the neighbour table, else
+    /// an ARP request or neighbour solicitation of our own).
     #[arg(long)]
-    dst_mac: String,
+    dst_mac: Option<String>,
     /// The target's IP address (IPv4 or IPv6).
     #[arg(long)]
     dst: IpAddr,
@@ -65,16 +67,8 @@ pub struct GenArgs {
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            anyhow::anyhow!("--dst-mac {s} is not a MAC address like 02:00:00:00:00:02")
-        })?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("--dst-mac {s} is not a MAC address like 02:00:00:00:00:02"))
+    neighbour::parse_mac(s)
+        .with_context(|| format!("--dst-mac {s} is not a MAC address like 02:00:00:00:00:02"))
 }
 
 /// The interface's first global address of the family of `like` (`ip -o addr show`).
@@ -100,7 +94,7 @@ fn iface_address(iface: &str, like: &IpAddr) -> Result<IpAddr> {
 pub fn run_gen(args: GenArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     packet::cli::stop_on_signals(&stop)?;
-    let dst_mac = parse_mac(&args.dst_mac)?;
+    let given_mac = args.dst_mac.as_deref().map(parse_mac).transpose()?;
     let sport = match args.sport.split_once('-') {
         Some((a, b)) => (a.parse::<u16>()?, b.parse::<u16>()?),
         None => {
@@ -119,11 +113,22 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
         Some(s) => s,
         None => iface_address(&args.iface, &args.dst)?,
     };
+    let src_mac = afxdp::mac_address(&args.iface)?;
+    let (dst_mac, mac_said) = match given_mac {
+        Some(mac) => (
+            mac,
+            format!("{} (--dst-mac)", args.dst_mac.as_deref().unwrap_or("")),
+        ),
+        None => {
+            let r = neighbour::resolve(&args.iface, src_mac, src, args.dst)?;
+            (r.mac, r.describe())
+        }
+    };
     let size = args
         .size
         .unwrap_or(if args.dst.is_ipv4() { 64 } else { 90 });
     let cfg = generator::GenConfig {
-        src_mac: afxdp::mac_address(&args.iface)?,
+        src_mac,
         dst_mac,
         src,
         dst: args.dst,
@@ -164,11 +169,11 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
         afxdp::pin_to_core(core);
     }
     packet::stderr!(
-        "xdp-user gen: {} -> {}:{} ({}), {size}-byte frames, {} flow(s), rate {}",
+        "xdp-user gen: {} -> {}:{} to {}, {size}-byte frames, {} flow(s), rate {}",
         src,
         args.dst,
         args.dport,
-        args.dst_mac,
+        mac_said,
         args.flows,
         args.rate.map_or("unlimited".into(), |r| format!("{r} pps"))
     );
