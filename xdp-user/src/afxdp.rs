@@ -173,6 +173,15 @@ impl QueueSocket {
         // Rings of half the frames: the fill ring can hold half, leaving the rest for frames in
         // flight (RX, the loop, TX, completion).
         let ring = (settings.frames / 2).clamp(32, 4096);
+        // A batch of 0 would never take a frame off the RX ring; one beyond the ring can never
+        // fill. Both were once taken silently.
+        if settings.batch == 0 || settings.batch > ring as usize {
+            bail!(
+                "--batch must be 1 to {ring}, the RX ring's size with --frames {} (got {})",
+                settings.frames,
+                settings.batch
+            );
+        }
         let frame_size = FrameSize::new(settings.frame_size)
             .map_err(|e| anyhow!("--frame-size {}: {e}", settings.frame_size))?;
         let umem_config = UmemConfig::builder()

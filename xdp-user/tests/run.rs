@@ -590,6 +590,29 @@ fn a_cpu_it_may_not_run_on_is_refused_before_anything_starts() {
     );
 }
 
+/// Ring and batch sizes that cannot work are refused with what would: a batch of 0 (which
+/// never took a frame off the RX ring) and one beyond the ring were once taken silently.
+#[test]
+fn bad_ring_and_batch_sizes_are_refused() {
+    let tb = testbed(1);
+    for (args, message) in [
+        (
+            ["--frames", "1000"],
+            "--frames must be a power of two of at least 64 (got 1000)",
+        ),
+        (
+            ["--batch", "0"],
+            "--batch must be 1 to 2048, the RX ring's size with --frames 4096",
+        ),
+        (["--batch", "4096"], "--batch must be 1 to 2048"),
+    ] {
+        let mut all = vec!["--iface", DUT_IF, "--duration", "2"];
+        all.extend(args);
+        subcommand_fails_with(&tb, "run", &all, message);
+    }
+    assert!(!tb.dut_xdp_attached().unwrap());
+}
+
 /// SIGHUP (the terminal or SSH session closed) stops `run` the way SIGINT does: detached, its
 /// report written. Its default action killed the process without either.
 #[test]
