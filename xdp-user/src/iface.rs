@@ -91,6 +91,11 @@ impl IfaceWatch {
         Ok(w)
     }
 
+    /// The link at the last look (None if it could not be read).
+    pub fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
     /// The MTU at the last look (None if it could not be read).
     pub fn mtu(&self) -> Option<u32> {
         self.link.as_ref().map(|l| l.mtu)

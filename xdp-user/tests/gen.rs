@@ -147,6 +147,10 @@ fn gen_rejects_bad_arguments() {
         (vec!["--size", "40"], "--size"),
         (vec!["--sport", "9-3"], "--sport"),
         (vec!["--rate", "0"], "--rate"),
+        (
+            vec!["--src", "2001:db8::1"],
+            "--src 2001:db8::1 and --dst 198.18.0.2 are of different IP families",
+        ),
     ] {
         args.extend(["--count", "1"]);
         let out = gen_output(&tb, DUT_IPV4, &args);
@@ -260,4 +264,30 @@ fn gen_finds_the_mac_address_to_send_to() {
     let mut echo = echo;
     echo.signal(libc::SIGINT);
     echo.finish();
+}
+
+/// On a link that is down nothing would leave: `gen` waits a moment for it (a link just set
+/// up takes that long to say so), then refuses, where it used to report 0 sent and exit 0.
+#[test]
+fn gen_refuses_a_link_that_stays_down() {
+    let tb = quiet_testbed();
+    let set = |state: &str| {
+        let s = tb
+            .in_peer("ip")
+            .args(["link", "set", PEER_IF, state])
+            .status();
+        assert!(s.unwrap().success());
+    };
+    set("down");
+    let out = gen_output(&tb, DUT_IPV4, &["--count", "10"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("peer0 has no link (operstate down)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Set up just before: it goes ahead.
+    set("up");
+    let v = run_gen(&tb, DUT_IPV4, &["--count", "10", "--rate", "100"]);
+    assert_eq!(n(&v, "/sent"), 10, "{v}");
 }

@@ -3,7 +3,7 @@
 //! is in [`crate::generator`].
 
 use super::common::PASS_ALL;
-use crate::xdp::{self, Mode, XdpFilter};
+use crate::xdp::{Mode, XdpFilter};
 use crate::{afxdp, generator, iface, metrics, neighbour, rules};
 use anyhow::{Context, Result, bail};
 use packet::cli::print_report;
@@ -108,8 +108,32 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
             args.sport
         );
     }
-    xdp::if_index(&args.iface)?;
+    let mut watch = iface::IfaceWatch::new(&args.iface)?;
+    // A link just set up takes a moment to say so (the kernel's link watch, a NIC's
+    // autonegotiation): a script's `ip link set IFACE up` right before is given 3 s.
+    let since = std::time::Instant::now();
+    while watch.link().is_some_and(|l| !l.is_up()) && since.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+        watch.poll()?;
+    }
+    if let Some(link) = watch.link()
+        && !link.is_up()
+    {
+        bail!(
+            "{} has no link (operstate {}): nothing sent would leave it. Bring it up (`ip link \
+             set {} up`), or check its cable (for a veth, its peer)",
+            args.iface,
+            link.operstate,
+            args.iface
+        );
+    }
     let src = match args.src {
+        Some(s) if s.is_ipv4() != args.dst.is_ipv4() => {
+            bail!(
+                "--src {s} and --dst {} are of different IP families",
+                args.dst
+            )
+        }
         Some(s) => s,
         None => iface_address(&args.iface, &args.dst)?,
     };
@@ -182,7 +206,7 @@ pub fn run_gen(args: GenArgs) -> Result<()> {
     let finished = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (stop, gone, finished) = (Arc::clone(&stop), Arc::clone(&gone), Arc::clone(&finished));
-        let mut watch = iface::IfaceWatch::new(&args.iface)?;
+        // Its first look was before anything was attached: any change since is reported.
         let iface = args.iface.clone();
         std::thread::spawn(move || {
             while !finished.load(Ordering::Relaxed) {
