@@ -86,6 +86,15 @@ impl Goal {
     }
 }
 
+/// A ratio to two decimals, or to as many more as it takes not to round it onto the other
+/// side of its goal (0.998 against ">= 1.00" printed "1.00 ... SHORT").
+fn ratio_text(x: f64, goal: Option<Goal>) -> String {
+    (2..=6)
+        .map(|digits| format!("{x:.digits$}"))
+        .find(|t| goal.is_none_or(|g| g.met(t.parse().unwrap_or(x)) == g.met(x)))
+        .unwrap_or_else(|| format!("{x}"))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Dut {
     KernelUdp,
@@ -1136,7 +1145,7 @@ fn report_md(
             pct(r.loss),
             pct(r.dut_cpu),
             r.reference.clone().unwrap_or_default(),
-            r.ratio.map_or(String::new(), |x| format!("{x:.2}")),
+            r.ratio.map_or(String::new(), |x| ratio_text(x, r.goal)),
             match (r.goal, r.ratio) {
                 (Some(g), Some(x)) if g.met(x) => format!("{} met", g.text()),
                 (Some(g), Some(_)) => format!("{} SHORT", g.text()),
@@ -1256,4 +1265,20 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ratio_is_never_rounded_onto_the_other_side_of_its_goal() {
+        let at_least = Some(Goal::AtLeast(1.0));
+        assert_eq!(ratio_text(0.998, at_least), "0.998");
+        assert_eq!(ratio_text(0.9996, at_least), "0.9996");
+        assert_eq!(ratio_text(1.004, at_least), "1.00");
+        assert_eq!(ratio_text(0.334, Some(Goal::AtMost(0.33))), "0.334");
+        assert_eq!(ratio_text(0.37, Some(Goal::AtMost(0.33))), "0.37");
+        assert_eq!(ratio_text(1.2345, None), "1.23");
+    }
 }
