@@ -12,6 +12,49 @@
 use anyhow::{Result, bail};
 use std::ffi::CStr;
 
+/// An IP address of an interface, as `ip addr` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub addr: std::net::IpAddr,
+    /// Scope `global` (not link-local nor host).
+    pub global: bool,
+}
+
+/// The interface's IP addresses now (`ip -j addr show dev NAME`), IPv4 first, in the order
+/// `ip` lists them.
+pub fn addresses(name: &str) -> Result<Vec<Address>> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "addr", "show", "dev", name])
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!("could not run `ip` (iproute2) to read {name}'s addresses: {e}")
+        })?;
+    if !out.status.success() {
+        bail!(
+            "`ip addr show dev {name}`: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("`ip -j addr show dev {name}` printed no JSON: {e}"))?;
+    let mut found: Vec<Address> = links[0]["addr_info"]
+        .as_array()
+        .map(|infos| {
+            infos
+                .iter()
+                .filter_map(|i| {
+                    Some(Address {
+                        addr: i["local"].as_str()?.parse().ok()?,
+                        global: i["scope"].as_str() == Some("global"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by_key(|a| a.addr.is_ipv6());
+    Ok(found)
+}
+
 /// An interface, by name and index, to check on.
 #[derive(Debug)]
 pub struct IfaceWatch {

@@ -181,8 +181,6 @@ fn malformed_and_not_for_us_frames_are_counted_and_never_answered() {
         "0800450000 2000004000401100 00c6120001c6120002 9c40000700080000 41424344".replace(' ', ""),
         // UDP from port 7 to port 7 (two echo services would ping-pong): not for us.
         "0800450000 1c00004000401100 00c6120001c6120002 0007000700080000".replace(' ', ""),
-        // ICMP echo request to the broadcast address: not for us.
-        "0800450000 1c00004000400100 00c6120001ffffffff 0800000000000000".replace(' ', ""),
     ];
     // Fix the checksums the way the sender would, except the one that must stay wrong.
     let frames: Vec<String> = frames
@@ -194,8 +192,104 @@ fn malformed_and_not_for_us_frames_are_counted_and_never_answered() {
     let v = finish_json(l);
     assert_eq!(before, 0, "nothing may be sent back for these frames");
     assert_eq!(n(&v, "/malformed"), 2, "{v}");
-    assert_eq!(n(&v, "/not_for_us"), 2, "{v}");
+    assert_eq!(n(&v, "/not_for_us"), 1, "{v}");
     assert_eq!(n(&v, "/tx"), 0, "{v}");
+}
+
+/// On a router, `run --action echo` answers what is addressed to the router; pings and UDP
+/// echo for a host behind it are forwarded to that host, which answers them. The loop used to
+/// take every echo request that reached the interface and answer it in the name of whatever
+/// address it was for: the host behind never saw its pings. A broadcast ping is left to the
+/// kernel, which ignores it.
+#[test]
+fn echo_answers_for_the_hosts_own_addresses_and_transit_is_forwarded() {
+    let tb = testbed(1);
+    // Behind the DUT: a host at 10.77.0.2, in a namespace of its own; the DUT routes.
+    let far = format!("{}-far", tb.dut_ns);
+    let sh = |ns: &str, cmd: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "add", &far])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _far = Gone(far.clone());
+    sh(
+        &tb.dut_ns,
+        &format!(
+            "ip link add far-d type veth peer far0 netns {far} && ip addr add 10.77.0.1/24 dev \
+             far-d && ip link set far-d up && sysctl -qw net.ipv4.ip_forward=1"
+        ),
+    );
+    sh(
+        &far,
+        "ip addr add 10.77.0.2/24 dev far0 && ip link set far0 up && ip link set lo up && ip \
+         route add default via 10.77.0.1",
+    );
+    sh(
+        &tb.peer_ns,
+        &format!("ip route add 10.77.0.0/24 via {}", xtask::testbed::DUT_IPV4),
+    );
+    let far_echo_replies = || {
+        let snmp = sh(&far, "cat /proc/net/snmp");
+        let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+        let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
+        let at = names
+            .split_whitespace()
+            .position(|w| w == "OutEchoReps")
+            .unwrap();
+        values
+            .split_whitespace()
+            .nth(at)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let l = run_loader(&tb, &[]);
+    let transit = tb
+        .in_peer("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"])
+        .output()
+        .unwrap();
+    assert!(transit.status.success(), "{}", text(&transit.stdout));
+    assert_eq!(
+        far_echo_replies(),
+        3,
+        "the host behind the router answered its pings"
+    );
+    assert_eq!(
+        ping(&tb, false, 2),
+        2,
+        "the router's own address: answered by the loop"
+    );
+    let broadcast = tb
+        .in_peer("ping")
+        .args(["-b", "-c", "2", "-i", "0.2", "-W", "1", "198.18.0.255"])
+        .output()
+        .unwrap();
+    assert!(
+        !broadcast.status.success(),
+        "nobody answers a broadcast ping"
+    );
+    let v = finish_json(l);
+    assert_eq!(n(&v, "/echoed"), 2, "only the router's own pings: {v}");
+    assert_eq!(n(&v, "/not_for_us"), 0, "{v}");
 }
 
 /// Completes the IPv4 header and UDP/ICMP checksums of a frame given after the MACs (hex),

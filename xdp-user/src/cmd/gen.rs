@@ -71,20 +71,12 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
         .with_context(|| format!("--dst-mac {s} is not a MAC address like 02:00:00:00:00:02"))
 }
 
-/// The interface's first global address of the family of `like` (`ip -o addr show`).
+/// The interface's first global address of the family of `like`.
 fn iface_address(iface: &str, like: &IpAddr) -> Result<IpAddr> {
-    let family = if like.is_ipv4() { "-4" } else { "-6" };
-    let out = std::process::Command::new("ip")
-        .args([
-            "-o", family, "addr", "show", "dev", iface, "scope", "global",
-        ])
-        .output()
-        .context("could not run `ip` to find the source address")?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet" && *w != "inet6")
-        .nth(1)
-        .and_then(|a| a.split('/').next()?.parse().ok())
+    iface::addresses(iface)?
+        .into_iter()
+        .find(|a| a.global && a.addr.is_ipv4() == like.is_ipv4())
+        .map(|a| a.addr)
         .with_context(|| {
             let name = if like.is_ipv4() { "IPv4" } else { "IPv6" };
             format!("{iface} has no global {name} address to send from; give one with --src")

@@ -12,6 +12,7 @@ use packet::cli::{print_or_stop, print_report};
 use packet::counter::TopFlows;
 use packet::datapath::Action as LoopAction;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,23 +118,66 @@ fn parse_list(what: &str, s: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// The rules `run` installs: the user's, then the defaults of the action.
-fn run_rules(args: &RunArgs) -> Result<Vec<Rule>> {
-    let mut texts: Vec<String> = args.rules.clone();
-    match args.action {
+/// The rules `run` installs: the user's, then the defaults of the action. Echo's defaults
+/// take only what is addressed to the host, one rule per address in `local` (the interface's
+/// addresses): a router's or a bridge's transit pings and UDP still reach the kernel (and
+/// their destinations), instead of being answered in those hosts' names. With no address on
+/// the interface (a port given over to the echo service), they take every destination.
+fn run_rules(args: &RunArgs, local: &[IpAddr]) -> Result<Vec<Rule>> {
+    let texts = rule_texts(args.action, &args.rules, &args.echo_ports, local);
+    if texts.len() > packet::abi::MAX_RULES {
+        bail!(
+            "{} rules ({} of --rule, the rest echo's: each echo port and ICMP, for each of {}'s \
+             {} addresses): at most {}. Give fewer --echo-ports ranges",
+            texts.len(),
+            args.rules.len(),
+            args.iface,
+            local.len(),
+            packet::abi::MAX_RULES
+        );
+    }
+    texts.iter().map(|t| Ok(rules::parse_rule(t)?)).collect()
+}
+
+/// [`run_rules`] as text: `user`'s rules, then `action`'s defaults.
+fn rule_texts(
+    action: LoopAction,
+    user: &[String],
+    echo_ports: &str,
+    local: &[IpAddr],
+) -> Vec<String> {
+    let mut texts: Vec<String> = user.to_vec();
+    match action {
         LoopAction::Echo => {
-            for item in args.echo_ports.split(',') {
-                texts.push(format!("proto udp dport {} action xsk", item.trim()));
+            let scopes: Vec<(String, Option<bool>)> = if local.is_empty() {
+                vec![(String::new(), None)]
+            } else {
+                local
+                    .iter()
+                    .map(|a| {
+                        let bits = if a.is_ipv4() { 32 } else { 128 };
+                        (format!("dst {a}/{bits} "), Some(a.is_ipv4()))
+                    })
+                    .collect()
+            };
+            for (dst, v4) in &scopes {
+                for item in echo_ports.split(',') {
+                    texts.push(format!("{dst}proto udp dport {} action xsk", item.trim()));
+                }
+                if *v4 != Some(false) {
+                    texts.push(format!("{dst}proto icmp icmp-type 8 action xsk"));
+                }
+                if *v4 != Some(true) {
+                    texts.push(format!("{dst}proto icmpv6 icmp-type 128 action xsk"));
+                }
             }
-            texts.push("proto icmp icmp-type 8 action xsk".into());
-            texts.push("proto icmpv6 icmp-type 128 action xsk".into());
         }
         // Without rules, only UDP goes to the loop: the interface's TCP (ssh!), ARP and
         // neighbour discovery keep working.
-        _ if args.rules.is_empty() => texts.push("proto udp action xsk".into()),
+        _ if user.is_empty() => texts.push("proto udp action xsk".into()),
         _ => {}
     }
-    texts.iter().map(|t| Ok(rules::parse_rule(t)?)).collect()
+    texts
 }
 
 /// Says so when frames of the interface's MTU can be longer than a UMEM frame holds (after
@@ -177,8 +221,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     packet::cli::stop_on_signals(&stop)?;
     let echo_ports = packet::echo::PortSet::from_list(&args.echo_ports)
         .map_err(|e| anyhow::anyhow!("--echo-ports {}: {e}", args.echo_ports))?;
-    let rules = run_rules(&args)?;
     xdp::if_index(&args.iface)?;
+    let local: Vec<IpAddr> = match args.action {
+        LoopAction::Echo => iface::addresses(&args.iface)?
+            .iter()
+            .map(|a| a.addr)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let rules = run_rules(&args, &local)?;
     let available = afxdp::rx_queue_count(&args.iface)?;
     let queues: Vec<u32> = if args.queues == "all" {
         (0..available).collect()
@@ -256,6 +307,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.frame_size,
         rules.len()
     );
+    if args.action == LoopAction::Echo {
+        let list: Vec<String> = local.iter().map(|a| a.to_string()).collect();
+        if list.is_empty() {
+            packet::stderr!(
+                "xdp-user: {} has no IP address: echo answers requests to any address, in frames \
+                 to its MAC",
+                args.iface
+            );
+        } else {
+            packet::stderr!(
+                "xdp-user: echo answers requests to {} ({}'s addresses at start); the rest, \
+                 transit traffic included, goes to the kernel",
+                list.join(", "),
+                args.iface
+            );
+        }
+    }
     filter.report_fallback();
     if sockets.iter().any(|s| !s.zero_copy) && args.copy_mode() == afxdp::CopyMode::Auto {
         packet::stderr!(
@@ -607,7 +675,46 @@ fn af_xdp_fields(c: &packet::counter::LoopCounters) -> serde_json::Map<String, s
 
 #[cfg(test)]
 mod tests {
-    use super::frames_do_not_fit;
+    use super::{LoopAction, frames_do_not_fit, rule_texts};
+
+    #[test]
+    fn echo_takes_only_what_is_addressed_to_the_host() {
+        let local = ["198.18.0.2".parse().unwrap(), "fe80::2".parse().unwrap()];
+        assert_eq!(
+            rule_texts(
+                LoopAction::Echo,
+                &["proto tcp action drop".into()],
+                "7,9000-9001",
+                &local
+            ),
+            [
+                "proto tcp action drop",
+                "dst 198.18.0.2/32 proto udp dport 7 action xsk",
+                "dst 198.18.0.2/32 proto udp dport 9000-9001 action xsk",
+                "dst 198.18.0.2/32 proto icmp icmp-type 8 action xsk",
+                "dst fe80::2/128 proto udp dport 7 action xsk",
+                "dst fe80::2/128 proto udp dport 9000-9001 action xsk",
+                "dst fe80::2/128 proto icmpv6 icmp-type 128 action xsk",
+            ]
+        );
+        // No address: every destination, both ICMPs.
+        assert_eq!(
+            rule_texts(LoopAction::Echo, &[], "7", &[]),
+            [
+                "proto udp dport 7 action xsk",
+                "proto icmp icmp-type 8 action xsk",
+                "proto icmpv6 icmp-type 128 action xsk",
+            ]
+        );
+        // The other actions are not scoped: a reflector or a sink takes what it is given.
+        assert_eq!(
+            rule_texts(LoopAction::Reflect, &[], "7", &local),
+            ["proto udp action xsk"]
+        );
+        for rule in rule_texts(LoopAction::Echo, &[], "7,9000-9001", &local) {
+            crate::rules::parse_rule(&rule).unwrap();
+        }
+    }
 
     /// 1792 bytes fit a 2048-byte UMEM frame after the kernel's 256 of headroom: MTU 1770
     /// with two VLAN tags. Above it, the advice is the larger frame while that holds the MTU,
