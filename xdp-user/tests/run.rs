@@ -408,7 +408,18 @@ fn reflect_count_and_drop_do_what_they_say() {
     // on the same port gets nothing.
     for (action, field) in [("count", "/counted"), ("drop", "/dropped")] {
         let listener = udp_listener(&tb, &[5555], 4.0);
-        let l = run_loader(&tb, &["--action", action]);
+        let mut l = run_loader(&tb, &["--action", action]);
+        l.follow_stderr();
+        // dut0 has addresses: the host's own UDP goes too, and it is told so.
+        let said = l.wait_stderr(
+            "takes every UDP datagram that reaches dut0",
+            Duration::from_secs(5),
+        );
+        assert!(
+            said.as_ref()
+                .is_some_and(|s| s.contains("198.18.0.2") && s.contains("--rule")),
+            "{action}: {said:?}"
+        );
         let back = peer_frames_from_dut(&tb, || send_udp(&tb, 5555, 30));
         let v = finish_json(l);
         assert_eq!(n(&v, field), 30, "{action}: {v}");
