@@ -158,6 +158,7 @@ fn run() -> Result<()> {
     packet::cli::stop_on_signals(&stop)?;
 
     refuse_missing_interfaces(&eal_args)?;
+    warn_about_host_interfaces(&eal_args);
     let af_xdp = af_xdp_interfaces(&eal_args);
     refuse_taken_af_xdp_interfaces(&af_xdp)?;
     // Declared before EAL, so dropped after it: by then DPDK has removed its programs.
@@ -461,6 +462,58 @@ fn refuse_missing_interfaces(eal_args: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Says what a kernel-backed vdev on an interface with IP addresses (one the host itself
+/// uses) does to the host's traffic there, before anything starts: `net_af_xdp` takes every
+/// frame away from the kernel (ARP, neighbour discovery, SSH to those addresses, all gone
+/// while the app runs); with `net_af_packet` the kernel still gets every frame and answers its
+/// addresses too, so a ping there gets two replies.
+fn warn_about_host_interfaces(eal_args: &[String]) {
+    for (vdev, iface) in vdevs(eal_args) {
+        let Some(iface) = iface else { continue };
+        let addrs = interface_addresses(&iface);
+        if addrs.is_empty() {
+            continue;
+        }
+        let addrs = addrs.join(", ");
+        if vdev.starts_with("net_af_xdp") {
+            packet::stderr!(
+                "dpdk-app: --vdev {vdev}: every frame {iface} receives comes to the app, none to \
+                 the kernel, while it runs: {iface}'s addresses ({addrs}) get no ARP, neighbour \
+                 discovery, SSH or other service meanwhile. Give the app an interface without \
+                 addresses unless that is what you want"
+            );
+        } else if vdev.starts_with("net_af_packet") {
+            packet::stderr!(
+                "dpdk-app: --vdev {vdev}: the kernel still receives every frame on {iface} \
+                 (net_af_packet reads copies) and answers its addresses ({addrs}) too: a ping \
+                 to them gets two replies. Give the app an interface without addresses"
+            );
+        }
+    }
+}
+
+/// The global IP addresses of `iface` (`ip -o addr show dev IFACE scope global`), none if
+/// they cannot be read. An IPv6 link-local address alone does not make an interface the
+/// host's: the kernel gives one to every interface that is up.
+fn interface_addresses(iface: &str) -> Vec<String> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-o", "addr", "show", "dev", iface, "scope", "global"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line
+                .split_whitespace()
+                .skip_while(|w| !w.starts_with("inet"));
+            words.next()?;
+            Some(words.next()?.split('/').next()?.to_string())
+        })
+        .collect()
 }
 
 /// Refuses `net_af_xdp` on an interface that already has an XDP program. DPDK would fail to

@@ -962,6 +962,44 @@ fn the_interfaces_behind_the_vdevs_are_checked_at_start() {
     json_of(&out);
 }
 
+/// On an interface the host uses (one with addresses), the app says at start what a
+/// kernel-backed vdev does to the host's traffic there: net_af_xdp takes it all, net_af_packet
+/// leaves the kernel answering too. Nothing is said for an interface without addresses.
+#[test]
+fn it_says_what_it_does_to_an_interface_the_host_uses() {
+    let tb = testbed();
+    let run = |driver: &str| {
+        let mut eal = eal_common("0", false);
+        eal.args
+            .extend(["--vdev".into(), format!("{driver}0,iface={DUT_IF}")]);
+        let out = spawn_app(Some(&tb), &eal, &["--duration", "1", "--json"])
+            .wait_with_output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    for driver in ["net_af_packet", "net_af_xdp"] {
+        assert!(
+            !run(driver).contains("addresses ("),
+            "{driver}: no address, nothing said"
+        );
+    }
+    tb.ip_dut(&["addr", "add", "198.18.0.2/24", "dev", DUT_IF])
+        .unwrap();
+    let err = run("net_af_xdp");
+    assert!(
+        err.contains("every frame dut0 receives comes to the app, none to the kernel")
+            && err.contains("dut0's addresses (198.18.0.2"),
+        "{err}"
+    );
+    let err = run("net_af_packet");
+    assert!(
+        err.contains("answers its addresses (198.18.0.2") && err.contains("two replies"),
+        "{err}"
+    );
+}
+
 /// SIGHUP (a closed terminal or SSH session) stops the app as SIGINT does: ports stopped and
 /// closed, every mbuf back, the report written, no runtime files left. Its default action
 /// killed the app without any of it.

@@ -222,10 +222,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let echo_ports = packet::echo::PortSet::from_list(&args.echo_ports)
         .map_err(|e| anyhow::anyhow!("--echo-ports {}: {e}", args.echo_ports))?;
     xdp::if_index(&args.iface)?;
-    let local: Vec<IpAddr> = iface::addresses(&args.iface)?
-        .iter()
-        .map(|a| a.addr)
-        .collect();
+    let addresses = iface::addresses(&args.iface)?;
+    let local: Vec<IpAddr> = addresses.iter().map(|a| a.addr).collect();
     let rules = run_rules(&args, &local)?;
     let available = afxdp::rx_queue_count(&args.iface)?;
     let queues: Vec<u32> = if args.queues == "all" {
@@ -305,17 +303,24 @@ pub fn run(args: RunArgs) -> Result<()> {
         rules.len()
     );
     let list: Vec<String> = local.iter().map(|a| a.to_string()).collect();
-    if args.action != LoopAction::Echo && args.rules.is_empty() && !list.is_empty() {
-        // A test port has no address; an interface with one carries the host's own traffic.
+    let global: Vec<IpAddr> = addresses
+        .iter()
+        .filter(|a| a.global)
+        .map(|a| a.addr)
+        .collect();
+    if args.action != LoopAction::Echo && args.rules.is_empty() && !global.is_empty() {
+        // A test port has no global address (the kernel gives every interface that is up an
+        // IPv6 link-local one); an interface with one carries the host's own traffic.
+        let global_list: Vec<String> = global.iter().map(|a| a.to_string()).collect();
         packet::stderr!(
             "xdp-user: {:?} takes every UDP datagram that reaches {}, the host's own included \
              (DNS answers, DHCP, NTP; it has {}): none of it reaches the kernel while this runs. \
              Narrow it with --rule, e.g. --rule \"dst {}/{} proto udp dport 9000 action xsk\"",
             args.action,
             args.iface,
-            list.join(", "),
-            list[0],
-            if local[0].is_ipv4() { 32 } else { 128 }
+            global_list.join(", "),
+            global_list[0],
+            if global[0].is_ipv4() { 32 } else { 128 }
         );
     }
     if args.action == LoopAction::Echo {
