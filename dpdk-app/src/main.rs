@@ -379,10 +379,16 @@ fn run() -> Result<()> {
         .map(|p| (p.id(), p.name(), p.stats()))
         .collect();
     drop(started); // stops and closes every port
-    packet::stderr!(
-        "dpdk-app: ports stopped and closed; mbufs still in use: {}",
-        pool.in_use()
-    );
+    let in_use = pool.in_use();
+    // Our loop frees every mbuf it gets; net_af_xdp (DPDK 22.11) does not give back, on
+    // close, the mbufs of its fill ring nor those of transmissions it has not completed.
+    let whose = if in_use > 0 && !af_xdp.is_empty() {
+        " (held by net_af_xdp, which keeps its fill ring's mbufs and those of uncompleted \
+         transmissions after close; they go with the pool)"
+    } else {
+        ""
+    };
+    packet::stderr!("dpdk-app: ports stopped and closed; mbufs still in use: {in_use}{whose}");
     let report = worker::Report::collect(&shared, &port_stats, seconds);
     packet::stderr!("{}", report.summary());
     // Written before EAL is torn down, but a failure to write it is reported after.

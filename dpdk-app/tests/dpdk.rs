@@ -204,6 +204,12 @@ fn echo_over(vdev: &str, lcores: &str, huge_dir: Option<&str>, max_in_use: u64) 
         in_use <= max_in_use,
         "{vdev}: {in_use} mbufs not returned: {stderr}"
     );
+    // What the driver keeps is said to be the driver's, not left unexplained.
+    assert_eq!(
+        in_use > 0,
+        stderr.contains("(held by net_af_xdp"),
+        "{vdev}: {stderr}"
+    );
     assert!(
         !runtime_dir(&eal.prefix).exists(),
         "{vdev}: the runtime directory is left behind"
