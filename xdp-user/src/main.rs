@@ -22,6 +22,7 @@ mod metrics;
 mod neighbour;
 mod report;
 mod rules;
+mod ssh_guard;
 mod xdp;
 
 use clap::{Parser, Subcommand};

@@ -403,3 +403,105 @@ fn auto_mode_falls_back_to_skb_where_native_is_missing() {
     assert!(text(&out.stderr).contains("in skb (generic) mode"));
     assert_eq!(last_json(&out)["mode"], "skb");
 }
+
+/// Rules that would cut an SSH session into the interface are refused, saying which session
+/// and which rule: the one this runs in (`SSH_CONNECTION`), and any established connection to
+/// port 22 (from `/proc/net/tcp`, which `sudo` cannot hide). A rule that passes it first, or
+/// `--force`, lets them through; a reload that would cut it keeps the old rules. Before, a
+/// `--default drop` over SSH locked the engineer out.
+#[test]
+fn rules_that_would_cut_an_ssh_session_are_refused() {
+    let tb = quiet_testbed();
+    let load = |env: Option<&str>, args: &[&str]| {
+        let mut c = tb.in_dut(xdp_user());
+        if let Some(v) = env {
+            c.env("SSH_CONNECTION", v);
+        }
+        let mut all = vec!["load", "--iface", DUT_IF, "--duration", "1"];
+        all.extend_from_slice(args);
+        c.args(all).output().unwrap()
+    };
+    let ours = "198.18.0.1 40000 198.18.0.2 22";
+    let out = load(Some(ours), &["--default", "drop"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "the SSH session this runs in (198.18.0.1:40000 -> 198.18.0.2:22) would be cut: \
+             the default action (no rule matches) drops it"
+        ) && err.contains("--rule \"src 198.18.0.1/32 proto tcp dport 22 action pass\""),
+        "{err}"
+    );
+    assert!(!tb.dut_xdp_attached().unwrap());
+    // The suggested rule first: accepted. --force: accepted, and said.
+    let pass = ["--rule", "src 198.18.0.1/32 proto tcp dport 22 action pass"];
+    let out = load(Some(ours), &[&pass[..], &["--default", "drop"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = load(Some(ours), &["--default", "drop", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--force: the SSH session this runs in"));
+    // A session on another host's address, or none: nothing to protect.
+    let out = load(Some("10.9.9.1 40000 10.9.9.2 22"), &["--default", "drop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // An established connection to port 22 that is not ours: seen in /proc/net/tcp.
+    let server = tb
+        .in_dut("python3")
+        .args([
+            "-c",
+            "import socket,time\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('198.18.0.2',22)); s.listen(1); c,a=s.accept(); time.sleep(15)\n",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let client = tb
+        .in_peer("python3")
+        .args([
+            "-c",
+            "import socket,time\n\
+             c=socket.create_connection(('198.18.0.2',22)); time.sleep(15)\n",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = load(None, &["--rule", "proto tcp dport 22 action drop"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("an SSH session (198.18.0.1:")
+            && err.contains(
+                "-> 198.18.0.2:22) would be cut: rule `proto tcp dport 22 action drop` drops it"
+            ),
+        "{err}"
+    );
+
+    // A reload that would cut it is refused; the rules in force stay.
+    let dir = TempDir::new("ssh-reload");
+    let rules = dir.0.join("rules");
+    std::fs::write(&rules, "proto udp dport 9 action drop\n").unwrap();
+    let mut loader = Loader::start(
+        &tb,
+        &[
+            "--iface",
+            DUT_IF,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--duration",
+            "3",
+        ],
+    );
+    std::fs::write(&rules, "proto tcp action drop\n").unwrap();
+    loader.signal(libc::SIGHUP);
+    let out = loader.finish();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("reload failed, keeping the old rules: an SSH session (198.18.0.1:"),
+        "{err}"
+    );
+    for mut p in [server, client] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::rules::{self, Policy, Rule};
 use crate::xdp::{self, Mode, Snapshot, XdpFilter};
-use crate::{METRICS_REFRESH, Reporting, afxdp, iface, metrics};
+use crate::{METRICS_REFRESH, Reporting, afxdp, iface, metrics, ssh_guard};
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
 use packet::abi::{Action, stat};
@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Extra rules, tried before the defaults (same grammar as `load`).
     #[arg(long = "rule", value_name = "RULE")]
     rules: Vec<String>,
+    /// Apply the rules even where they would send an SSH session into the interface to the
+    /// loop (which does not answer TCP): say so instead of refusing.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     report: Reporting,
 }
@@ -225,6 +229,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let addresses = iface::addresses(&args.iface)?;
     let local: Vec<IpAddr> = addresses.iter().map(|a| a.addr).collect();
     let rules = run_rules(&args, &local)?;
+    ssh_guard::check(
+        &rules,
+        RUN_POLICY,
+        &local,
+        ssh_guard::XskMeans::Taken,
+        args.force,
+    )?;
     let available = afxdp::rx_queue_count(&args.iface)?;
     let queues: Vec<u32> = if args.queues == "all" {
         (0..available).collect()

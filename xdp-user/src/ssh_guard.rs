@@ -1,0 +1,292 @@
+//! Rules that would cut the SSH session they are typed in are refused, as a firewall front
+//! end asks before it does (ufw's "may disrupt existing ssh connections"): an engineer who
+//! filters the interface they are logged in through must not lock themselves out by a typo
+//! or a `--default drop`.
+//!
+//! The sessions are the one this process runs in (`SSH_CONNECTION`, which `sudo` may drop)
+//! and every established TCP connection to port 22 or to that session's server port on one of
+//! the interface's addresses (`/proc/net/tcp`, `/proc/net/tcp6`, of this network namespace).
+//! Each is decided by the rules' reference semantics (`rules::first_match`, the model the
+//! XDP program is tested against) for a segment from the client to the server.
+
+use crate::rules::{PacketFields, Policy, Rule, first_match};
+use anyhow::{Result, bail};
+use packet::abi::{Action, frag, proto_class};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An SSH connection into this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub server: IpAddr,
+    pub server_port: u16,
+    /// The session this process runs in (`SSH_CONNECTION`).
+    pub ours: bool,
+}
+
+/// What the data path does with what the rules send to AF_XDP: `load` has no sockets (the
+/// program passes such packets to the kernel), `run`'s loop takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XskMeans {
+    Pass,
+    Taken,
+}
+
+/// Fails, saying which session and which rule, when `rules` and `policy` would cut an SSH
+/// session into `local` (the interface's addresses). `force` turns the refusal into a
+/// warning.
+pub fn check(
+    rules: &[Rule],
+    policy: Policy,
+    local: &[IpAddr],
+    xsk: XskMeans,
+    force: bool,
+) -> Result<()> {
+    for s in sessions(local) {
+        let Some(why) = cut_by(rules, policy, &s, xsk) else {
+            continue;
+        };
+        let whose = if s.ours {
+            "the SSH session this runs in"
+        } else {
+            "an SSH session"
+        };
+        let what = format!(
+            "{whose} ({}:{} -> {}:{}) would be cut: {why}",
+            s.client, s.client_port, s.server, s.server_port
+        );
+        if force {
+            packet::stderr!("xdp-user: --force: {what}");
+            continue;
+        }
+        let bits = if s.client.is_ipv4() { 32 } else { 128 };
+        bail!(
+            "{what}. Put a rule that passes it first, e.g. --rule \"src {}/{bits} proto tcp \
+             dport {} action pass\", or give --force to apply the rules anyway",
+            s.client,
+            s.server_port
+        );
+    }
+    Ok(())
+}
+
+/// Why `rules` would cut `s`, or `None` when they pass it.
+fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<String> {
+    let p = PacketFields {
+        class: proto_class::TCP,
+        src: s.client,
+        dst: s.server,
+        sport: Some(s.client_port),
+        dport: Some(s.server_port),
+        icmp_type: None,
+        frag: frag::NONE,
+    };
+    let (action, by) = match first_match(rules, &p) {
+        Some(i) => (rules[i].action, format!("rule `{}`", rules[i].text)),
+        None => (
+            policy.default,
+            "the default action (no rule matches)".to_string(),
+        ),
+    };
+    match (action, xsk) {
+        (Action::Drop, _) => Some(format!("{by} drops it")),
+        (Action::Xsk, XskMeans::Taken) => Some(format!(
+            "{by} sends it to the AF_XDP loop, which does not answer TCP"
+        )),
+        _ => None,
+    }
+}
+
+/// The SSH sessions into `local`: ours, and the established connections to port 22 (or our
+/// session's server port).
+pub fn sessions(local: &[IpAddr]) -> Vec<Session> {
+    let ours = std::env::var("SSH_CONNECTION")
+        .ok()
+        .and_then(|v| parse_ssh_connection(&v));
+    let mut ports = vec![22];
+    if let Some(o) = ours {
+        ports.push(o.server_port);
+    }
+    let mut out: Vec<Session> = ours
+        .into_iter()
+        .filter(|s| local.contains(&s.server))
+        .collect();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for s in established(&text) {
+            let known = out.iter().any(|o| {
+                (o.client, o.client_port, o.server, o.server_port)
+                    == (s.client, s.client_port, s.server, s.server_port)
+            });
+            if ports.contains(&s.server_port) && local.contains(&s.server) && !known {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// `SSH_CONNECTION`: "client_ip client_port server_ip server_port".
+fn parse_ssh_connection(v: &str) -> Option<Session> {
+    let mut w = v.split_whitespace();
+    let client = unmap(w.next()?.parse().ok()?);
+    let client_port = w.next()?.parse().ok()?;
+    let server = unmap(w.next()?.parse().ok()?);
+    let server_port = w.next()?.parse().ok()?;
+    Some(Session {
+        client,
+        client_port,
+        server,
+        server_port,
+        ours: true,
+    })
+}
+
+/// An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as IPv4.
+fn unmap(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The established connections in a `/proc/net/tcp` or `tcp6` table, local end as server.
+fn established(table: &str) -> Vec<Session> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ...; st 01 is ESTABLISHED.
+            if f.get(3) != Some(&"01") {
+                return None;
+            }
+            let (server, server_port) = proc_endpoint(f.get(1)?)?;
+            let (client, client_port) = proc_endpoint(f.get(2)?)?;
+            Some(Session {
+                client,
+                client_port,
+                server,
+                server_port,
+                ours: false,
+            })
+        })
+        .collect()
+}
+
+/// `0200A8C0:0016` (IPv4) or 32 hex digits (IPv6), each 32-bit word in host (little-endian)
+/// order, then the port in hex.
+fn proc_endpoint(s: &str) -> Option<(IpAddr, u16)> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        Some(
+            u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16)
+                .ok()?
+                .to_le_bytes(),
+        )
+    };
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            unmap(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => return None,
+    };
+    Some((ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::parse_rule;
+
+    const PASS_ALL: Policy = Policy {
+        default: Action::Pass,
+        malformed: Action::Drop,
+        unparsed: Action::Drop,
+    };
+
+    fn session() -> Session {
+        parse_ssh_connection("198.18.0.1 40000 198.18.0.2 22").unwrap()
+    }
+
+    #[test]
+    fn ssh_connection_parses() {
+        let s = session();
+        assert_eq!(s.client, IpAddr::from([198, 18, 0, 1]));
+        assert_eq!((s.client_port, s.server_port), (40000, 22));
+        let mapped = parse_ssh_connection("::ffff:10.0.0.1 5 ::ffff:10.0.0.2 2222").unwrap();
+        assert_eq!(mapped.server, IpAddr::from([10, 0, 0, 2]));
+        assert_eq!(parse_ssh_connection("10.0.0.1 5"), None);
+    }
+
+    /// Lines in the format Linux writes (the integration test in `tests/load.rs` reads the
+    /// real table): an established IPv4 connection 198.18.0.1:40000 -> 198.18.0.2:22, a
+    /// listener, and in tcp6 an IPv4-mapped connection and an IPv6 one.
+    #[test]
+    fn proc_tables_parse() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+                   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+                   1: 020012C6:0016 010012C6:9C40 01 00000000:00000000 02:000A3B5C 00000000     0        0 2 4 0 20 4 30 10 -1\n";
+        let s = established(tcp);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].client, s[0].client_port),
+            (IpAddr::from([198, 18, 0, 1]), 40000)
+        );
+        assert_eq!(
+            (s[0].server, s[0].server_port),
+            (IpAddr::from([198, 18, 0, 2]), 22)
+        );
+        let tcp6 = "  sl  local_address                         remote_address                        st\n\
+                    0: 0000000000000000FFFF0000020012C6:0016 0000000000000000FFFF0000010012C6:9C40 01 0\n\
+                    1: B80D0120000000000000000002000000:0016 B80D0120000000000000000001000000:9C41 01 0\n";
+        let s = established(tcp6);
+        assert_eq!(s[0].server, IpAddr::from([198, 18, 0, 2]));
+        assert_eq!(s[1].server, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(s[1].client, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(s[1].client_port, 0x9c41);
+    }
+
+    #[test]
+    fn what_cuts_a_session_and_what_does_not() {
+        let s = session();
+        let rules = |texts: &[&str]| -> Vec<Rule> {
+            texts.iter().map(|t| parse_rule(t).unwrap()).collect()
+        };
+        let drop_all = Policy {
+            default: Action::Drop,
+            ..PASS_ALL
+        };
+        // Nothing, or other traffic: passed.
+        assert_eq!(cut_by(&[], PASS_ALL, &s, XskMeans::Pass), None);
+        let r = rules(&["proto udp action drop", "proto tcp dport 80 action drop"]);
+        assert_eq!(cut_by(&r, PASS_ALL, &s, XskMeans::Taken), None);
+        // A default of drop, a rule that drops it, or the loop taking it: cut, and why.
+        let why = cut_by(&[], drop_all, &s, XskMeans::Pass).unwrap();
+        assert!(why.contains("the default action"), "{why}");
+        let r = rules(&["proto tcp action drop"]);
+        let why = cut_by(&r, PASS_ALL, &s, XskMeans::Pass).unwrap();
+        assert!(
+            why.contains("rule `proto tcp action drop` drops it"),
+            "{why}"
+        );
+        let r = rules(&["proto tcp action xsk"]);
+        assert!(cut_by(&r, PASS_ALL, &s, XskMeans::Taken).is_some());
+        assert_eq!(cut_by(&r, PASS_ALL, &s, XskMeans::Pass), None);
+        // A pass rule before the drop saves it.
+        let r = rules(&[
+            "src 198.18.0.1/32 proto tcp dport 22 action pass",
+            "action drop",
+        ]);
+        assert_eq!(cut_by(&r, drop_all, &s, XskMeans::Pass), None);
+    }
+}
