@@ -455,12 +455,17 @@ pub const PORT_TABLE_LEN: usize = 65536;
 pub struct RuleSet {
     /// Increases with every rule set installed, so reports can say which set decided.
     pub generation: u32,
-    /// The [`Action`] (as `u32`) for well-formed packets that match no rule, and non-IP frames.
+    /// The [`Action`] (as `u32`) for well-formed IP packets that match no rule.
     pub default_action: u32,
     /// The action for malformed frames.
     pub malformed_action: u32,
     /// The action for IPv6 packets whose transport header cannot be reached.
     pub unparsed_action: u32,
+    /// The action for frames that are not IP (ARP, LLDP, other ether types). Apart from the
+    /// default: a default of drop must not take ARP, and with it the host's reachability.
+    pub not_ip_action: u32,
+    /// Zero; keeps the masks that follow 8-byte aligned without padding.
+    pub reserved: u32,
     /// Rules `0..rule_count` are valid.
     pub rule_count: u32,
     /// [`config_flags`]: which fields any rule constrains; the program skips the others.
@@ -490,6 +495,8 @@ impl RuleSet {
         default_action: Action::Pass as u32,
         malformed_action: Action::Pass as u32,
         unparsed_action: Action::Pass as u32,
+        not_ip_action: Action::Pass as u32,
+        reserved: 0,
         rule_count: 0,
         flags: 0,
         actions: [0; MAX_RULES],
@@ -666,7 +673,7 @@ const _: () = assert!(core::mem::size_of::<ProbeRecord>() == 12 * 4 + 32);
 const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 8 + 8 * 4 + CAPTURE_BYTES);
 const _: () = assert!(
     core::mem::size_of::<RuleSet>()
-        == 6 * 4
+        == 8 * 4
             + 4 * MAX_RULES
             + 32 * (proto_class::COUNT as usize
                 + frag::COUNT as usize

@@ -5,7 +5,7 @@
 //! # Classification
 //! The same definition as `packet::filter` (the Rust model the differential test holds this
 //! program to, and the parser the AF_XDP and DPDK loops use). Every frame ends in one class:
-//! - not IP (ARP, other ether types): the default action;
+//! - not IP (ARP, other ether types): the non-IP policy;
 //! - malformed (truncated, bad lengths or IPv4 header checksum, a first fragment too short for
 //!   its transport header, a TCP fragment that would overwrite the TCP header): the malformed
 //!   policy;
@@ -768,7 +768,7 @@ fn transport<R: Reason>(
 #[inline(always)]
 fn decide<R>(ctx: &XdpContext, class: &Class<R>, set: u32, rules: &RuleSet) -> Decision {
     let (verdict, rule, action) = match class {
-        Class::NotIp { .. } => (verdict::NOT_IP, 0, rules.default_action),
+        Class::NotIp { .. } => (verdict::NOT_IP, 0, rules.not_ip_action),
         Class::Malformed(_) => (verdict::MALFORMED, 0, rules.malformed_action),
         Class::Unparsed => (verdict::UNPARSED, 0, rules.unparsed_action),
         Class::Ip(f) => match match_rules(ctx, f, set, rules) {

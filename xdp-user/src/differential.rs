@@ -33,7 +33,7 @@ struct Expected {
 
 fn model(rules: &[Rule], policy: Policy, frame: &[u8]) -> Expected {
     let (verdict, rule, action, fields) = match classify(frame) {
-        Class::NotIp => (verdict::NOT_IP, 0, policy.default, None),
+        Class::NotIp => (verdict::NOT_IP, 0, policy.not_ip, None),
         Class::Malformed(_) => (verdict::MALFORMED, 0, policy.malformed, None),
         Class::Unparsed => (verdict::UNPARSED, 0, policy.unparsed, None),
         Class::Ip(f) => match rules::first_match(rules, &PacketFields::from_ip(&f)) {
@@ -185,6 +185,7 @@ fn random_policy(rng: &mut Rng) -> Policy {
         default: pick(rng),
         malformed: pick(rng),
         unparsed: pick(rng),
+        not_ip: pick(rng),
     }
 }
 

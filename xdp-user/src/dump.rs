@@ -275,7 +275,7 @@ fn why(r: &CaptureRecord) -> String {
     match r.verdict {
         verdict::RULE => format!("rule {} (rule set {})", r.rule + 1, r.generation),
         verdict::NO_RULE => "no rule matched: default action".into(),
-        verdict::NOT_IP => "not IP: default action".into(),
+        verdict::NOT_IP => "not IP: the non-IP policy".into(),
         verdict::MALFORMED => "malformed: malformed policy".into(),
         verdict::UNPARSED => "unparsed: unparsed policy".into(),
         _ => "unknown verdict".into(),

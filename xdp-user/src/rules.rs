@@ -482,12 +482,14 @@ pub fn first_match(rules: &[Rule], p: &PacketFields) -> Option<usize> {
 /// What packets that are not matched against rules get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// Well-formed packets that match no rule, and non-IP frames.
+    /// Well-formed IP packets that match no rule.
     pub default: Action,
     /// Malformed frames (see `packet::filter`).
     pub malformed: Action,
     /// IPv6 packets whose transport header cannot be reached.
     pub unparsed: Action,
+    /// Frames that are not IP (ARP, LLDP, ...).
+    pub not_ip: Action,
 }
 
 /// One address trie's entries: (prefix length, address, mask); each trie has a /0 entry.
@@ -525,6 +527,7 @@ pub fn compile(rules: &[Rule], policy: Policy) -> Result<Compiled> {
     set.default_action = policy.default as u32;
     set.malformed_action = policy.malformed as u32;
     set.unparsed_action = policy.unparsed as u32;
+    set.not_ip_action = policy.not_ip as u32;
     set.rule_count = rules.len() as u32;
     for (slot, r) in set.actions.iter_mut().zip(rules) {
         *slot = r.action as u32;
@@ -731,6 +734,7 @@ mod tests {
         default: Action::Pass,
         malformed: Action::Drop,
         unparsed: Action::Drop,
+        not_ip: Action::Pass,
     };
 
     fn r(s: &str) -> Rule {

@@ -7,7 +7,8 @@
 //! and every established TCP connection to port 22 or to that session's server port on one of
 //! the interface's addresses (`/proc/net/tcp`, `/proc/net/tcp6`, of this network namespace).
 //! Each is decided by the rules' reference semantics (`rules::first_match`, the model the
-//! XDP program is tested against) for a segment from the client to the server.
+//! XDP program is tested against) for a segment from the client to the server, and for what
+//! keeps the host reachable on the link: ARP (the non-IP policy) or IPv6 neighbour discovery.
 
 use crate::rules::{PacketFields, Policy, Rule, first_match};
 use anyhow::{Result, bail};
@@ -61,19 +62,30 @@ pub fn check(
             continue;
         }
         let bits = if s.client.is_ipv4() { 32 } else { 128 };
-        bail!(
-            "{what}. Put a rule that passes it first, e.g. --rule \"src {}/{bits} proto tcp \
-             dport {} action pass\", or give --force to apply the rules anyway",
-            s.client,
-            s.server_port
-        );
+        let fix = if why.contains("ARP") {
+            "Give --non-ip pass".to_string()
+        } else if why.contains("neighbour discovery") {
+            "Put rules that pass it first, e.g. --rule \"proto icmpv6 icmp-type 135 action \
+             pass\" --rule \"proto icmpv6 icmp-type 136 action pass\""
+                .to_string()
+        } else {
+            format!(
+                "Put a rule that passes it first, e.g. --rule \"src {}/{bits} proto tcp dport {} \
+                 action pass\"",
+                s.client, s.server_port
+            )
+        };
+        bail!("{what}. {fix}, or give --force to apply the rules anyway");
     }
     Ok(())
 }
 
-/// Why `rules` would cut `s`, or `None` when they pass it.
+/// Why `rules` would cut `s`, or `None` when they pass it: its own segments, and what the
+/// host needs to stay reachable on the link (ARP for IPv4, which is not IP and takes the
+/// non-IP policy; neighbour discovery for IPv6, which is ICMPv6 and takes the rules). Without
+/// those the session ends a little later, when the neighbours' entries for the host expire.
 fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<String> {
-    let p = PacketFields {
+    let tcp = PacketFields {
         class: proto_class::TCP,
         src: s.client,
         dst: s.server,
@@ -82,7 +94,58 @@ fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<
         icmp_type: None,
         frag: frag::NONE,
     };
-    let (action, by) = match first_match(rules, &p) {
+    if let Some(why) = refused(rules, policy, &tcp, xsk) {
+        return Some(format!("{why} it"));
+    }
+    let server = match s.server {
+        IpAddr::V4(_) => {
+            return (policy.not_ip == Action::Drop).then(|| {
+                "--non-ip drop drops ARP: the host stops answering its neighbours, and the \
+                 session ends when their entries for it expire"
+                    .to_string()
+            });
+        }
+        IpAddr::V6(server) => server,
+    };
+    let o = server.octets();
+    let solicited = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    );
+    let link_local = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+    for src in [s.client, link_local] {
+        for (dst, icmp_type) in [(server, 136), (server, 135), (solicited, 135)] {
+            let nd = PacketFields {
+                class: proto_class::ICMPV6,
+                src,
+                dst: IpAddr::V6(dst),
+                sport: None,
+                dport: None,
+                icmp_type: Some(icmp_type),
+                frag: frag::NONE,
+            };
+            if let Some(why) = refused(rules, policy, &nd, xsk) {
+                return Some(format!(
+                    "{why} neighbour discovery (ICMPv6 type {icmp_type} from {src} to {dst}): \
+                     the host stops answering its neighbours, and the session ends when their \
+                     entries for it expire"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Who keeps `p` from the kernel ("rule `...` drops", "the default action (no rule matches)
+/// sends to the AF_XDP loop ..."), or `None` if it reaches the kernel.
+fn refused(rules: &[Rule], policy: Policy, p: &PacketFields, xsk: XskMeans) -> Option<String> {
+    let (action, by) = match first_match(rules, p) {
         Some(i) => (rules[i].action, format!("rule `{}`", rules[i].text)),
         None => (
             policy.default,
@@ -90,9 +153,9 @@ fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<
         ),
     };
     match (action, xsk) {
-        (Action::Drop, _) => Some(format!("{by} drops it")),
+        (Action::Drop, _) => Some(format!("{by} drops")),
         (Action::Xsk, XskMeans::Taken) => Some(format!(
-            "{by} sends it to the AF_XDP loop, which does not answer TCP"
+            "{by} sends to the AF_XDP loop, which does not answer,"
         )),
         _ => None,
     }
@@ -212,6 +275,7 @@ mod tests {
         default: Action::Pass,
         malformed: Action::Drop,
         unparsed: Action::Drop,
+        not_ip: Action::Pass,
     };
 
     fn session() -> Session {
@@ -288,5 +352,30 @@ mod tests {
             "action drop",
         ]);
         assert_eq!(cut_by(&r, drop_all, &s, XskMeans::Pass), None);
+        // Dropping ARP cuts an IPv4 session too, a little later.
+        let no_arp = Policy {
+            not_ip: Action::Drop,
+            ..PASS_ALL
+        };
+        let why = cut_by(&[], no_arp, &s, XskMeans::Pass).unwrap();
+        assert!(why.contains("--non-ip drop drops ARP"), "{why}");
+        // Over IPv6, neighbour discovery is ICMPv6: a default of drop takes it, unless a rule
+        // passes it.
+        let s6 = parse_ssh_connection("2001:db8::1 40000 2001:db8::2 22").unwrap();
+        let ssh6 = rules(&["proto tcp dport 22 action pass"]);
+        let why = cut_by(&ssh6, drop_all, &s6, XskMeans::Pass).unwrap();
+        assert!(
+            why.contains("the default action (no rule matches) drops neighbour discovery"),
+            "{why}"
+        );
+        let r = rules(&["proto tcp dport 22 action pass", "proto icmpv6 action pass"]);
+        assert_eq!(cut_by(&r, drop_all, &s6, XskMeans::Pass), None);
+        // ... to the solicited-node group as well as to the address itself.
+        let r = rules(&[
+            "proto tcp dport 22 action pass",
+            "dst 2001:db8::2/128 proto icmpv6 action pass",
+        ]);
+        let why = cut_by(&r, drop_all, &s6, XskMeans::Pass).unwrap();
+        assert!(why.contains("to ff02::1:ff00:2"), "{why}");
     }
 }

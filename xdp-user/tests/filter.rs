@@ -127,7 +127,7 @@ fn fragments_and_extension_headers_do_not_bypass_a_port_rule() {
     assert!(
         err.contains(
             "attached to dut0 in native (driver) mode with 1 rule(s), default pass, \
-             malformed drop, unparsed drop"
+             malformed drop, unparsed drop, non-IP pass"
         ),
         "{err}"
     );

@@ -505,3 +505,49 @@ fn rules_that_would_cut_an_ssh_session_are_refused() {
         let _ = p.wait();
     }
 }
+
+/// Non-IP frames have a policy of their own (`--non-ip`, pass by default): a `--default drop`
+/// firewall still answers ARP, so the host keeps its IPv4 neighbours. It used to take ARP with
+/// the rest, and the host fell off the network when its neighbours' entries expired.
+#[test]
+fn a_default_of_drop_keeps_arp_and_non_ip_drop_does_not() {
+    let tb = quiet_testbed();
+    let arp_answered = |extra: &[&str]| {
+        let mut args = vec![
+            "--iface",
+            DUT_IF,
+            "--default",
+            "drop",
+            "--duration",
+            "3",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let l = Loader::start(&tb, &args);
+        // Forget the DUT's MAC, then make the peer ask for it (the ping itself is IP, dropped).
+        let del = tb
+            .in_peer("ip")
+            .args(["neigh", "del", "198.18.0.2", "dev", "peer0"])
+            .status();
+        assert!(del.unwrap().success());
+        let _ = tb
+            .in_peer("ping")
+            .args(["-c", "1", "-W", "1", "198.18.0.2"])
+            .output();
+        let neigh = tb
+            .in_peer("ip")
+            .args(["neigh", "show", "198.18.0.2", "dev", "peer0"])
+            .output();
+        let mut l = l;
+        let out = l.finish();
+        let v = last_json(&out);
+        (text(&neigh.unwrap().stdout).contains("lladdr"), v)
+    };
+    let (answered, v) = arp_answered(&[]);
+    assert!(answered, "ARP answered under --default drop: {v}");
+    assert_eq!(v["policy"]["non_ip"], "pass", "{v}");
+    let (answered, v) = arp_answered(&["--non-ip", "drop"]);
+    assert!(!answered, "ARP dropped with --non-ip drop: {v}");
+    assert_eq!(v["policy"]["non_ip"], "drop", "{v}");
+    assert!(n(&v, "/protocols/arp") >= 1, "{v}");
+}

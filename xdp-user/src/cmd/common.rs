@@ -11,6 +11,7 @@ pub const PASS_ALL: Policy = Policy {
     default: Action::Pass,
     malformed: Action::Pass,
     unparsed: Action::Pass,
+    not_ip: Action::Pass,
 };
 
 /// The rules of `--rule` and `--rules FILE`, in that order.

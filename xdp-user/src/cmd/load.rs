@@ -53,9 +53,14 @@ pub struct LoadArgs {
     /// A file of rules, one per line, `#` comments. Reloaded on SIGHUP.
     #[arg(long = "rules", value_name = "FILE")]
     rules_file: Option<PathBuf>,
-    /// What happens to well-formed packets that match no rule, and to non-IP frames.
+    /// What happens to well-formed IP packets that match no rule.
     #[arg(long = "default", value_enum, default_value = "pass")]
     default_action: PassDrop,
+    /// What happens to frames that are not IP: ARP, LLDP, other ether types. Apart from
+    /// --default, so that a default of drop does not take ARP, and with it every IPv4
+    /// neighbour of the host.
+    #[arg(long = "non-ip", value_enum, default_value = "pass")]
+    non_ip: PassDrop,
     /// What happens to malformed frames: truncated, bad lengths or IPv4 header checksum, a
     /// first fragment too short for its transport header, a TCP fragment overlapping the TCP
     /// header. Dropping them is what keeps fragments from slipping past port rules.
@@ -80,6 +85,7 @@ impl LoadArgs {
             default: self.default_action.action(),
             malformed: self.malformed.action(),
             unparsed: self.unparsed.action(),
+            not_ip: self.non_ip.action(),
         }
     }
 }
@@ -164,12 +170,13 @@ pub fn load(args: LoadArgs) -> Result<()> {
     };
     packet::stderr!(
         "xdp-user: attached to {} in {mode} mode with {} rule(s), default {}, malformed {}, \
-         unparsed {}",
+         unparsed {}, non-IP {}",
         args.iface,
         rules.len(),
         policy.default.name(),
         policy.malformed.name(),
         policy.unparsed.name(),
+        policy.not_ip.name(),
     );
     filter.report_fallback();
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
@@ -289,6 +296,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
             "default": policy.default.name(),
             "malformed": policy.malformed.name(),
             "unparsed": policy.unparsed.name(),
+            "non_ip": policy.not_ip.name(),
         });
         v["reloads"] = reloads.into();
         v["reload_failures"] = reload_failures.into();

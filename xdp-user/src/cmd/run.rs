@@ -98,6 +98,7 @@ const RUN_POLICY: Policy = Policy {
     default: Action::Pass,
     malformed: Action::Xsk,
     unparsed: Action::Pass,
+    not_ip: Action::Pass,
 };
 
 impl RunArgs {
