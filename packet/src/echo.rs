@@ -659,19 +659,8 @@ impl Responder {
         if target[0] == 0xff || !self.ipv6.contains(&target) {
             return None;
         }
-        // Options: type, length in units of 8 octets (0 is invalid), value.
-        let mut source_ll: Option<[u8; 6]> = None;
-        let mut opts = &icmp[NDP_BODY_LEN..];
-        while !opts.is_empty() {
-            let opt_len = usize::from(*opts.get(1)?) * 8;
-            if opt_len == 0 || opt_len > opts.len() {
-                return None;
-            }
-            if opts[0] == NDP_OPT_SOURCE_LL && opt_len == 8 {
-                source_ll = Some(opts[2..8].try_into().ok()?);
-            }
-            opts = &opts[opt_len..];
-        }
+        let source_ll =
+            crate::neighbour::link_layer_option(&icmp[NDP_BODY_LEN..], NDP_OPT_SOURCE_LL)?;
         let unspecified_src = src.iter().all(|b| *b == 0);
         if unspecified_src && source_ll.is_some() {
             return None;

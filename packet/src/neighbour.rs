@@ -141,15 +141,22 @@ fn advertised(ip: &[u8], icmp: &[u8], target: Ipv6Addr) -> Option<Option<[u8; 6]
     if !checksum::verify(pseudo, icmp) {
         return None;
     }
-    // Options: type, length in units of 8 bytes (0 is invalid), value.
+    link_layer_option(&icmp[NDP_BODY_LEN..], OPTION_TARGET_LL)
+}
+
+/// The link-layer address option of type `kind` (1 source, 2 target) among the neighbour
+/// discovery `options` that follow a solicitation's or advertisement's fixed part:
+/// `Some(None)` without one; `None` when an option is invalid (length 0, or past the end),
+/// for which RFC 4861 (section 7.1) has the whole message discarded.
+pub(crate) fn link_layer_option(mut options: &[u8], kind: u8) -> Option<Option<[u8; 6]>> {
+    // Each option: type, length in units of 8 bytes, value.
     let mut mac = None;
-    let mut options = &icmp[NDP_BODY_LEN..];
     while !options.is_empty() {
         let len = usize::from(*options.get(1)?) * 8;
         if len == 0 || len > options.len() {
             return None;
         }
-        if options[0] == OPTION_TARGET_LL && len == 8 {
+        if options[0] == kind && len == 8 {
             mac = Some(options[2..8].try_into().ok()?);
         }
         options = &options[len..];
