@@ -18,6 +18,9 @@ pub struct Address {
     pub addr: std::net::IpAddr,
     /// Scope `global` (not link-local nor host).
     pub global: bool,
+    /// Seconds it stays valid, for an address with a lifetime (`dynamic`: leased by DHCP or
+    /// configured from router advertisements, to be renewed before it runs out).
+    pub lease_secs: Option<u64>,
 }
 
 /// The interface's IP addresses now (`ip -j addr show dev NAME`), IPv4 first, in the order
@@ -46,6 +49,9 @@ pub fn addresses(name: &str) -> Result<Vec<Address>> {
                     Some(Address {
                         addr: i["local"].as_str()?.parse().ok()?,
                         global: i["scope"].as_str() == Some("global"),
+                        lease_secs: (i["dynamic"].as_bool() == Some(true))
+                            .then(|| i["valid_life_time"].as_u64())
+                            .flatten(),
                     })
                 })
                 .collect()
@@ -53,6 +59,17 @@ pub fn addresses(name: &str) -> Result<Vec<Address>> {
         .unwrap_or_default();
     found.sort_by_key(|a| a.addr.is_ipv6());
     Ok(found)
+}
+
+/// The IPv4 default gateway through the interface (`ip -j -4 route show default dev NAME`),
+/// if it has one: where a DHCP lease usually comes from.
+pub fn ipv4_gateway(name: &str) -> Option<std::net::IpAddr> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-4", "route", "show", "default", "dev", name])
+        .output()
+        .ok()?;
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    routes[0]["gateway"].as_str()?.parse().ok()
 }
 
 /// An interface, by name and index, to check on.

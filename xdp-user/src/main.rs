@@ -18,11 +18,11 @@ mod dump;
 mod frames;
 mod generator;
 mod iface;
+mod lockout;
 mod metrics;
 mod neighbour;
 mod report;
 mod rules;
-mod ssh_guard;
 mod xdp;
 
 use clap::{Parser, Subcommand};

@@ -551,3 +551,69 @@ fn a_default_of_drop_keeps_arp_and_non_ip_drop_does_not() {
     assert_eq!(v["policy"]["non_ip"], "drop", "{v}");
     assert!(n(&v, "/protocols/arp") >= 1, "{v}");
 }
+
+/// An address with a lifetime (leased by DHCP) would not be renewed under rules that drop
+/// the DHCP server's replies: refused, with the rule that fixes it, before anything is
+/// attached. Before, `--default drop` with SSH passed looked fine until the lease ran out.
+#[test]
+fn rules_that_would_let_a_lease_run_out_are_refused() {
+    let tb = quiet_testbed();
+    // What a DHCP client installs: an address with a valid lifetime ("dynamic").
+    tb.ip_dut(&[
+        "addr",
+        "add",
+        "198.18.0.9/24",
+        "dev",
+        DUT_IF,
+        "valid_lft",
+        "3600",
+        "preferred_lft",
+        "3600",
+    ])
+    .unwrap();
+    let load = |args: &[&str]| {
+        let mut all = vec!["load", "--iface", DUT_IF, "--duration", "1"];
+        all.extend_from_slice(args);
+        tb.in_dut(xdp_user()).args(all).output().unwrap()
+    };
+    let out = load(&["--default", "drop"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the address 198.18.0.9 (valid for ")
+            && err.contains(
+                "would not be renewed: the default action (no rule matches) drops the DHCP \
+                 server's replies (UDP 67 -> 68 to 198.18.0.9)"
+            )
+            && err.contains("--rule \"proto udp sport 67 dport 68 action pass\""),
+        "{err}"
+    );
+    assert!(!tb.dut_xdp_attached().unwrap());
+    let out = load(&[
+        "--default",
+        "drop",
+        "--rule",
+        "proto udp sport 67 dport 68 action pass",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // run's reflect takes all UDP, DHCP replies included: refused there too.
+    let out = tb
+        .in_dut(xdp_user())
+        .args([
+            "run",
+            "--iface",
+            DUT_IF,
+            "--action",
+            "reflect",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("sends to the AF_XDP loop, which does not answer, the DHCP"),
+        "{}",
+        text(&out.stderr)
+    );
+}

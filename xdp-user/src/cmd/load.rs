@@ -5,7 +5,7 @@ use super::common::read_rules;
 use crate::report::{rate_line, summary, to_json};
 use crate::rules::Policy;
 use crate::xdp::{Mode, Snapshot, XdpFilter};
-use crate::{METRICS_REFRESH, Reporting, dump, iface, metrics, ssh_guard};
+use crate::{METRICS_REFRESH, Reporting, dump, iface, lockout, metrics};
 use anyhow::{Context, Result, bail};
 use packet::abi::Action;
 use packet::cli::{print_or_stop, print_report};
@@ -107,14 +107,20 @@ pub fn load(args: LoadArgs) -> Result<()> {
     let policy = args.policy();
     let mut rules = read_rules(&args.rules, args.rules_file.as_deref())?;
     let mut watch = iface::IfaceWatch::new(&args.iface)?;
-    let local: Vec<std::net::IpAddr> = iface::addresses(&args.iface)?
-        .iter()
-        .map(|a| a.addr)
-        .collect();
-    let keeps_ssh = |r: &[crate::rules::Rule]| {
-        ssh_guard::check(r, policy, &local, ssh_guard::XskMeans::Pass, args.force)
+    let addresses = iface::addresses(&args.iface)?;
+    let gateway = iface::ipv4_gateway(&args.iface);
+    // Checked again at every reload: a rules file edited over SSH is the usual way in.
+    let keeps_host = |r: &[crate::rules::Rule]| {
+        lockout::check(
+            r,
+            policy,
+            &addresses,
+            gateway,
+            lockout::XskMeans::Pass,
+            args.force,
+        )
     };
-    keeps_ssh(&rules)?;
+    keeps_host(&rules)?;
     let mut filter = XdpFilter::load_logging(&args.iface, args.report.log_level)?;
     filter.install(&rules, policy)?;
     let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
@@ -222,7 +228,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         }
         if reload.swap(false, Ordering::Relaxed) {
             match read_rules(&args.rules, args.rules_file.as_deref())
-                .and_then(|r| keeps_ssh(&r).map(|()| r))
+                .and_then(|r| keeps_host(&r).map(|()| r))
                 .and_then(|r| filter.install(&r, policy).map(|done| (r, done)))
             {
                 Ok((r, done)) => {

@@ -4,7 +4,7 @@
 
 use crate::rules::{self, Policy, Rule};
 use crate::xdp::{self, Mode, Snapshot, XdpFilter};
-use crate::{METRICS_REFRESH, Reporting, afxdp, iface, metrics, ssh_guard};
+use crate::{METRICS_REFRESH, Reporting, afxdp, iface, lockout, metrics};
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
 use packet::abi::{Action, stat};
@@ -230,11 +230,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     let addresses = iface::addresses(&args.iface)?;
     let local: Vec<IpAddr> = addresses.iter().map(|a| a.addr).collect();
     let rules = run_rules(&args, &local)?;
-    ssh_guard::check(
+    lockout::check(
         &rules,
         RUN_POLICY,
-        &local,
-        ssh_guard::XskMeans::Taken,
+        &addresses,
+        iface::ipv4_gateway(&args.iface),
+        lockout::XskMeans::Taken,
         args.force,
     )?;
     let available = afxdp::rx_queue_count(&args.iface)?;

@@ -1,7 +1,9 @@
-//! Rules that would cut the SSH session they are typed in are refused, as a firewall front
-//! end asks before it does (ufw's "may disrupt existing ssh connections"): an engineer who
-//! filters the interface they are logged in through must not lock themselves out by a typo
-//! or a `--default drop`.
+//! Rules that would lock the host out are refused, as a firewall front end asks before it
+//! does (ufw's "may disrupt existing ssh connections"): an engineer who filters the interface
+//! they are logged in through must not lock themselves out by a typo or a `--default drop`.
+//! Two ways to be locked out are checked: an SSH session cut (now, or when the neighbours
+//! forget the host), and an address with a lifetime (DHCP, router advertisements) that could
+//! not be renewed (later, when it runs out).
 //!
 //! The sessions are the one this process runs in (`SSH_CONNECTION`, which `sudo` may drop)
 //! and every established TCP connection to port 22 or to that session's server port on one of
@@ -10,6 +12,7 @@
 //! XDP program is tested against) for a segment from the client to the server, and for what
 //! keeps the host reachable on the link: ARP (the non-IP policy) or IPv6 neighbour discovery.
 
+use crate::iface::Address;
 use crate::rules::{PacketFields, Policy, Rule, first_match};
 use anyhow::{Result, bail};
 use packet::abi::{Action, frag, proto_class};
@@ -40,11 +43,13 @@ pub enum XskMeans {
 pub fn check(
     rules: &[Rule],
     policy: Policy,
-    local: &[IpAddr],
+    addresses: &[Address],
+    gateway: Option<IpAddr>,
     xsk: XskMeans,
     force: bool,
 ) -> Result<()> {
-    for s in sessions(local) {
+    let local: Vec<IpAddr> = addresses.iter().map(|a| a.addr).collect();
+    for s in sessions(&local) {
         let Some(why) = cut_by(rules, policy, &s, xsk) else {
             continue;
         };
@@ -57,10 +62,6 @@ pub fn check(
             "{whose} ({}:{} -> {}:{}) would be cut: {why}",
             s.client, s.client_port, s.server, s.server_port
         );
-        if force {
-            packet::stderr!("xdp-user: --force: {what}");
-            continue;
-        }
         let bits = if s.client.is_ipv4() { 32 } else { 128 };
         let fix = if why.contains("ARP") {
             "Give --non-ip pass".to_string()
@@ -75,9 +76,97 @@ pub fn check(
                 s.client, s.server_port
             )
         };
-        bail!("{what}. {fix}, or give --force to apply the rules anyway");
+        refuse(&what, &fix, force)?;
+    }
+    for a in addresses {
+        let Some(secs) = a.lease_secs else { continue };
+        let Some((why, fix)) = lease_lost_by(rules, policy, a.addr, gateway, xsk) else {
+            continue;
+        };
+        let what = format!(
+            "the address {} (valid for {secs} s more, then renewed) would not be renewed: {why}, \
+             and the host would lose it",
+            a.addr
+        );
+        refuse(&what, fix, force)?;
     }
     Ok(())
+}
+
+/// Fails with `what` and `fix`, or with `force` only says `what`.
+fn refuse(what: &str, fix: &str, force: bool) -> Result<()> {
+    if force {
+        packet::stderr!("xdp-user: --force: {what}");
+        return Ok(());
+    }
+    bail!("{what}. {fix}, or give --force to apply the rules anyway")
+}
+
+/// Why `rules` would keep an address with a lifetime from being renewed, and the rules that
+/// fix it: for IPv4 the DHCP server's replies (UDP 67 to 68, to the address or broadcast,
+/// from the gateway where there is one); for IPv6 the router advertisements it was configured
+/// from (ICMPv6 134 to all nodes) and DHCPv6 replies (UDP 547 to 546).
+fn lease_lost_by(
+    rules: &[Rule],
+    policy: Policy,
+    addr: IpAddr,
+    gateway: Option<IpAddr>,
+    xsk: XskMeans,
+) -> Option<(String, &'static str)> {
+    let udp = |src: IpAddr, dst: IpAddr, sport: u16, dport: u16| PacketFields {
+        class: proto_class::UDP,
+        src,
+        dst,
+        sport: Some(sport),
+        dport: Some(dport),
+        icmp_type: None,
+        frag: frag::NONE,
+    };
+    match addr {
+        IpAddr::V4(_) => {
+            let server = gateway
+                .filter(IpAddr::is_ipv4)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            for dst in [addr, IpAddr::V4(Ipv4Addr::BROADCAST)] {
+                if let Some(why) = refused(rules, policy, &udp(server, dst, 67, 68), xsk) {
+                    return Some((
+                        format!("{why} the DHCP server's replies (UDP 67 -> 68 to {dst})"),
+                        "Put a rule that passes them first, e.g. --rule \"proto udp sport 67 \
+                         dport 68 action pass\"",
+                    ));
+                }
+            }
+            None
+        }
+        IpAddr::V6(_) => {
+            let router = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+            let all_nodes = IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1));
+            let ra = PacketFields {
+                class: proto_class::ICMPV6,
+                src: router,
+                dst: all_nodes,
+                sport: None,
+                dport: None,
+                icmp_type: Some(134),
+                frag: frag::NONE,
+            };
+            if let Some(why) = refused(rules, policy, &ra, xsk) {
+                return Some((
+                    format!("{why} router advertisements (ICMPv6 type 134 to ff02::1)"),
+                    "Put a rule that passes them first, e.g. --rule \"proto icmpv6 icmp-type \
+                     134 action pass\"",
+                ));
+            }
+            if let Some(why) = refused(rules, policy, &udp(router, addr, 547, 546), xsk) {
+                return Some((
+                    format!("{why} DHCPv6 replies (UDP 547 -> 546)"),
+                    "Put a rule that passes them first, e.g. --rule \"proto udp sport 547 \
+                     dport 546 action pass\"",
+                ));
+            }
+            None
+        }
+    }
 }
 
 /// Why `rules` would cut `s`, or `None` when they pass it: its own segments, and what the
@@ -377,5 +466,44 @@ mod tests {
         ]);
         let why = cut_by(&r, drop_all, &s6, XskMeans::Pass).unwrap();
         assert!(why.contains("to ff02::1:ff00:2"), "{why}");
+    }
+
+    #[test]
+    fn what_keeps_a_leased_address_from_being_renewed() {
+        let rules = |texts: &[&str]| -> Vec<Rule> {
+            texts.iter().map(|t| parse_rule(t).unwrap()).collect()
+        };
+        let drop_all = Policy {
+            default: Action::Drop,
+            ..PASS_ALL
+        };
+        let v4: IpAddr = "10.0.0.5".parse().unwrap();
+        let gw: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
+        assert_eq!(lease_lost_by(&[], PASS_ALL, v4, gw, XskMeans::Pass), None);
+        let (why, fix) = lease_lost_by(&[], drop_all, v4, gw, XskMeans::Pass).unwrap();
+        assert!(
+            why.contains("DHCP server's replies (UDP 67 -> 68 to 10.0.0.5)"),
+            "{why}"
+        );
+        assert!(
+            fix.contains("proto udp sport 67 dport 68 action pass"),
+            "{fix}"
+        );
+        // Passed to the address but not to broadcast (where offers may go): still refused.
+        let r = rules(&["dst 10.0.0.5/32 proto udp sport 67 dport 68 action pass"]);
+        let (why, _) = lease_lost_by(&r, drop_all, v4, gw, XskMeans::Pass).unwrap();
+        assert!(why.contains("to 255.255.255.255"), "{why}");
+        let r = rules(&["proto udp sport 67 dport 68 action pass"]);
+        assert_eq!(lease_lost_by(&r, drop_all, v4, gw, XskMeans::Pass), None);
+        // run's loop takes all UDP by default: a leased address on its interface is at risk.
+        let r = rules(&["proto udp action xsk"]);
+        assert!(lease_lost_by(&r, PASS_ALL, v4, gw, XskMeans::Taken).is_some());
+        // IPv6: router advertisements, then DHCPv6.
+        let v6: IpAddr = "2001:db8::5".parse().unwrap();
+        let (why, _) = lease_lost_by(&[], drop_all, v6, None, XskMeans::Pass).unwrap();
+        assert!(why.contains("router advertisements"), "{why}");
+        let r = rules(&["proto icmpv6 icmp-type 134 action pass"]);
+        let (why, _) = lease_lost_by(&r, drop_all, v6, None, XskMeans::Pass).unwrap();
+        assert!(why.contains("DHCPv6"), "{why}");
     }
 }
