@@ -37,9 +37,10 @@ pub enum XskMeans {
     Taken,
 }
 
-/// Fails, saying which session and which rule, when `rules` and `policy` would cut an SSH
-/// session into `local` (the interface's addresses). `force` turns the refusal into a
-/// warning.
+/// Fails, saying what would be lost, which rule (or default) does it and what fixes it, when
+/// `rules` and `policy` would cut an SSH session into `addresses` (the interface's) or keep
+/// one of them with a lifetime from being renewed (`gateway`: the interface's IPv4 gateway,
+/// taken to be the DHCP server). `force` turns the refusal into a warning.
 pub fn check(
     rules: &[Rule],
     policy: Policy,
@@ -50,7 +51,7 @@ pub fn check(
 ) -> Result<()> {
     let local: Vec<IpAddr> = addresses.iter().map(|a| a.addr).collect();
     for s in sessions(&local) {
-        let Some(why) = cut_by(rules, policy, &s, xsk) else {
+        let Some((why, fix)) = cut_by(rules, policy, &s, xsk) else {
             continue;
         };
         let whose = if s.ours {
@@ -62,20 +63,6 @@ pub fn check(
             "{whose} ({}:{} -> {}:{}) would be cut: {why}",
             s.client, s.client_port, s.server, s.server_port
         );
-        let bits = if s.client.is_ipv4() { 32 } else { 128 };
-        let fix = if why.contains("ARP") {
-            "Give --non-ip pass".to_string()
-        } else if why.contains("neighbour discovery") {
-            "Put rules that pass it first, e.g. --rule \"proto icmpv6 icmp-type 135 action \
-             pass\" --rule \"proto icmpv6 icmp-type 136 action pass\""
-                .to_string()
-        } else {
-            format!(
-                "Put a rule that passes it first, e.g. --rule \"src {}/{bits} proto tcp dport {} \
-                 action pass\"",
-                s.client, s.server_port
-            )
-        };
         refuse(&what, &fix, force)?;
     }
     for a in addresses {
@@ -173,7 +160,7 @@ fn lease_lost_by(
 /// host needs to stay reachable on the link (ARP for IPv4, which is not IP and takes the
 /// non-IP policy; neighbour discovery for IPv6, which is ICMPv6 and takes the rules). Without
 /// those the session ends a little later, when the neighbours' entries for the host expire.
-fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<String> {
+fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<(String, String)> {
     let tcp = PacketFields {
         class: proto_class::TCP,
         src: s.client,
@@ -184,14 +171,23 @@ fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<
         frag: frag::NONE,
     };
     if let Some(why) = refused(rules, policy, &tcp, xsk) {
-        return Some(format!("{why} it"));
+        let bits = if s.client.is_ipv4() { 32 } else { 128 };
+        let fix = format!(
+            "Put a rule that passes it first, e.g. --rule \"src {}/{bits} proto tcp dport {} \
+             action pass\"",
+            s.client, s.server_port
+        );
+        return Some((format!("{why} it"), fix));
     }
     let server = match s.server {
         IpAddr::V4(_) => {
             return (policy.not_ip == Action::Drop).then(|| {
-                "--non-ip drop drops ARP: the host stops answering its neighbours, and the \
-                 session ends when their entries for it expire"
-                    .to_string()
+                (
+                    "--non-ip drop drops ARP: the host stops answering its neighbours, and the \
+                     session ends when their entries for it expire"
+                        .to_string(),
+                    "Give --non-ip pass".to_string(),
+                )
             });
         }
         IpAddr::V6(server) => server,
@@ -220,10 +216,15 @@ fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<
                 frag: frag::NONE,
             };
             if let Some(why) = refused(rules, policy, &nd, xsk) {
-                return Some(format!(
-                    "{why} neighbour discovery (ICMPv6 type {icmp_type} from {src} to {dst}): \
-                     the host stops answering its neighbours, and the session ends when their \
-                     entries for it expire"
+                return Some((
+                    format!(
+                        "{why} neighbour discovery (ICMPv6 type {icmp_type} from {src} to \
+                         {dst}): the host stops answering its neighbours, and the session ends \
+                         when their entries for it expire"
+                    ),
+                    "Put rules that pass it first, e.g. --rule \"proto icmpv6 icmp-type 135 \
+                     action pass\" --rule \"proto icmpv6 icmp-type 136 action pass\""
+                        .to_string(),
                 ));
             }
         }
@@ -424,10 +425,10 @@ mod tests {
         let r = rules(&["proto udp action drop", "proto tcp dport 80 action drop"]);
         assert_eq!(cut_by(&r, PASS_ALL, &s, XskMeans::Taken), None);
         // A default of drop, a rule that drops it, or the loop taking it: cut, and why.
-        let why = cut_by(&[], drop_all, &s, XskMeans::Pass).unwrap();
+        let (why, _) = cut_by(&[], drop_all, &s, XskMeans::Pass).unwrap();
         assert!(why.contains("the default action"), "{why}");
         let r = rules(&["proto tcp action drop"]);
-        let why = cut_by(&r, PASS_ALL, &s, XskMeans::Pass).unwrap();
+        let (why, _) = cut_by(&r, PASS_ALL, &s, XskMeans::Pass).unwrap();
         assert!(
             why.contains("rule `proto tcp action drop` drops it"),
             "{why}"
@@ -446,13 +447,15 @@ mod tests {
             not_ip: Action::Drop,
             ..PASS_ALL
         };
-        let why = cut_by(&[], no_arp, &s, XskMeans::Pass).unwrap();
+        let (why, fix) = cut_by(&[], no_arp, &s, XskMeans::Pass).unwrap();
         assert!(why.contains("--non-ip drop drops ARP"), "{why}");
+        assert_eq!(fix, "Give --non-ip pass");
         // Over IPv6, neighbour discovery is ICMPv6: a default of drop takes it, unless a rule
         // passes it.
         let s6 = parse_ssh_connection("2001:db8::1 40000 2001:db8::2 22").unwrap();
         let ssh6 = rules(&["proto tcp dport 22 action pass"]);
-        let why = cut_by(&ssh6, drop_all, &s6, XskMeans::Pass).unwrap();
+        let (why, fix) = cut_by(&ssh6, drop_all, &s6, XskMeans::Pass).unwrap();
+        assert!(fix.contains("icmp-type 135 action pass"), "{fix}");
         assert!(
             why.contains("the default action (no rule matches) drops neighbour discovery"),
             "{why}"
@@ -464,7 +467,7 @@ mod tests {
             "proto tcp dport 22 action pass",
             "dst 2001:db8::2/128 proto icmpv6 action pass",
         ]);
-        let why = cut_by(&r, drop_all, &s6, XskMeans::Pass).unwrap();
+        let (why, _) = cut_by(&r, drop_all, &s6, XskMeans::Pass).unwrap();
         assert!(why.contains("to ff02::1:ff00:2"), "{why}");
     }
 
