@@ -121,10 +121,11 @@ fn tshark(path: &std::path::Path) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
+/// A capture file in the temporary directory, removed when the test ends, failed or not.
+fn temp(name: &str) -> TempFile {
     let p = std::env::temp_dir().join(format!("kbp-{name}-{}.pcapng", std::process::id()));
     let _ = std::fs::remove_file(&p);
-    p
+    TempFile(p)
 }
 
 #[test]

@@ -624,7 +624,9 @@ fn tshark_lines(path: &std::path::Path) -> Vec<String> {
 #[test]
 fn run_captures_what_it_receives_and_sends_as_pcapng() {
     let tb = testbed(1);
-    let path = std::env::temp_dir().join(format!("kbp-run-capture-{}.pcapng", std::process::id()));
+    let path = TempFile(
+        std::env::temp_dir().join(format!("kbp-run-capture-{}.pcapng", std::process::id())),
+    );
     let l = run_loader(&tb, &["--capture", path.to_str().unwrap()]);
     assert_eq!(tb.ping(false, 5), 5);
     let (ok, sent) = tb.udp_echo_sizes(7);
