@@ -500,25 +500,15 @@ fn warn_about_host_interfaces(eal_args: &[String]) {
     }
 }
 
-/// The global IP addresses of `iface` (`ip -o addr show dev IFACE scope global`), none if
-/// they cannot be read. An IPv6 link-local address alone does not make an interface the
-/// host's: the kernel gives one to every interface that is up.
+/// The global IP addresses of `iface`, none if they cannot be read. An IPv6 link-local
+/// address alone does not make an interface the host's: the kernel gives one to every
+/// interface that is up.
 fn interface_addresses(iface: &str) -> Vec<String> {
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["-o", "addr", "show", "dev", iface, "scope", "global"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut words = line
-                .split_whitespace()
-                .skip_while(|w| !w.starts_with("inet"));
-            words.next()?;
-            Some(words.next()?.split('/').next()?.to_string())
-        })
+    packet::interface::addresses(iface)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.global)
+        .map(|a| a.addr.to_string())
         .collect()
 }
 

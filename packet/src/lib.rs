@@ -21,6 +21,8 @@
 //! - [`fixtures`]: real frames captured from the Linux stack, and their expected replies.
 //! - [`attached`] (`cli`): the XDP program an interface already has, and who holds it, so
 //!   that neither data path replaces or removes somebody else's.
+//! - [`interface`] (`cli`): an interface's addresses and gateway, and routes and neighbours,
+//!   as iproute2 shows them.
 //! - [`capture`] (`capture`): what a poll loop received and sent, through a lock-free ring to a
 //!   writer thread, as pcapng.
 //! - [`metrics`] (`metrics`): the Prometheus / OpenMetrics endpoint every binary serves with
@@ -55,6 +57,8 @@ pub mod echo;
 pub mod filter;
 #[cfg(feature = "parse")]
 pub mod fixtures;
+#[cfg(feature = "cli")]
+pub mod interface;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "parse")]

@@ -12,64 +12,11 @@
 use anyhow::{Result, bail};
 use std::ffi::CStr;
 
-/// An IP address of an interface, as `ip addr` lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Address {
-    pub addr: std::net::IpAddr,
-    /// Scope `global` (not link-local nor host).
-    pub global: bool,
-    /// Seconds it stays valid, for an address with a lifetime (`dynamic`: leased by DHCP or
-    /// configured from router advertisements, to be renewed before it runs out).
-    pub lease_secs: Option<u64>,
-}
+pub use packet::interface::{Address, ipv4_gateway};
 
-/// The interface's IP addresses now (`ip -j addr show dev NAME`), IPv4 first, in the order
-/// `ip` lists them.
+/// The interface's IP addresses now, IPv4 first ([`packet::interface::addresses`]).
 pub fn addresses(name: &str) -> Result<Vec<Address>> {
-    let out = std::process::Command::new("ip")
-        .args(["-j", "addr", "show", "dev", name])
-        .output()
-        .map_err(|e| {
-            anyhow::anyhow!("could not run `ip` (iproute2) to read {name}'s addresses: {e}")
-        })?;
-    if !out.status.success() {
-        bail!(
-            "`ip addr show dev {name}`: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("`ip -j addr show dev {name}` printed no JSON: {e}"))?;
-    let mut found: Vec<Address> = links[0]["addr_info"]
-        .as_array()
-        .map(|infos| {
-            infos
-                .iter()
-                .filter_map(|i| {
-                    Some(Address {
-                        addr: i["local"].as_str()?.parse().ok()?,
-                        global: i["scope"].as_str() == Some("global"),
-                        lease_secs: (i["dynamic"].as_bool() == Some(true))
-                            .then(|| i["valid_life_time"].as_u64())
-                            .flatten(),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort_by_key(|a| a.addr.is_ipv6());
-    Ok(found)
-}
-
-/// The IPv4 default gateway through the interface (`ip -j -4 route show default dev NAME`),
-/// if it has one: where a DHCP lease usually comes from.
-pub fn ipv4_gateway(name: &str) -> Option<std::net::IpAddr> {
-    let out = std::process::Command::new("ip")
-        .args(["-j", "-4", "route", "show", "default", "dev", name])
-        .output()
-        .ok()?;
-    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    routes[0]["gateway"].as_str()?.parse().ok()
+    packet::interface::addresses(name).map_err(anyhow::Error::msg)
 }
 
 /// An interface, by name and index, to check on.

@@ -80,18 +80,9 @@ pub fn resolve(iface: &str, src_mac: [u8; 6], src: IpAddr, dst: IpAddr) -> Resul
     Ok(resolved(mac, Source::Answer))
 }
 
-/// Runs `ip -j ARGS` and returns its JSON, or `ip`'s own message as the error.
+/// [`packet::interface::ip_json`], its error as `anyhow`'s.
 fn ip_json(args: &[&str]) -> Result<serde_json::Value> {
-    let out = std::process::Command::new("ip")
-        .arg("-j")
-        .args(args)
-        .output()
-        .context("could not run `ip` (iproute2) to read routes and neighbours")?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("`ip -j {}` printed no JSON", args.join(" ")))
+    packet::interface::ip_json(args).map_err(anyhow::Error::msg)
 }
 
 /// The next hop to `dst` out of `iface`: the route the kernel would take (`ip route get
@@ -165,21 +156,11 @@ fn kernel_neighbour(iface: &str, hop: IpAddr) -> Result<Option<[u8; 6]>> {
         if states.iter().any(|s| matches!(*s, "INCOMPLETE" | "FAILED")) {
             continue;
         }
-        if let Some(mac) = e["lladdr"].as_str().and_then(parse_mac) {
+        if let Some(mac) = e["lladdr"].as_str().and_then(packet::interface::parse_mac) {
             return Ok(Some(mac));
         }
     }
     Ok(None)
-}
-
-/// `02:00:00:00:00:02` as bytes.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    bytes.try_into().ok()
 }
 
 /// Asks the link for `hop`'s MAC address: an ARP request (IPv4) or a neighbour solicitation
@@ -319,22 +300,6 @@ impl PacketSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(
-            parse_mac("02:00:00:00:0a:ff"),
-            Some([2, 0, 0, 0, 0x0a, 0xff])
-        );
-        for bad in [
-            "",
-            "02:00:00:00:00",
-            "02:00:00:00:00:00:00",
-            "zz:00:00:00:00:00",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn the_start_up_line_says_where_the_address_came_from() {

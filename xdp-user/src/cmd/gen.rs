@@ -67,7 +67,7 @@ pub struct GenArgs {
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    neighbour::parse_mac(s)
+    packet::interface::parse_mac(s)
         .with_context(|| format!("--dst-mac {s} is not a MAC address like 02:00:00:00:00:02"))
 }
 
