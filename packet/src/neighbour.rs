@@ -46,6 +46,16 @@ pub fn arp_request(src_mac: [u8; 6], src: Ipv4Addr, target: Ipv4Addr) -> [u8; AR
     f
 }
 
+/// The solicited-node multicast group of `target` (RFC 4291, section 2.7.1): ff02::1:ffXX:XXXX,
+/// the low 24 bits of the target. A neighbour solicitation for `target` goes to it.
+pub fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
+    let t = target.octets();
+    let mut group = [0u8; 16];
+    group[..13].copy_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff]);
+    group[13..].copy_from_slice(&t[13..]);
+    Ipv6Addr::from(group)
+}
+
 /// A neighbour solicitation from `src_mac` / `src` for `target`, to the target's
 /// solicited-node multicast address (ff02::1:ffXX:XXXX and 33:33:ff:XX:XX:XX, the low 24
 /// bits of the target), carrying our link-layer address so the answer can come straight
@@ -56,9 +66,7 @@ pub fn neighbour_solicitation(
     target: Ipv6Addr,
 ) -> [u8; SOLICITATION_LEN] {
     let t = target.octets();
-    let mut group = [0u8; 16];
-    group[..13].copy_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff]);
-    group[13..].copy_from_slice(&t[13..]);
+    let group = solicited_node(target).octets();
     let mut f = [0u8; SOLICITATION_LEN];
     f[0..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
     f[6..12].copy_from_slice(&src_mac);

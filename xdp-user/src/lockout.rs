@@ -15,8 +15,12 @@
 use crate::iface::Address;
 use crate::rules::{PacketFields, Policy, Rule, first_match};
 use anyhow::{Result, bail};
-use packet::abi::{Action, frag, proto_class};
+use packet::abi::{Action, proto_class};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A neighbour on the link that neighbour discovery, router advertisements and DHCPv6 come
+/// from, for the checks: a link-local address (fe80::1), since their real one is not known.
+const A_ROUTER: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
 
 /// An SSH connection into this host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,22 +104,15 @@ fn lease_lost_by(
     gateway: Option<IpAddr>,
     xsk: XskMeans,
 ) -> Option<(String, &'static str)> {
-    let udp = |src: IpAddr, dst: IpAddr, sport: u16, dport: u16| PacketFields {
-        class: proto_class::UDP,
-        src,
-        dst,
-        sport: Some(sport),
-        dport: Some(dport),
-        icmp_type: None,
-        frag: frag::NONE,
-    };
+    let udp =
+        |src, sport, dst, dport| PacketFields::segment(proto_class::UDP, src, sport, dst, dport);
     match addr {
         IpAddr::V4(_) => {
             let server = gateway
                 .filter(IpAddr::is_ipv4)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             for dst in [addr, IpAddr::V4(Ipv4Addr::BROADCAST)] {
-                if let Some(why) = refused(rules, policy, &udp(server, dst, 67, 68), xsk) {
+                if let Some(why) = refused(rules, policy, &udp(server, 67, dst, 68), xsk) {
                     return Some((
                         format!("{why} the DHCP server's replies (UDP 67 -> 68 to {dst})"),
                         "Put a rule that passes them first, e.g. --rule \"proto udp sport 67 \
@@ -126,17 +123,8 @@ fn lease_lost_by(
             None
         }
         IpAddr::V6(_) => {
-            let router = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
             let all_nodes = IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1));
-            let ra = PacketFields {
-                class: proto_class::ICMPV6,
-                src: router,
-                dst: all_nodes,
-                sport: None,
-                dport: None,
-                icmp_type: Some(134),
-                frag: frag::NONE,
-            };
+            let ra = PacketFields::icmpv6(A_ROUTER, all_nodes, 134);
             if let Some(why) = refused(rules, policy, &ra, xsk) {
                 return Some((
                     format!("{why} router advertisements (ICMPv6 type 134 to ff02::1)"),
@@ -144,7 +132,7 @@ fn lease_lost_by(
                      134 action pass\"",
                 ));
             }
-            if let Some(why) = refused(rules, policy, &udp(router, addr, 547, 546), xsk) {
+            if let Some(why) = refused(rules, policy, &udp(A_ROUTER, 547, addr, 546), xsk) {
                 return Some((
                     format!("{why} DHCPv6 replies (UDP 547 -> 546)"),
                     "Put a rule that passes them first, e.g. --rule \"proto udp sport 547 \
@@ -161,15 +149,13 @@ fn lease_lost_by(
 /// non-IP policy; neighbour discovery for IPv6, which is ICMPv6 and takes the rules). Without
 /// those the session ends a little later, when the neighbours' entries for the host expire.
 fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<(String, String)> {
-    let tcp = PacketFields {
-        class: proto_class::TCP,
-        src: s.client,
-        dst: s.server,
-        sport: Some(s.client_port),
-        dport: Some(s.server_port),
-        icmp_type: None,
-        frag: frag::NONE,
-    };
+    let tcp = PacketFields::segment(
+        proto_class::TCP,
+        s.client,
+        s.client_port,
+        s.server,
+        s.server_port,
+    );
     if let Some(why) = refused(rules, policy, &tcp, xsk) {
         let bits = if s.client.is_ipv4() { 32 } else { 128 };
         let fix = format!(
@@ -192,29 +178,10 @@ fn cut_by(rules: &[Rule], policy: Policy, s: &Session, xsk: XskMeans) -> Option<
         }
         IpAddr::V6(server) => server,
     };
-    let o = server.octets();
-    let solicited = Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(o[13]),
-        u16::from_be_bytes([o[14], o[15]]),
-    );
-    let link_local = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
-    for src in [s.client, link_local] {
+    let solicited = packet::neighbour::solicited_node(server);
+    for src in [s.client, A_ROUTER] {
         for (dst, icmp_type) in [(server, 136), (server, 135), (solicited, 135)] {
-            let nd = PacketFields {
-                class: proto_class::ICMPV6,
-                src,
-                dst: IpAddr::V6(dst),
-                sport: None,
-                dport: None,
-                icmp_type: Some(icmp_type),
-                frag: frag::NONE,
-            };
+            let nd = PacketFields::icmpv6(src, IpAddr::V6(dst), icmp_type);
             if let Some(why) = refused(rules, policy, &nd, xsk) {
                 return Some((
                     format!(

@@ -434,6 +434,32 @@ pub struct PacketFields {
 }
 
 impl PacketFields {
+    /// A whole (unfragmented) TCP or UDP packet (`class`) from `src`:`sport` to `dst`:`dport`.
+    pub fn segment(class: u32, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> PacketFields {
+        PacketFields {
+            class,
+            src,
+            dst,
+            sport: Some(sport),
+            dport: Some(dport),
+            icmp_type: None,
+            frag: packet::abi::frag::NONE,
+        }
+    }
+
+    /// A whole ICMPv6 message of `icmp_type` from `src` to `dst`.
+    pub fn icmpv6(src: IpAddr, dst: IpAddr, icmp_type: u8) -> PacketFields {
+        PacketFields {
+            class: packet::abi::proto_class::ICMPV6,
+            src,
+            dst,
+            sport: None,
+            dport: None,
+            icmp_type: Some(icmp_type),
+            frag: packet::abi::frag::NONE,
+        }
+    }
+
     /// The fields of a frame the model classified as IP (`packet::filter`).
     pub fn from_ip(f: &packet::filter::IpFields) -> PacketFields {
         let addr = |a: &[u8; 16]| -> IpAddr {
