@@ -185,6 +185,15 @@ fn rule_texts(
     texts
 }
 
+/// `198.18.0.2, 2001:db8::2` for the start-up lines.
+fn joined(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Says so when frames of the interface's MTU can be longer than a UMEM frame holds (after
 /// the kernel's headroom): the program passes those to the kernel instead of the loop (a
 /// redirect would have the kernel drop them) and counts them as `xsk_oversize`.
@@ -315,29 +324,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.frame_size,
         rules.len()
     );
-    let list: Vec<String> = local.iter().map(|a| a.to_string()).collect();
+    // A test port has no global address (the kernel gives every interface that is up an IPv6
+    // link-local one); an interface with one carries the host's own traffic. (A leased address
+    // was refused above: the loop would take its DHCP replies.)
     let global: Vec<IpAddr> = addresses
         .iter()
         .filter(|a| a.global)
         .map(|a| a.addr)
         .collect();
-    if args.action != LoopAction::Echo && args.rules.is_empty() && !global.is_empty() {
-        // A test port has no global address (the kernel gives every interface that is up an
-        // IPv6 link-local one); an interface with one carries the host's own traffic.
-        let global_list: Vec<String> = global.iter().map(|a| a.to_string()).collect();
+    if args.action != LoopAction::Echo
+        && args.rules.is_empty()
+        && let Some(first) = global.first()
+    {
         packet::stderr!(
             "xdp-user: {:?} takes every UDP datagram that reaches {}, the host's own included \
-             (DNS answers, DHCP, NTP; it has {}): none of it reaches the kernel while this runs. \
-             Narrow it with --rule, e.g. --rule \"dst {}/{} proto udp dport 9000 action xsk\"",
+             (DNS answers, NTP; it has {}): none of it reaches the kernel while this runs. \
+             Narrow it with --rule, e.g. --rule \"dst {first}/{} proto udp dport 9000 action \
+             xsk\"",
             args.action,
             args.iface,
-            global_list.join(", "),
-            global_list[0],
-            if global[0].is_ipv4() { 32 } else { 128 }
+            joined(&global),
+            if first.is_ipv4() { 32 } else { 128 }
         );
     }
     if args.action == LoopAction::Echo {
-        if list.is_empty() {
+        if local.is_empty() {
             packet::stderr!(
                 "xdp-user: {} has no IP address: echo answers requests to any address, in frames \
                  to its MAC",
@@ -347,7 +358,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             packet::stderr!(
                 "xdp-user: echo answers requests to {} ({}'s addresses at start); the rest, \
                  transit traffic included, goes to the kernel",
-                list.join(", "),
+                joined(&local),
                 args.iface
             );
         }
