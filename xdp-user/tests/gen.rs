@@ -184,7 +184,7 @@ fn gen_rejects_bad_arguments() {
 #[test]
 fn gen_finds_the_mac_address_to_send_to() {
     let tb = quiet_testbed();
-    let echo = Loader::start_cmd(&tb, "run", &["--iface", DUT_IF, "--json"]);
+    let mut echo = Loader::start_cmd(&tb, "run", &["--iface", DUT_IF, "--json"]);
     let gen_to = |dst: &str| {
         tb.in_peer(xdp_user())
             .args(["gen", "--iface", PEER_IF, "--dst", dst])
@@ -261,7 +261,6 @@ fn gen_finds_the_mac_address_to_send_to() {
         .args(["-d", "link", "show", PEER_IF])
         .output();
     assert!(!text(&link.unwrap().stdout).contains("prog/xdp"));
-    let mut echo = echo;
     echo.signal(libc::SIGINT);
     echo.finish();
 }
