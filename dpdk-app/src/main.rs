@@ -220,7 +220,7 @@ fn run() -> Result<()> {
             "dpdk-app: port {} ({}) {} started: {} queue(s), {rxd}/{txd} descriptors",
             port.id(),
             port.name(),
-            fmt_mac(&mac),
+            packet::interface::format_mac(&mac),
             pollers
         );
         started.push(port);
@@ -531,13 +531,6 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// l2fwd's link check: wait up to 3 s for every port's link, then report each.

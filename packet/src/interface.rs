@@ -62,7 +62,7 @@ pub fn ipv4_gateway(name: &str) -> Option<IpAddr> {
     routes[0]["gateway"].as_str()?.parse().ok()
 }
 
-/// `02:00:00:00:00:02` as bytes.
+/// `02:00:00:00:00:02` as bytes ([`format_mac`] the other way).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let bytes: Vec<u8> = s
         .split(':')
@@ -70,6 +70,14 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         .collect::<Result<_, _>>()
         .ok()?;
     bytes.try_into().ok()
+}
+
+/// `[2, 0, 0, 0, 0, 2]` as `02:00:00:00:00:02`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -82,6 +90,7 @@ mod tests {
             parse_mac("02:00:00:00:0a:ff"),
             Some([2, 0, 0, 0, 0x0a, 0xff])
         );
+        assert_eq!(format_mac(&[2, 0, 0, 0, 0x0a, 0xff]), "02:00:00:00:0a:ff");
         for bad in [
             "",
             "02:00:00:00:00",

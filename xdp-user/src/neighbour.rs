@@ -37,7 +37,6 @@ pub struct Resolved {
 impl Resolved {
     /// For the start-up line: `02:00:00:00:00:02 (198.18.0.2, on the link; ARP reply)`.
     pub fn describe(&self) -> String {
-        let m = self.mac;
         let how = match (self.source, self.next_hop) {
             (Source::KernelTable, _) => "the kernel's neighbour table",
             (Source::Answer, IpAddr::V4(_)) => "ARP reply",
@@ -48,10 +47,8 @@ impl Resolved {
         } else {
             format!("{}, on the link", self.next_hop)
         };
-        format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} ({hop}; {how})",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        let mac = packet::interface::format_mac(&self.mac);
+        format!("{mac} ({hop}; {how})")
     }
 }
 
