@@ -32,24 +32,20 @@ const BUF_LEN: usize = 4096;
 /// reaches the paths that accept.
 fn check_neighbour_answer(frame: &[u8], parsed: &Result<Headers, crate::parse::Malformed>) {
     use core::net::IpAddr;
-    let named = |at: usize, len: usize| -> Option<IpAddr> {
-        match len {
-            4 => <[u8; 4]>::try_from(frame.get(at..at + 4)?)
-                .ok()
-                .map(IpAddr::from),
-            _ => <[u8; 16]>::try_from(frame.get(at..at + 16)?)
-                .ok()
-                .map(IpAddr::from),
-        }
-    };
     let (l3, l4) = parsed.as_ref().map_or((14, 14), |h| {
         (usize::from(h.l3_offset), usize::from(h.l4_offset))
     });
+    let arp_sender = frame
+        .get(l3 + 14..l3 + 18)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok());
+    let nd_target = frame
+        .get(l4 + 8..l4 + 24)
+        .and_then(|b| <[u8; 16]>::try_from(b).ok());
     let targets = [
         Some(IpAddr::from(LOCAL_IPV4)),
         Some(IpAddr::from(LOCAL_IPV6)),
-        named(l3 + 14, 4),
-        named(l4 + 8, 16),
+        arp_sender.map(IpAddr::from),
+        nd_target.map(IpAddr::from),
     ];
     for target in targets.into_iter().flatten() {
         let Some(mac) = crate::neighbour::answer(frame, target) else {
