@@ -478,6 +478,10 @@ fn refuse_missing_interfaces(eal_args: &[String]) -> Result<()> {
 fn warn_about_host_interfaces(eal_args: &[String]) {
     for (vdev, iface) in vdevs(eal_args) {
         let Some(iface) = iface else { continue };
+        // Only these two share the interface with the kernel; read nothing for the others.
+        if !(vdev.starts_with("net_af_xdp") || vdev.starts_with("net_af_packet")) {
+            continue;
+        }
         let addrs = interface_addresses(&iface);
         if addrs.is_empty() {
             continue;
@@ -490,7 +494,7 @@ fn warn_about_host_interfaces(eal_args: &[String]) {
                  discovery, SSH or other service meanwhile. Give the app an interface without \
                  addresses unless that is what you want"
             );
-        } else if vdev.starts_with("net_af_packet") {
+        } else {
             packet::stderr!(
                 "dpdk-app: --vdev {vdev}: the kernel still receives every frame on {iface} \
                  (net_af_packet reads copies) and answers its addresses ({addrs}) too: a ping \
