@@ -106,42 +106,45 @@ fn lease_lost_by(
 ) -> Option<(String, &'static str)> {
     let udp =
         |src, sport, dst, dport| PacketFields::segment(proto_class::UDP, src, sport, dst, dport);
-    match addr {
+    // What renewing needs to receive: each packet, what it is, and the rule that passes it.
+    let needs: Vec<(PacketFields, String, &'static str)> = match addr {
         IpAddr::V4(_) => {
             let server = gateway
                 .filter(IpAddr::is_ipv4)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            for dst in [addr, IpAddr::V4(Ipv4Addr::BROADCAST)] {
-                if let Some(why) = refused(rules, policy, &udp(server, 67, dst, 68), xsk) {
-                    return Some((
-                        format!("{why} the DHCP server's replies (UDP 67 -> 68 to {dst})"),
+            [addr, IpAddr::V4(Ipv4Addr::BROADCAST)]
+                .into_iter()
+                .map(|dst| {
+                    (
+                        udp(server, 67, dst, 68),
+                        format!("the DHCP server's replies (UDP 67 -> 68 to {dst})"),
                         "Put a rule that passes them first, e.g. --rule \"proto udp sport 67 \
                          dport 68 action pass\"",
-                    ));
-                }
-            }
-            None
+                    )
+                })
+                .collect()
         }
         IpAddr::V6(_) => {
             let all_nodes = IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1));
-            let ra = PacketFields::icmpv6(A_ROUTER, all_nodes, 134);
-            if let Some(why) = refused(rules, policy, &ra, xsk) {
-                return Some((
-                    format!("{why} router advertisements (ICMPv6 type 134 to ff02::1)"),
+            vec![
+                (
+                    PacketFields::icmpv6(A_ROUTER, all_nodes, 134),
+                    "router advertisements (ICMPv6 type 134 to ff02::1)".to_string(),
                     "Put a rule that passes them first, e.g. --rule \"proto icmpv6 icmp-type \
                      134 action pass\"",
-                ));
-            }
-            if let Some(why) = refused(rules, policy, &udp(A_ROUTER, 547, addr, 546), xsk) {
-                return Some((
-                    format!("{why} DHCPv6 replies (UDP 547 -> 546)"),
+                ),
+                (
+                    udp(A_ROUTER, 547, addr, 546),
+                    "DHCPv6 replies (UDP 547 -> 546)".to_string(),
                     "Put a rule that passes them first, e.g. --rule \"proto udp sport 547 \
                      dport 546 action pass\"",
-                ));
-            }
-            None
+                ),
+            ]
         }
-    }
+    };
+    needs.into_iter().find_map(|(p, what, fix)| {
+        refused(rules, policy, &p, xsk).map(|why| (format!("{why} {what}"), fix))
+    })
 }
 
 /// Why `rules` would cut `s`, or `None` when they pass it: its own segments, and what the
