@@ -505,6 +505,80 @@ pub fn first_match(rules: &[Rule], p: &PacketFields) -> Option<usize> {
     })
 }
 
+impl Rule {
+    /// True when every packet `later` matches, this rule matches too: each of this rule's keys
+    /// is absent or allows at least what `later`'s allows. Key by key, so a rule covered only
+    /// through an implication between keys (`proto icmp` allows no ports) is not reported:
+    /// never a false "covered".
+    pub fn covers(&self, later: &Rule) -> bool {
+        fn wider<T>(mine: &Option<T>, theirs: &Option<T>, f: impl Fn(&T, &T) -> bool) -> bool {
+            match (mine, theirs) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(a), Some(b)) => f(a, b),
+            }
+        }
+        let range = |a: &(u16, u16), b: &(u16, u16)| a.0 <= b.0 && b.1 <= a.1;
+        let frags = |a: &FragMatch, b: &FragMatch| {
+            [frag::NONE, frag::FIRST, frag::LATER]
+                .iter()
+                .all(|&k| !b.allows(k) || a.allows(k))
+        };
+        wider(&self.proto, &later.proto, |a, b| a == b)
+            && wider(&self.src, &later.src, Prefix::contains)
+            && wider(&self.dst, &later.dst, Prefix::contains)
+            && wider(&self.sport, &later.sport, range)
+            && wider(&self.dport, &later.dport, range)
+            && wider(&self.icmp_type, &later.icmp_type, |a, b| a == b)
+            && wider(&self.frag, &later.frag, frags)
+    }
+}
+
+/// A rule that can never decide a packet: an earlier rule matches every packet it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shadowed {
+    /// Its index in the rule set.
+    pub rule: usize,
+    /// The first earlier rule that covers it.
+    pub by: usize,
+}
+
+/// Every rule that an earlier one covers ([`Rule::covers`]), in rule order. Pairs only: a
+/// rule covered by two earlier rules together, and by neither alone, is not found.
+pub fn shadowed(rules: &[Rule]) -> Vec<Shadowed> {
+    (0..rules.len())
+        .filter_map(|j| {
+            let by = (0..j).find(|&i| rules[i].covers(&rules[j]))?;
+            Some(Shadowed { rule: j, by })
+        })
+        .collect()
+}
+
+impl Shadowed {
+    /// What to tell the engineer, rules numbered from 1 as they are tried.
+    pub fn message(&self, rules: &[Rule]) -> String {
+        let (r, b) = (&rules[self.rule], &rules[self.by]);
+        let (rn, bn) = (self.rule + 1, self.by + 1);
+        if r.action == b.action {
+            format!(
+                "rule {rn} (`{}`) is redundant: rule {bn} (`{}`) matches every packet it \
+                 matches, first, with the same action",
+                r.text, b.text
+            )
+        } else {
+            format!(
+                "rule {rn} (`{}`) never applies: rule {bn} (`{}`) matches every packet it \
+                 matches, first, and does `{}` with them instead of `{}`; put rule {rn} first if \
+                 it is meant to win",
+                r.text,
+                b.text,
+                b.action.name(),
+                r.action.name()
+            )
+        }
+    }
+}
+
 /// What packets that are not matched against rules get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -1063,6 +1137,123 @@ mod tests {
             let t = compile(&rules, POLICY).unwrap();
             for p in &packets {
                 prop_assert_eq!(t.lookup(p), first_match(&rules, p), "{:?}", p);
+            }
+        }
+    }
+
+    #[test]
+    fn covers_key_by_key() {
+        let covers = |a: &str, b: &str| r(a).covers(&r(b));
+        // Wider on every key, or the key absent.
+        assert!(covers(
+            "proto tcp action drop",
+            "proto tcp dport 22 action pass"
+        ));
+        assert!(covers(
+            "action drop",
+            "src 198.18.0.0/24 proto udp action pass"
+        ));
+        assert!(covers(
+            "src 198.18.0.0/16 action pass",
+            "src 198.18.3.0/24 action pass"
+        ));
+        assert!(covers(
+            "dport 1-100 action drop",
+            "proto udp dport 5-50 action drop"
+        ));
+        assert!(covers("frag any action drop", "frag first action drop"));
+        assert!(covers(
+            "proto udp action drop",
+            "proto udp frag later action drop"
+        ));
+        assert!(covers(
+            "dst 2001:db8::/32 action drop",
+            "dst 2001:db8::2 action pass"
+        ));
+        // Narrower on one key, or another family.
+        assert!(!covers(
+            "proto tcp dport 22 action pass",
+            "proto tcp action drop"
+        ));
+        assert!(!covers(
+            "dport 1-100 action drop",
+            "dport 50-101 action drop"
+        ));
+        assert!(!covers(
+            "src 198.18.3.0/24 action pass",
+            "src 198.18.0.0/16 action pass"
+        ));
+        assert!(!covers(
+            "src 198.18.0.0/16 action pass",
+            "src 2001:db8::/32 action pass"
+        ));
+        assert!(!covers("frag first action drop", "frag any action drop"));
+        assert!(!covers("frag none action drop", "action drop"));
+        assert!(!covers("proto tcp action drop", "proto udp action drop"));
+        assert!(!covers(
+            "proto icmp icmp-type 8 action drop",
+            "proto icmp icmp-type 0 action drop"
+        ));
+    }
+
+    #[test]
+    fn shadowed_names_the_first_earlier_rule_that_covers() {
+        let rules: Vec<Rule> = [
+            "proto udp dport 7 action xsk",
+            "proto tcp action drop",
+            "proto tcp action pass",
+            "proto tcp dport 22 action pass",
+            "proto udp dport 7 action xsk",
+            "proto udp dport 9 action drop",
+        ]
+        .iter()
+        .map(|t| r(t))
+        .collect();
+        let found = shadowed(&rules);
+        assert_eq!(
+            found,
+            [
+                Shadowed { rule: 2, by: 1 },
+                Shadowed { rule: 3, by: 1 },
+                Shadowed { rule: 4, by: 0 },
+            ]
+        );
+        assert_eq!(
+            found[1].message(&rules),
+            "rule 4 (`proto tcp dport 22 action pass`) never applies: rule 2 (`proto tcp action \
+             drop`) matches every packet it matches, first, and does `drop` with them instead of \
+             `pass`; put rule 4 first if it is meant to win"
+        );
+        assert_eq!(
+            found[2].message(&rules),
+            "rule 5 (`proto udp dport 7 action xsk`) is redundant: rule 1 (`proto udp dport 7 \
+             action xsk`) matches every packet it matches, first, with the same action"
+        );
+        assert!(shadowed(&rules[..2]).is_empty());
+    }
+
+    proptest! {
+        /// `covers` never claims too much: every packet the covered rule matches, the covering
+        /// rule matches too (by the reference scan), over every ordered pair of a random rule
+        /// set (about 1 pair in 60 is covered). And a rule `shadowed` reports never decides a
+        /// packet.
+        #[test]
+        fn covered_rules_match_nothing_the_cover_does_not(
+            rules in prop::collection::vec(arb_rule(), 2..30),
+            packets in prop::collection::vec(arb_packet(), 1..60),
+        ) {
+            let matches = |r: &Rule, p: &PacketFields| first_match(std::slice::from_ref(r), p).is_some();
+            for a in &rules {
+                for b in rules.iter().filter(|b| a.covers(b)) {
+                    for p in packets.iter().filter(|p| matches(b, p)) {
+                        prop_assert!(matches(a, p), "{:?} covers {:?} but not {:?}", a, b, p);
+                    }
+                }
+            }
+            for s in shadowed(&rules) {
+                for p in &packets {
+                    prop_assert_ne!(first_match(&rules, p), Some(s.rule), "{:?}", p);
+                }
             }
         }
     }

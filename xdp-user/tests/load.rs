@@ -203,6 +203,65 @@ fn sighup_reloads_rules_without_detaching() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A rule under a wider one is dead: `load` says so at start and at a reload that brings one
+/// in, naming both rules, and the attached program bears it out (the dead rule decides
+/// nothing).
+#[test]
+fn dead_rules_are_reported_and_decide_nothing() {
+    let tb = quiet_testbed();
+    let dir = TempDir::new("dead-rules");
+    let rules = dir.0.join("rules");
+    std::fs::write(&rules, "proto udp dport 9000 action pass\n").unwrap();
+    let listener = udp_listener(&tb, &[9000], 8.0);
+    let mut loader = Loader::start(
+        &tb,
+        &[
+            "--iface",
+            DUT_IF,
+            "--rule",
+            "proto udp action drop",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--duration",
+            "6",
+            "--json",
+        ],
+    );
+    send_udp(&tb, 9000, 20);
+    replace_file(&rules, "proto udp dport 9000 action drop\n");
+    loader.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    send_udp(&tb, 9000, 5);
+    let out = loader.finish();
+    let err = text(&out.stderr);
+    let dead = "warning: rule 2 (`proto udp dport 9000 action pass`) never applies: rule 1 \
+                (`proto udp action drop`) matches every packet it matches, first, and does \
+                `drop` with them instead of `pass`";
+    let redundant = "warning: rule 2 (`proto udp dport 9000 action drop`) is redundant: rule 1 \
+                     (`proto udp action drop`) matches every packet it matches, first, with the \
+                     same action";
+    assert_eq!(err.matches(dead).count(), 1, "said at start: {err}");
+    assert_eq!(
+        err.matches(redundant).count(),
+        1,
+        "said at the reload: {err}"
+    );
+    assert!(err.contains("reloaded 2 rule"), "{err}");
+    let v = last_json(&out);
+    assert_eq!(n(&v, "/actions/drop"), 25, "{v}");
+    assert_eq!(n(&v, "/rules/0/packets"), 5, "{v}");
+    assert_eq!(
+        n(&v, "/rules/1/packets"),
+        0,
+        "the dead rule decided nothing: {v}"
+    );
+    assert_eq!(
+        listener_counts(listener).get(&9000),
+        Some(&0),
+        "the dead pass rule passed nothing"
+    );
+}
+
 fn prog_id(tb: &Testbed) -> String {
     let out = Command::new("ip")
         .args(["-n", &tb.dut_ns, "-d", "link", "show", DUT_IF])

@@ -14,7 +14,8 @@ pub const PASS_ALL: Policy = Policy {
     not_ip: Action::Pass,
 };
 
-/// The rules of `--rule` and `--rules FILE`, in that order.
+/// The rules of `--rule` and `--rules FILE`, in that order; dead rules are said on stderr
+/// ([`warn_shadowed`]).
 pub fn read_rules(rule_args: &[String], rules_file: Option<&std::path::Path>) -> Result<Vec<Rule>> {
     let mut rules = Vec::new();
     for r in rule_args {
@@ -25,5 +26,15 @@ pub fn read_rules(rule_args: &[String], rules_file: Option<&std::path::Path>) ->
             .with_context(|| format!("cannot read rules file {}", path.display()))?;
         rules.extend(rules::parse_rules_file(&text, &path.display().to_string())?);
     }
+    warn_shadowed(&rules);
     Ok(rules)
+}
+
+/// Says on stderr which rules an earlier rule makes dead (they can never decide a packet).
+/// They are loaded all the same, but a rule set whose "pass SSH" sits under "drop TCP" does
+/// not do what its author thinks, and nothing else would tell them.
+pub fn warn_shadowed(rules: &[Rule]) {
+    for s in rules::shadowed(rules) {
+        packet::stderr!("xdp-user: warning: {}", s.message(rules));
+    }
 }

@@ -141,7 +141,13 @@ fn run_rules(args: &RunArgs, local: &[IpAddr]) -> Result<Vec<Rule>> {
             packet::abi::MAX_RULES
         );
     }
-    texts.iter().map(|t| Ok(rules::parse_rule(t)?)).collect()
+    let rules = texts
+        .iter()
+        .map(|t| Ok(rules::parse_rule(t)?))
+        .collect::<Result<Vec<_>>>()?;
+    // A rule of the user's that covers one of the action's own leaves the loop without it.
+    super::common::warn_shadowed(&rules);
+    Ok(rules)
 }
 
 /// [`run_rules`] as text: `user`'s rules, then `action`'s defaults.
