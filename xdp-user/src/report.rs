@@ -43,13 +43,27 @@ pub fn summary(s: &Snapshot, rules: &[Rule]) -> String {
     for (name, slot) in PROTOCOLS {
         out.push_str(&format!(" {name} {}", s.get(slot).packets));
     }
-    for (r, c) in rules.iter().zip(&s.rules) {
+    let covered = covered_by(rules);
+    for ((r, c), by) in rules.iter().zip(&s.rules).zip(&covered) {
         out.push_str(&format!(
             "\nrule `{}`: {} packets, {} bytes",
             r.text, c.packets, c.bytes
         ));
+        if let Some(by) = by {
+            out.push_str(&format!(" (dead: rule {} covers it)", by + 1));
+        }
     }
     out
+}
+
+/// For each rule, the earlier rule that makes it dead (`rules::shadowed`), if any: a dead
+/// rule's zero counters are explained next to them.
+fn covered_by(rules: &[Rule]) -> Vec<Option<usize>> {
+    let mut by = vec![None; rules.len()];
+    for s in crate::rules::shadowed(rules) {
+        by[s.rule] = Some(s.by);
+    }
+    by
 }
 
 pub fn to_json(
@@ -67,7 +81,15 @@ pub fn to_json(
     let rules: Vec<_> = rules
         .iter()
         .zip(&s.rules)
-        .map(|(r, c)| serde_json::json!({"rule": r.text, "packets": c.packets, "bytes": c.bytes}))
+        .zip(covered_by(rules))
+        .map(|((r, c), by)| {
+            serde_json::json!({
+                "rule": r.text,
+                "packets": c.packets,
+                "bytes": c.bytes,
+                "covered_by": by,
+            })
+        })
         .collect();
     let outcomes: Vec<_> = s
         .outcomes
