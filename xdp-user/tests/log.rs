@@ -67,6 +67,13 @@ fn the_program_logs_rare_events_at_the_level_asked_for() {
     l.signal(libc::SIGINT);
     let out = l.finish();
     assert!(
+        text(&out.stderr).contains(
+            "warning: rule 1 (`proto udp dport 9 action xsk`) says xsk, but `load` opens no \
+             AF_XDP socket"
+        ),
+        "said at start, before any packet"
+    );
+    assert!(
         text(&out.stderr).contains("[xdp info] rule set 1 (slot 0) in force"),
         "{}",
         text(&out.stderr)

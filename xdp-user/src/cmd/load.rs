@@ -121,6 +121,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         )
     };
     keeps_host(&rules)?;
+    warn_xsk_without_sockets(&rules);
     let mut filter = XdpFilter::load_logging(&args.iface, args.report.log_level)?;
     filter.install(&rules, policy)?;
     let metrics = metrics::Metrics::start(args.report.metrics.as_deref(), "xdp-user")?;
@@ -229,6 +230,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         if reload.swap(false, Ordering::Relaxed) {
             match read_rules(&args.rules, args.rules_file.as_deref())
                 .and_then(|r| keeps_host(&r).map(|()| r))
+                .inspect(|r| warn_xsk_without_sockets(r))
                 .and_then(|r| filter.install(&r, policy).map(|done| (r, done)))
             {
                 Ok((r, done)) => {
@@ -317,4 +319,23 @@ pub fn load(args: LoadArgs) -> Result<()> {
         print_report(&v).context("writing the JSON report")?;
     }
     Ok(())
+}
+
+/// `load` opens no AF_XDP socket, so an `xsk` rule here can only fall back to `pass`: said at
+/// start (and at a reload), rather than left for the `xsk_fallback` counter to reveal.
+fn warn_xsk_without_sockets(rules: &[crate::rules::Rule]) {
+    let xsk: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.action == packet::abi::Action::Xsk)
+        .map(|(i, r)| format!("{} (`{}`)", i + 1, r.text))
+        .collect();
+    if !xsk.is_empty() {
+        packet::stderr!(
+            "xdp-user: warning: rule {} says xsk, but `load` opens no AF_XDP socket: those \
+             packets go to the kernel (counted as xsk_fallback). `xdp-user run --rule` is the \
+             command whose sockets take them",
+            xsk.join(", ")
+        );
+    }
 }
