@@ -106,6 +106,30 @@ fn ping_is_answered_by_the_afxdp_loop_not_the_kernel() {
     assert!(!tb.dut_xdp_attached().unwrap(), "detached on SIGINT");
 }
 
+/// A rule of the user's over the action's own: `run` says which of echo's rules it makes
+/// dead, and it is so: the kernel answers the pings, the loop none.
+#[test]
+fn a_user_rule_that_kills_an_echo_rule_is_reported_and_is_so() {
+    let tb = testbed(1);
+    let kernel_v4 = dut_snmp(&tb, "snmp", "Icmp", "OutEchoReps");
+    let mut l = run_loader(&tb, &["--rule", "proto icmp action pass"]);
+    l.follow_stderr();
+    let said = l.wait_stderr(
+        "never applies: rule 1 (`proto icmp action pass`)",
+        Duration::from_secs(5),
+    );
+    assert!(
+        said.as_ref().is_some_and(|s| s
+            .contains("(`dst 198.18.0.2/32 proto icmp icmp-type 8 action xsk`)")
+            && s.contains("does `pass` with them instead of `xsk`")),
+        "{said:?}"
+    );
+    assert_eq!(ping(&tb, false, 3), 3, "the kernel answers");
+    let v = finish_json(l);
+    assert_eq!(n(&v, "/echoed"), 0, "{v}");
+    assert_eq!(dut_snmp(&tb, "snmp", "Icmp", "OutEchoReps"), kernel_v4 + 3);
+}
+
 #[test]
 fn udp_echo_returns_every_size_byte_for_byte_and_other_traffic_reaches_the_kernel() {
     let tb = testbed(1);
