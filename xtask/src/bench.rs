@@ -179,11 +179,26 @@ struct Bins {
     xtask: PathBuf,
 }
 
+/// testpmd leaves its EAL runtime directory (`/var/run/dpdk/PREFIX`) behind when it exits;
+/// every bench run left three. Removed when the bench ends, also on error: every testpmd it
+/// started has ended by then.
+struct TestpmdRuntimeDirs;
+
+impl Drop for TestpmdRuntimeDirs {
+    fn drop(&mut self) {
+        let pid = std::process::id();
+        for kind in ["t", "q", "g"] {
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/kbpb{kind}{pid}"));
+        }
+    }
+}
+
 pub fn bench(opts: &BenchOptions) -> Result<()> {
     xtask::setup::setup(true)?;
     if !xtask::setup::is_root() {
         bail!("the benchmark needs root (network namespaces, XDP, DPDK); run it as root");
     }
+    let _runtime_dirs = TestpmdRuntimeDirs;
     let release = build_release(&["xdp-user", "dpdk-app", "xtask"])?;
     let bins = Bins {
         xdp_user: release.join("xdp-user"),
