@@ -112,11 +112,57 @@ impl RingErrors {
     }
 }
 
+/// Whether the kernel busy-polls a queue's driver from the loop (`--busy-poll`).
+///
+/// The kernel busy-polls the NAPI instance a socket's frames came from, and learns it from the
+/// first frame the socket receives (`SO_INCOMING_NAPI_ID`). A driver that registers its XDP
+/// RX queues without a NAPI id leaves nothing to poll: veth does, on kernel 6.18. Spinning
+/// then only takes the CPU from the driver's own receive work (its softirq or NAPI thread),
+/// at a third of the default loop's rate on the testbed, so the loop goes back to the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BusyPoll {
+    /// Not asked for.
+    #[default]
+    Off,
+    /// Asked for, and not known yet: the socket has received nothing.
+    Pending,
+    /// The loop busy-polls this NAPI instance.
+    On { napi_id: u32 },
+    /// Asked for, but the socket's frames come with no NAPI id: the loop polls as without
+    /// `--busy-poll`.
+    Unavailable,
+}
+
+impl BusyPoll {
+    /// Whether the loop spins and asks the kernel to poll the driver when its RX ring is empty.
+    fn polling(self) -> bool {
+        matches!(self, BusyPoll::Pending | BusyPoll::On { .. })
+    }
+
+    /// For the summary line and the JSON report.
+    pub fn state(self) -> &'static str {
+        match self {
+            BusyPoll::Off => "off",
+            BusyPoll::Pending => "pending",
+            BusyPoll::On { .. } => "on",
+            BusyPoll::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn napi_id(self) -> Option<u32> {
+        match self {
+            BusyPoll::On { napi_id } => Some(napi_id),
+            _ => None,
+        }
+    }
+}
+
 /// What a queue reports when it stops.
 #[derive(Clone, Debug, Default)]
 pub struct QueueReport {
     pub queue: u32,
     pub zero_copy: bool,
+    pub busy_poll: BusyPoll,
     pub frames: FrameAccount,
     pub kernel: KernelStats,
     pub errors: RingErrors,
@@ -145,6 +191,7 @@ pub struct QueueSocket {
     /// Where each frame is (see the module docs).
     pub(crate) ledger: FrameLedger,
     pub(crate) errors: RingErrors,
+    pub(crate) busy_poll: BusyPoll,
 }
 
 impl std::fmt::Debug for QueueSocket {
@@ -224,7 +271,7 @@ impl QueueSocket {
             match unsafe { Socket::new(config, &umem, &iface, settings.queue) } {
                 Ok((tx, rx, Some((fill, comp)))) => {
                     let ledger = FrameLedger::new(descs.len(), settings.frame_size as usize);
-                    let s = QueueSocket {
+                    let mut s = QueueSocket {
                         settings,
                         umem,
                         descs,
@@ -236,8 +283,9 @@ impl QueueSocket {
                         zero_copy: *zero_copy,
                         ledger,
                         errors: RingErrors::default(),
+                        busy_poll: BusyPoll::Off,
                     };
-                    s.set_busy_poll()?;
+                    s.set_busy_poll(true)?;
                     return Ok(s);
                 }
                 Ok((_, _, None)) => bail!("xsk-rs gave no fill/completion rings for a new UMEM"),
@@ -278,15 +326,18 @@ impl QueueSocket {
         self.settings.queue
     }
 
-    fn set_busy_poll(&self) -> Result<()> {
+    /// Sets (`on`) or clears the socket's busy-polling options, when `--busy-poll` asked for
+    /// them.
+    fn set_busy_poll(&mut self, on: bool) -> Result<()> {
         if !self.settings.busy_poll {
             return Ok(());
         }
         let fd = self.raw_fd();
         let budget = self.settings.batch as libc::c_int;
+        let on_off = libc::c_int::from(on);
         for (opt, value, name) in [
-            (libc::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
-            (libc::SO_BUSY_POLL, 20, "SO_BUSY_POLL"),
+            (libc::SO_PREFER_BUSY_POLL, on_off, "SO_PREFER_BUSY_POLL"),
+            (libc::SO_BUSY_POLL, 20 * on_off, "SO_BUSY_POLL"),
             (libc::SO_BUSY_POLL_BUDGET, budget, "SO_BUSY_POLL_BUDGET"),
         ] {
             // SAFETY: `fd` is an open socket we own; `value` is a c_int that lives across the
@@ -307,7 +358,45 @@ impl QueueSocket {
                 );
             }
         }
+        self.busy_poll = if on {
+            BusyPoll::Pending
+        } else {
+            BusyPoll::Unavailable
+        };
         Ok(())
+    }
+
+    /// Once the socket has received frames: busy-polls the NAPI instance they came from, or,
+    /// when the driver gave them none, says so and polls as without `--busy-poll`.
+    #[cold]
+    fn settle_busy_poll(&mut self) {
+        let mut napi_id: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: `napi_id` and `len` live across the call, and `len` is `napi_id`'s size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_INCOMING_NAPI_ID,
+                (&mut napi_id as *mut u32).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 && napi_id != 0 {
+            self.busy_poll = BusyPoll::On { napi_id };
+            return;
+        }
+        let (iface, queue) = (&self.settings.iface, self.settings.queue);
+        packet::stderr!(
+            "xdp-user: queue {queue}: --busy-poll has nothing to poll: {iface} gives the AF_XDP \
+             socket no NAPI id (SO_INCOMING_NAPI_ID is 0; veth does this), so the kernel cannot \
+             run the driver's receive work in this loop, and spinning would only take the CPU \
+             from it. Polling as without --busy-poll instead."
+        );
+        if let Err(e) = self.set_busy_poll(false) {
+            packet::stderr!("xdp-user: queue {queue}: {e:#}");
+            self.busy_poll = BusyPoll::Unavailable;
+        }
     }
 
     /// `recvfrom(MSG_DONTWAIT)` on the socket: drives busy polling, returns at once.
@@ -378,16 +467,19 @@ impl QueueSocket {
             // application asks, in its own context. Ask only when the RX ring has nothing for
             // us: a system call per batch while frames wait costs more than it brings.
             let mut received = self.receive(&mut rx_descs);
-            if received == 0 && self.settings.busy_poll {
+            if received == 0 && self.busy_poll.polling() {
                 self.busy_poll_rx();
                 received = self.receive(&mut rx_descs);
+            }
+            if received > 0 && self.busy_poll == BusyPoll::Pending {
+                self.settle_busy_poll();
             }
             if received == 0 {
                 handover.when_idle(stats, &protocols, observers.flows.as_ref());
                 idle_spins += 1;
                 // Poll mode: spin while traffic flows; after a while without any, sleep in
                 // poll() (1 ms) so an idle queue does not burn a core the generator may need.
-                if idle_spins > 2048 && !self.settings.busy_poll {
+                if idle_spins > 2048 && !self.busy_poll.polling() {
                     if let Err(e) = self.rx.poll(1) {
                         self.errors.record("poll", e);
                     }
@@ -439,6 +531,7 @@ impl QueueSocket {
         QueueReport {
             queue: self.settings.queue,
             zero_copy: self.zero_copy,
+            busy_poll: self.busy_poll,
             frames,
             kernel: self.kernel_stats(),
             errors: self.errors.clone(),
@@ -568,7 +661,9 @@ impl QueueSocket {
     #[inline]
     pub(crate) fn refill(&mut self, free: &mut Vec<FrameDesc>, local: &mut LoopCounters) {
         if self.produce_fill(free) && self.fill.needs_wakeup() {
-            self.wake_fill();
+            if let Err(e) = self.fill.wakeup(self.rx.fd_mut(), 0) {
+                self.errors.record("poll (fill wake-up)", e);
+            }
             local.wakeups += 1;
         }
     }
@@ -595,21 +690,13 @@ impl QueueSocket {
         true
     }
 
-    fn wake_fill(&mut self) {
-        if let Err(e) = self.fill.wakeup(self.rx.fd_mut(), 0) {
-            self.errors.record("poll (fill wake-up)", e);
-        }
-    }
-
     /// Fills the fill ring now, before the XDP program is attached, so the first frames it
     /// redirects find room. Until the queue's thread first refilled, every frame redirected to
     /// the socket was dropped by the kernel (`fill_ring_empty`): 4273 of them when `run`
     /// started under 200 kpps of echo requests on the testbed.
     pub fn prime_fill_ring(&mut self) {
         let mut free = std::mem::take(&mut self.descs);
-        if self.produce_fill(&mut free) && self.fill.needs_wakeup() {
-            self.wake_fill();
-        }
+        self.refill(&mut free, &mut LoopCounters::default());
         self.descs = free;
     }
 

@@ -106,6 +106,40 @@ fn ping_is_answered_by_the_afxdp_loop_not_the_kernel() {
     assert!(!tb.dut_xdp_attached().unwrap(), "detached on SIGINT");
 }
 
+/// `--busy-poll` on a driver that gives the socket no NAPI id (veth) has nothing to poll: the
+/// queue says so at its first frame and polls as without the flag, sleeping when idle. Before,
+/// it spun beside the driver's own receive work (0.40 of the default loop's rate on the
+/// testbed) and never slept. If a kernel gives veth's queues NAPI ids, this test fails, and
+/// the state is `on`: then busy polling works here and the test should say so instead.
+#[test]
+fn busy_poll_with_no_napi_id_to_poll_says_so_and_polls_as_without_it() {
+    let tb = testbed(1);
+    let mut l = run_loader(&tb, &["--busy-poll"]);
+    assert_eq!(ping(&tb, false, 3), 3, "every ping answered");
+    // Idle long enough for the default loop to sleep (after 2048 empty polls).
+    std::thread::sleep(Duration::from_millis(500));
+    l.signal(libc::SIGINT);
+    let out = l.finish();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v = last_json(&out);
+    let q = &v["queues"][0];
+    assert_eq!(q["busy_poll"]["state"], "unavailable", "{q}");
+    assert!(q["busy_poll"]["napi_id"].is_null(), "{q}");
+    assert!(
+        err.contains(
+            "queue 0: --busy-poll has nothing to poll: dut0 gives the AF_XDP socket no NAPI id"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("busy polling unavailable (no NAPI id): polled as without it"),
+        "{err}"
+    );
+    assert_eq!(n(&v, "/echoed"), 3, "{v}");
+    assert!(n(&v, "/idle_sleeps") > 0, "an idle queue sleeps again: {v}");
+}
+
 /// Started under load (50 kpps of echo requests already arriving), the loop loses nothing at
 /// start: its fill ring is primed and its thread polls before the program is attached. Before,
 /// every frame redirected until the thread first refilled was dropped by the kernel (about

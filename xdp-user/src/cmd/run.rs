@@ -69,8 +69,10 @@ pub struct RunArgs {
     snaplen: u32,
     /// Prefer busy polling on the sockets (SO_PREFER_BUSY_POLL) and never sleep when idle.
     /// The loop then runs the driver's receive work itself: give it a core of its own, on a
-    /// NIC whose interrupts it can replace. Sharing its core with the interface's NAPI
-    /// thread (threaded NAPI on veth) it is about 3x slower than the default.
+    /// NIC whose interrupts it can replace (set `napi_defer_hard_irqs` and
+    /// `gro_flush_timeout` on the interface). A driver that gives the socket no NAPI id
+    /// (veth) leaves nothing to poll: the queue says so at its first frame and polls as
+    /// without this flag.
     #[arg(long)]
     busy_poll: bool,
     /// Finish unfinished UDP checksums (only the pseudo-header sum, left by a sender with
@@ -608,8 +610,18 @@ pub fn run(args: RunArgs) -> Result<()> {
         protocols.merge(p);
         lost += report.frames.lost();
         let f = &report.frames;
+        let busy_poll = match report.busy_poll {
+            afxdp::BusyPoll::Off => String::new(),
+            afxdp::BusyPoll::On { napi_id } => format!("; busy polling NAPI {napi_id}"),
+            afxdp::BusyPoll::Pending => {
+                "; busy polling: nothing received to learn the NAPI from".into()
+            }
+            afxdp::BusyPoll::Unavailable => {
+                "; busy polling unavailable (no NAPI id): polled as without it".into()
+            }
+        };
         packet::stderr!(
-            "queue {}: rx {} tx {} echoed {} reflected {} counted {} dropped {} malformed {} not-for-us {} tx-ring-full {} wakeups {}; frames: {} total, {} free, held by the kernel {} for RX ({} in the fill ring) and {} for TX, {} lost; wake-ups failed: {} busy, {} link down",
+            "queue {}: rx {} tx {} echoed {} reflected {} counted {} dropped {} malformed {} not-for-us {} tx-ring-full {} wakeups {}; frames: {} total, {} free, held by the kernel {} for RX ({} in the fill ring) and {} for TX, {} lost; wake-ups failed: {} busy, {} link down{busy_poll}",
             report.queue,
             c.rx,
             c.tx,
@@ -636,6 +648,10 @@ pub fn run(args: RunArgs) -> Result<()> {
             serde_json::json!({
                 "queue": report.queue,
                 "zero_copy": report.zero_copy,
+                "busy_poll": {
+                    "state": report.busy_poll.state(),
+                    "napi_id": report.busy_poll.napi_id(),
+                },
                 "frames": {
                     "total": f.total, "free": f.free,
                     "kernel_rx": f.kernel_fill, "fill_ring": f.fill_ring, "kernel_tx": f.kernel_tx,
