@@ -385,6 +385,18 @@ impl Port<'_> {
         port_socket(self.id)
     }
 
+    /// The port's driver (`net_af_xdp`, `net_ixgbe`, ...).
+    pub fn driver(&self) -> Result<String> {
+        let info = self.info()?;
+        if info.driver_name.is_null() {
+            return Ok(String::new());
+        }
+        // SAFETY: a non-null `driver_name` points at the driver's static NUL-terminated name.
+        Ok(unsafe { CStr::from_ptr(info.driver_name) }
+            .to_string_lossy()
+            .into_owned())
+    }
+
     /// The RX and TX ring sizes to use: `rxd` / `txd`, or where they are 0, the driver's
     /// preferred size (as testpmd does), else 1024. The preference matters: net_af_xdp wants
     /// 2048, and with 1024 its fill ring runs dry under load and it echoes half as much.

@@ -64,6 +64,9 @@ struct Cli {
     /// TX descriptors per queue (0: the driver's preferred size, else 1024).
     #[arg(long, default_value_t = 0)]
     txd: u16,
+    /// What a polling lcore does when a round over its queues brought nothing.
+    #[arg(long, value_enum, default_value = "auto")]
+    idle: Idle,
     /// Seconds between statistics lines.
     #[arg(long, default_value_t = 1.0, value_parser = packet::cli::positive)]
     interval: f64,
@@ -97,6 +100,44 @@ struct Cli {
     /// checksum offload, e.g. a veth peer with `tx` on) in echo replies, as the kernel would.
     #[arg(long)]
     complete_checksums: bool,
+}
+
+/// What a polling lcore does when a round over its queues brought nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Idle {
+    /// `yield` when a port's packets come through the kernel (net_af_xdp, net_af_packet,
+    /// net_tap), whose receive work may run on the lcore's CPU; `spin` otherwise.
+    Auto,
+    /// Poll again at once, as testpmd does: the least latency, on a core of its own.
+    Spin,
+    /// Give the CPU up (`sched_yield`) before polling again, to whatever else is runnable
+    /// there: the kernel thread that receives for the port, when it shares the core.
+    Yield,
+}
+
+/// Drivers whose packets the kernel receives first: its receive work (a NAPI thread or
+/// softirq) can share the polling lcore's CPU, and needs the CPU while the ring is empty.
+const KERNEL_FED_DRIVERS: [&str; 3] = ["net_af_xdp", "net_af_packet", "net_tap"];
+
+/// Whether idle lcores yield, and why (for the start-up line).
+fn idle_policy(idle: Idle, ports: &[(String, String)]) -> (bool, String) {
+    let fed: Vec<String> = ports
+        .iter()
+        .filter(|(_, driver)| KERNEL_FED_DRIVERS.contains(&driver.as_str()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    match idle {
+        Idle::Spin => (false, "spin (--idle spin)".into()),
+        Idle::Yield => (true, "yield (--idle yield)".into()),
+        Idle::Auto if fed.is_empty() => (false, "spin (no port is fed by the kernel)".into()),
+        Idle::Auto => (
+            true,
+            format!(
+                "yield to the kernel's receive work for {} (--idle spin to spin)",
+                fed.join(", ")
+            ),
+        ),
+    }
 }
 
 fn main() {
@@ -197,6 +238,11 @@ fn run() -> Result<()> {
         .iter()
         .map(|p| p.ring_sizes(cli.rxd, cli.txd))
         .collect::<Result<Vec<_>>>()?;
+    let drivers = ports
+        .iter()
+        .map(|p| Ok((p.name(), p.driver()?)))
+        .collect::<Result<Vec<_>>>()?;
+    let (yield_when_idle, idle) = idle_policy(cli.idle, &drivers);
     let per_port = rings
         .iter()
         .map(|(r, t)| u32::from(*r) + u32::from(*t))
@@ -235,7 +281,7 @@ fn run() -> Result<()> {
     }
     wait_for_links(&started);
     packet::stderr!(
-        "dpdk-app: {:?} on {} port(s) with {} polling lcore(s) ({}), {} mbufs",
+        "dpdk-app: {:?} on {} port(s) with {} polling lcore(s) ({}), {} mbufs; when idle: {idle}",
         cli.action,
         started.len(),
         pollers,
@@ -264,6 +310,7 @@ fn run() -> Result<()> {
         responders,
         action: cli.action,
         burst: cli.burst,
+        yield_when_idle,
         stop: Arc::clone(&stop),
         lcores: (0..pollers).map(|_| LcoreStats::default()).collect(),
         flow_slots: if cli.flows > 0 { cli.flow_table } else { 0 },
@@ -555,7 +602,7 @@ fn wait_for_links(ports: &[StartedPort<'_>]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{af_xdp_interfaces, vdev_interfaces};
+    use super::{Idle, af_xdp_interfaces, idle_policy, vdev_interfaces};
 
     #[test]
     fn the_interfaces_behind_vdevs() {
@@ -576,5 +623,26 @@ mod tests {
         assert_eq!(vdev_interfaces(&args), ["dut0", "eth1"]);
         assert_eq!(af_xdp_interfaces(&args), ["eth1"]);
         assert!(vdev_interfaces(&["dpdk-app".into(), "--vdev".into()]).is_empty());
+    }
+
+    #[test]
+    fn idle_lcores_yield_only_where_the_kernel_feeds_a_port() {
+        let port = |name: &str, driver: &str| (name.to_string(), driver.to_string());
+        let nic = [port("0000:01:00.0", "net_ixgbe")];
+        let veth = [
+            port("net_af_xdp0", "net_af_xdp"),
+            port("net_ring0", "net_ring"),
+        ];
+        assert!(!idle_policy(Idle::Auto, &nic).0);
+        let (yields, why) = idle_policy(Idle::Auto, &veth);
+        assert!(yields);
+        assert!(
+            why.contains("for net_af_xdp0 (") && !why.contains("net_ring0"),
+            "{why}"
+        );
+        assert!(idle_policy(Idle::Auto, &[port("net_tap0", "net_tap")]).0);
+        assert!(idle_policy(Idle::Auto, &[port("net_af_packet0", "net_af_packet")]).0);
+        assert!(!idle_policy(Idle::Spin, &veth).0);
+        assert!(idle_policy(Idle::Yield, &nic).0);
     }
 }

@@ -401,7 +401,12 @@ fn net_null_counts_without_any_veth() {
         rx,
         "port and lcore counters agree: {v}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mbufs still in use: 0"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mbufs still in use: 0"), "{err}");
+    assert!(
+        err.contains("when idle: spin (no port is fed by the kernel)"),
+        "{err}"
+    );
 }
 
 /// `dpdk-app ... | head -n 2`: when the reader exits, the next statistics line finds the pipe
@@ -646,6 +651,44 @@ fn too_many_addresses_are_refused_before_eal_starts() {
 /// A UDP client whose veth leaves checksums to the "NIC" (offload on, the veth default): the
 /// app counts such requests, explains once, and `--complete-checksums` finishes them so the
 /// client gets every echo; without it, the client's stack drops the unfinished echoes.
+/// On a port the kernel feeds (net_af_packet), an idle lcore yields its CPU to the kernel's
+/// receive work by default (twice the echo rate on veth, overloaded); `--idle spin` polls
+/// without pause, as testpmd does. Both answer.
+#[test]
+fn idle_lcores_yield_to_the_kernel_unless_told_to_spin() {
+    for (idle, said) in [
+        (
+            None,
+            "when idle: yield to the kernel's receive work for net_af_packet0 (--idle spin to spin)",
+        ),
+        (Some("spin"), "when idle: spin (--idle spin)"),
+    ] {
+        let tb = testbed();
+        let mut eal = eal_common("0", false);
+        eal.args
+            .extend(["--vdev".into(), format!("net_af_packet0,iface={DUT_IF}")]);
+        let mut args = vec!["--ip", DUT_IPV4, "--duration", "3", "--json"];
+        if let Some(idle) = idle {
+            args.extend(["--idle", idle]);
+        }
+        let mut app = spawn_app(Some(&tb), &eal, &args);
+        wait_started(&mut app);
+        assert_eq!(tb.ping(false, 2), 2, "{idle:?}: every ping answered");
+        let out = app.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(said), "{idle:?}: {err}");
+        let v = json_of(&out);
+        let yields = n(&v, "/idle_yields");
+        assert_eq!(n(&v, "/lcores/0/idle_yields"), yields, "{v}");
+        if idle.is_none() {
+            assert!(yields > 1000, "an idle lcore yields: {v}");
+        } else {
+            assert_eq!(yields, 0, "a spinning lcore never yields: {v}");
+        }
+    }
+}
+
 #[test]
 fn unfinished_checksums_are_counted_explained_and_completed_on_request() {
     const SENT: u32 = 10;

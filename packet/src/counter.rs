@@ -122,7 +122,7 @@ pub struct LoopCounters {
     pub tx_dropped: u64,
     /// Kernel wake-ups the need-wakeup flag asked for (AF_XDP; 0 elsewhere).
     pub wakeups: u64,
-    /// Times an idle loop slept (AF_XDP; 0 elsewhere).
+    /// Times an idle loop gave its CPU up: slept in `poll()` (AF_XDP) or yielded (dpdk-app).
     pub idle_sleeps: u64,
     /// Echo requests whose UDP checksum the sender left unfinished (checksum offload on its
     /// side; see `packet::echo`).
