@@ -296,6 +296,12 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
                     "{note}; offered all the generator can send; dropped, not echoed: the \
                      figure is what reached it"
                 )
+            } else if let Dut::Dpdk(..) = dut {
+                let yields = pick(&|w| w.idle_yields as f64);
+                format!(
+                    "{note}; the lcore gave its CPU up on an empty ring {yields:.0} times in a \
+                     run (--idle auto; testpmd spins)"
+                )
             } else {
                 note
             },
@@ -439,6 +445,8 @@ struct Window {
     /// `run --busy-poll` reported that it had nothing to busy-poll (the driver gives its
     /// socket no NAPI id) and polled as without the flag.
     busy_poll_unavailable: bool,
+    /// `dpdk-app`: times its lcore gave its CPU up on an empty ring (`--idle`), over the run.
+    idle_yields: u64,
 }
 
 impl Window {
@@ -475,6 +483,7 @@ fn measure_window(tb: &Testbed, seconds: f64) -> Result<Window> {
         seconds: secs,
         dut_busy: (c1.0 - c0.0) as f64 / (c1.1 - c0.1).max(1) as f64,
         busy_poll_unavailable: false,
+        idle_yields: 0,
     })
 }
 
@@ -618,6 +627,11 @@ fn throughput(bins: &Bins, dut: Dut, seconds: f64, asked: Option<f64>) -> Result
         window.busy_poll_unavailable = report["queues"]
             .as_array()
             .is_some_and(|qs| qs.iter().any(|q| q["busy_poll"]["state"] == "unavailable"));
+    }
+    if let Dut::Dpdk(..) = dut {
+        window.idle_yields = last_json(&dut_out)?["idle_yields"]
+            .as_u64()
+            .context("dpdk-app's JSON has no idle_yields")?;
     }
     Ok(window)
 }
