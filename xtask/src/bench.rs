@@ -248,6 +248,11 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         }
     }
     let mut mpps_of: Vec<(Dut, f64)> = Vec::new();
+    // Per device: `run --busy-poll` found nothing to busy-poll in some round.
+    let busy_poll_unavailable: Vec<bool> = samples
+        .iter()
+        .map(|s| s.iter().any(|w| w.busy_poll_unavailable))
+        .collect();
     for (i, dut) in duts.iter().enumerate() {
         let pick = |f: &dyn Fn(&Window) -> f64| {
             let mut v: Vec<f64> = samples[i].iter().map(f).collect();
@@ -265,8 +270,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         );
         let loss = (1.0 - mpps / offered.max(1e-9)).max(0.0);
         mpps_of.push((*dut, mpps));
-        let busy_poll_unavailable = samples[i].iter().any(|w| w.busy_poll_unavailable);
-        if busy_poll_unavailable {
+        if busy_poll_unavailable[i] {
             not_measured.push(BUSY_POLL_NOT_MEASURED.to_string());
         }
         let note = if loss < 0.02 {
@@ -286,7 +290,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
             offered: Some(offered),
             loss: Some(loss),
             dut_cpu: Some(busy),
-            note: if busy_poll_unavailable {
+            note: if busy_poll_unavailable[i] {
                 format!(
                     "busy polling unavailable: the AF_XDP socket has no NAPI id on veth, so \
                      `run` polled as without --busy-poll (it says so); {note}"
@@ -316,8 +320,7 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
             rows[i].ratio = Some(rows[i].value / ref_mpps.max(1e-9));
             // Without busy polling the row measures the default loop twice: its ratio says
             // nothing about the goal.
-            let unmeasurable = samples[i].iter().any(|w| w.busy_poll_unavailable);
-            rows[i].goal = goal.filter(|_| !unmeasurable);
+            rows[i].goal = goal.filter(|_| !busy_poll_unavailable[i]);
         }
     }
 
