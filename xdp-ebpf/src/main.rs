@@ -15,6 +15,10 @@
 //!   the transport header it carries, like a whole datagram; a later fragment has no ports and
 //!   no ICMP type, so only rules without those keys can match it.
 //!
+//! The commonest frame (untagged IPv4 without options, not a fragment, UDP or TCP) is checked
+//! first in one view ([`plain_ipv4`]); every other frame, and every such frame that fails a
+//! check, takes the general path, which decides it alone.
+//!
 //! # Matching: bit vectors
 //! One table per packet field gives the set of rules the field value allows (`packet::abi`);
 //! the AND of those sets, lowest bit first, is the first matching rule in priority order. The
@@ -502,9 +506,72 @@ fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
 
+/// The commonest frame, checked in one view: untagged Ethernet, an IPv4 header without options
+/// that is not a fragment, and a UDP or TCP header inside the datagram. `None` for anything
+/// else, and for any such frame that fails a check: the general path ([`ipv4`], [`transport`])
+/// then classifies it, so this only decides frames the general path would find well-formed, and
+/// gives them the same fields (the differential test holds both to the Rust model). One bounds
+/// check instead of three, and none of the VLAN, option, fragment or protocol dispatch.
+#[inline(always)]
+fn plain_ipv4(ctx: &XdpContext) -> Option<Fields> {
+    const L3: usize = ETH_HLEN;
+    const L4: usize = L3 + 20;
+    let h = Header::<{ L4 + 8 }>::at(ctx, 0)?;
+    // Version 4 and a 20-byte header; neither more fragments nor an offset (DF and the
+    // reserved bit are not looked at, as in `ipv4`).
+    if h.be16::<12>() != ETH_P_IPV4 || h.u8::<L3>() != 0x45 || h.be16::<{ L3 + 6 }>() & 0x3fff != 0
+    {
+        return None;
+    }
+    let total_len = usize::from(h.be16::<{ L3 + 2 }>());
+    if L3 + total_len > frame_len(ctx) {
+        return None;
+    }
+    let sum = u64::from(h.ne32::<L3>())
+        + u64::from(h.ne32::<{ L3 + 4 }>())
+        + u64::from(h.ne32::<{ L3 + 8 }>())
+        + u64::from(h.ne32::<{ L3 + 12 }>())
+        + u64::from(h.ne32::<{ L3 + 16 }>());
+    if packet::checksum::fold(sum) != 0xffff {
+        return None;
+    }
+    let protocol = h.u8::<{ L3 + 9 }>();
+    let class = match protocol {
+        IPPROTO_UDP => {
+            // The UDP length is the IP payload's.
+            if total_len < 28 || usize::from(h.be16::<{ L4 + 4 }>()) != total_len - 20 {
+                return None;
+            }
+            proto_class::UDP
+        }
+        IPPROTO_TCP => {
+            let tcp = Header::<20>::at(ctx, L4)?;
+            let data_offset = usize::from(tcp.u8::<12>() >> 4) * 4;
+            if data_offset < 20 || 20 + data_offset > total_len {
+                return None;
+            }
+            proto_class::TCP
+        }
+        _ => return None,
+    };
+    Some(Fields {
+        v6: false,
+        l3: L3,
+        protocol,
+        class,
+        sport: u32::from(h.be16::<L4>()),
+        dport: u32::from(h.be16::<{ L4 + 2 }>()),
+        icmp_type: ICMP_NOT_ICMP,
+        frag: frag::NONE,
+    })
+}
+
 /// Layer 2: Ethernet, up to three VLAN tags, then IPv4, IPv6 or ARP.
 #[inline(always)]
 fn classify<R: Reason>(ctx: &XdpContext) -> Class<R> {
+    if let Some(f) = plain_ipv4(ctx) {
+        return Class::Ip(f);
+    }
     let Some(eth) = Header::<ETH_HLEN>::at(ctx, 0) else {
         return Class::Malformed(R::of(Why::Ethernet));
     };
