@@ -648,9 +648,6 @@ fn too_many_addresses_are_refused_before_eal_starts() {
     assert!(!runtime_dir(&eal.prefix).exists(), "EAL never ran: {err}");
 }
 
-/// A UDP client whose veth leaves checksums to the "NIC" (offload on, the veth default): the
-/// app counts such requests, explains once, and `--complete-checksums` finishes them so the
-/// client gets every echo; without it, the client's stack drops the unfinished echoes.
 /// On a port the kernel feeds (net_af_packet), an idle lcore yields its CPU to the kernel's
 /// receive work by default (twice the echo rate on veth, overloaded); `--idle spin` polls
 /// without pause, as testpmd does. Both answer.
@@ -689,6 +686,9 @@ fn idle_lcores_yield_to_the_kernel_unless_told_to_spin() {
     }
 }
 
+/// A UDP client whose veth leaves checksums to the "NIC" (offload on, the veth default): the
+/// app counts such requests, explains once, and `--complete-checksums` finishes them so the
+/// client gets every echo; without it, the client's stack drops the unfinished echoes.
 #[test]
 fn unfinished_checksums_are_counted_explained_and_completed_on_request() {
     const SENT: u32 = 10;
