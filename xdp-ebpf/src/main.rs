@@ -465,6 +465,16 @@ impl<const N: usize> Header<N> {
         })
     }
 
+    /// The `M` bytes at `AT` inside this view, with no second bounds check.
+    #[inline(always)]
+    fn sub<const AT: usize, const M: usize>(self) -> Header<M> {
+        const { assert!(AT + M <= N) };
+        Header {
+            // SAFETY: `AT + M <= N`, so the sub-view lies inside the checked `N` bytes.
+            ptr: unsafe { self.ptr.add(AT) },
+        }
+    }
+
     #[inline(always)]
     fn u8<const I: usize>(self) -> u8 {
         const { assert!(I < N) };
@@ -516,30 +526,24 @@ fn frame_len(ctx: &XdpContext) -> usize {
 fn plain_ipv4(ctx: &XdpContext) -> Option<Fields> {
     const L3: usize = ETH_HLEN;
     const L4: usize = L3 + 20;
-    let h = Header::<{ L4 + 8 }>::at(ctx, 0)?;
+    let frame = Header::<{ L4 + 8 }>::at(ctx, 0)?;
+    let (ip, l4) = (frame.sub::<L3, 20>(), frame.sub::<L4, 8>());
     // Version 4 and a 20-byte header; neither more fragments nor an offset (DF and the
     // reserved bit are not looked at, as in `ipv4`).
-    if h.be16::<12>() != ETH_P_IPV4 || h.u8::<L3>() != 0x45 || h.be16::<{ L3 + 6 }>() & 0x3fff != 0
+    if frame.be16::<12>() != ETH_P_IPV4 || ip.u8::<0>() != 0x45 || ip.be16::<6>() & 0x3fff != 0 {
+        return None;
+    }
+    let total_len = usize::from(ip.be16::<2>());
+    if L3 + total_len > frame_len(ctx)
+        || packet::checksum::fold(ipv4_fixed_header_sum(ip)) != 0xffff
     {
         return None;
     }
-    let total_len = usize::from(h.be16::<{ L3 + 2 }>());
-    if L3 + total_len > frame_len(ctx) {
-        return None;
-    }
-    let sum = u64::from(h.ne32::<L3>())
-        + u64::from(h.ne32::<{ L3 + 4 }>())
-        + u64::from(h.ne32::<{ L3 + 8 }>())
-        + u64::from(h.ne32::<{ L3 + 12 }>())
-        + u64::from(h.ne32::<{ L3 + 16 }>());
-    if packet::checksum::fold(sum) != 0xffff {
-        return None;
-    }
-    let protocol = h.u8::<{ L3 + 9 }>();
+    let protocol = ip.u8::<9>();
     let class = match protocol {
         IPPROTO_UDP => {
             // The UDP length is the IP payload's.
-            if total_len < 28 || usize::from(h.be16::<{ L4 + 4 }>()) != total_len - 20 {
+            if total_len < 28 || usize::from(l4.be16::<4>()) != total_len - 20 {
                 return None;
             }
             proto_class::UDP
@@ -559,8 +563,8 @@ fn plain_ipv4(ctx: &XdpContext) -> Option<Fields> {
         l3: L3,
         protocol,
         class,
-        sport: u32::from(h.be16::<L4>()),
-        dport: u32::from(h.be16::<{ L4 + 2 }>()),
+        sport: u32::from(l4.be16::<0>()),
+        dport: u32::from(l4.be16::<2>()),
         icmp_type: ICMP_NOT_ICMP,
         frag: frag::NONE,
     })
@@ -647,11 +651,7 @@ fn ipv4<R: Reason>(ctx: &XdpContext, l3: usize) -> Class<R> {
 /// 32-bit words into 64 bits and folded at the end: five loads for a header without options.
 #[inline(always)]
 fn ipv4_checksum_ok(ctx: &XdpContext, ip: Header<20>, l3: usize, header_len: usize) -> bool {
-    let mut sum = u64::from(ip.ne32::<0>())
-        + u64::from(ip.ne32::<4>())
-        + u64::from(ip.ne32::<8>())
-        + u64::from(ip.ne32::<12>())
-        + u64::from(ip.ne32::<16>());
+    let mut sum = ipv4_fixed_header_sum(ip);
     // Options: up to 40 bytes, in 4-byte words.
     for word in 0..10 {
         let at = 20 + word * 4;
@@ -664,6 +664,16 @@ fn ipv4_checksum_ok(ctx: &XdpContext, ip: Header<20>, l3: usize, header_len: usi
         sum += u64::from(o.ne32::<0>());
     }
     packet::checksum::fold(sum) == 0xffff
+}
+
+/// The sum of the 20-byte fixed IPv4 header in 32-bit words (see [`ipv4_checksum_ok`]).
+#[inline(always)]
+fn ipv4_fixed_header_sum(ip: Header<20>) -> u64 {
+    u64::from(ip.ne32::<0>())
+        + u64::from(ip.ne32::<4>())
+        + u64::from(ip.ne32::<8>())
+        + u64::from(ip.ne32::<12>())
+        + u64::from(ip.ne32::<16>())
 }
 
 /// Extension header types that are neither walked nor a transport protocol.
