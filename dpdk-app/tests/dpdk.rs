@@ -756,6 +756,7 @@ fn a_link_flap_is_reported_and_polling_goes_on() {
     let mut app = spawn_app(Some(&tb), &eal, &["--duration", "5", "--json"]);
     wait_started(&mut app);
     tb.ip_dut(&["link", "set", "kbptap0", "down"]).unwrap();
+    Testbed::wait_operstate(&tb.dut_ns, "kbptap0", false, Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     tb.ip_dut(&["link", "set", "kbptap0", "up"]).unwrap();
     let out = app.wait_with_output().unwrap();
@@ -815,10 +816,14 @@ fn the_interface_behind_a_port_is_watched_for_flaps_and_mtu() {
         .extend(["--vdev".into(), format!("net_af_packet0,iface={DUT_IF}")]);
     let mut app = spawn_app(Some(&tb), &eal, &["--duration", "9", "--json"]);
     wait_started(&mut app);
+    // Each state is held a second after the kernel shows it (the app looks every 20 ms;
+    // the kernel can take a second to show it, see `Testbed::wait_operstate`).
     tb.ip_peer(&["link", "set", PEER_IF, "down"]).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    Testbed::wait_operstate(&tb.dut_ns, DUT_IF, false, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
     tb.ip_peer(&["link", "set", PEER_IF, "up"]).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    Testbed::wait_operstate(&tb.dut_ns, DUT_IF, true, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
     tb.ip_dut(&["link", "set", DUT_IF, "mtu", "2000"]).unwrap();
     let out = app.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

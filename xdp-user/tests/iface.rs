@@ -39,36 +39,11 @@ fn link(ns: &str, dev: &str) -> Option<String> {
     out.status.success().then(|| text(&out.stdout))
 }
 
-/// Waits until the kernel shows `dev`'s link in `ns` as up (`up`) or not, as `operstate` (what
-/// `ip link` prints after "state" and what the data paths watch). The kernel applies a carrier
-/// change from its link-watch work, which needs the RTNL lock and runs events it does not deem
-/// urgent at most once a second; with the tests beside this one creating and deleting
-/// namespaces and veths, that took over a second once in CI (a clone of 9c29f9c). So a
-/// report's promptness is measured from the moment the kernel shows the change, not from the
-/// `ip link set` command. Panics after 10 s.
+/// Waits (at most 10 s) until the kernel shows the new link state ([`Testbed::wait_operstate`]):
+/// a report's promptness is timed from there. Timed from the `ip link set` command, the
+/// kernel's link-watch lag failed this once in CI (a clone of 9c29f9c).
 fn wait_operstate(ns: &str, dev: &str, up: bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = Command::new("ip")
-            .args(["-n", ns, "-o", "link", "show", dev])
-            .output()
-            .unwrap();
-        let line = text(&out.stdout);
-        let state = line
-            .split_whitespace()
-            .skip_while(|w| *w != "state")
-            .nth(1)
-            .unwrap_or("")
-            .to_string();
-        if matches!(state.as_str(), "UP" | "UNKNOWN") == up {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the kernel still shows {dev} in {ns} as {state} after 10 s: {line}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    Testbed::wait_operstate(ns, dev, up, Duration::from_secs(10)).unwrap();
 }
 
 fn has_xdp(link: &str) -> bool {

@@ -350,6 +350,40 @@ impl Testbed {
         ip(&a)
     }
 
+    /// Waits until the kernel shows the link of `dev` in namespace `ns` as up (`up`) or not:
+    /// its `operstate`, as `ip link` prints it after "state" and as the data paths watch it
+    /// (`UP` or `UNKNOWN` count as up). `ip link set ... down` returns before that: the kernel
+    /// applies a carrier change from its link-watch work, which needs the RTNL lock and runs
+    /// events it does not deem urgent at most once a second, so with other tests creating and
+    /// deleting namespaces and veths it can lag by a second or more. A test that times how
+    /// fast a link change is reported starts its clock here. Fails after `limit`.
+    pub fn wait_operstate(ns: &str, dev: &str, up: bool, limit: std::time::Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", ns, "-o", "link", "show", dev])
+                .output()
+                .context("could not run ip")?;
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            let state = line
+                .split_whitespace()
+                .skip_while(|w| *w != "state")
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            if matches!(state.as_str(), "UP" | "UNKNOWN") == up {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "the kernel still shows {dev} in {ns} as {state:?} after {limit:?}: {}",
+                    line.trim()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// A command that runs `program` inside the DUT namespace.
     pub fn in_dut(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
