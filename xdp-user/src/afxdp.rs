@@ -286,6 +286,7 @@ impl QueueSocket {
                         busy_poll: BusyPoll::Off,
                     };
                     s.set_busy_poll(true)?;
+                    s.raise_tx_budget();
                     return Ok(s);
                 }
                 Ok((_, _, None)) => bail!("xsk-rs gave no fill/completion rings for a new UMEM"),
@@ -324,6 +325,33 @@ impl QueueSocket {
 
     pub fn queue(&self) -> u32 {
         self.settings.queue
+    }
+
+    /// In copy mode the kernel sends at most 32 frames per wake-up (`sendto`) unless told
+    /// otherwise (`XDP_MAX_TX_SKB_BUDGET`, Linux 6.17 and later): raised to the batch size, a
+    /// batch goes out with one system call instead of one per 32 frames. Not beyond it: the
+    /// call runs the whole transmit path for each frame, and the loop does nothing else
+    /// meanwhile. An older kernel refuses the option and keeps 32, which only costs wake-ups.
+    fn raise_tx_budget(&mut self) {
+        const SOL_XDP: libc::c_int = 283;
+        const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+        /// The kernel's own per-call budget, and the least it accepts.
+        const TX_BATCH_SIZE: usize = 32;
+        if self.zero_copy || self.settings.batch <= TX_BATCH_SIZE {
+            return;
+        }
+        let budget = self.settings.batch.min(self.ring_size as usize) as libc::c_uint;
+        // SAFETY: `raw_fd` is our bound socket; `budget` is a c_uint that lives across the
+        // call and its size is passed. A refusal changes nothing.
+        unsafe {
+            libc::setsockopt(
+                self.raw_fd(),
+                SOL_XDP,
+                XDP_MAX_TX_SKB_BUDGET,
+                (&budget as *const libc::c_uint).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            );
+        }
     }
 
     /// Sets (`on`) or clears the socket's busy-polling options, when `--busy-poll` asked for
