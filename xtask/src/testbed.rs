@@ -258,30 +258,41 @@ impl Testbed {
         }
         if opts.quiet {
             // Each end learns the other's addresses for good.
-            for (ns, dev, addrs, mac) in [
-                (&tb.peer_ns, PEER_IF, [DUT_IPV4, DUT_IPV6], DUT_MAC),
-                (&tb.dut_ns, DUT_IF, [PEER_IPV4, PEER_IPV6], PEER_MAC),
-            ] {
-                for addr in addrs {
-                    ip(&[
-                        "-n",
-                        ns,
-                        "neigh",
-                        "replace",
-                        addr,
-                        "lladdr",
-                        mac,
-                        "nud",
-                        "permanent",
-                        "dev",
-                        dev,
-                    ])?;
-                }
-            }
+            tb.neighbours_for_good(&tb.peer_ns, PEER_IF, [DUT_IPV4, DUT_IPV6], DUT_MAC)?;
+            tb.dut_knows_peer()?;
             // MLD reports go out right after link-up (two, within a second).
             std::thread::sleep(std::time::Duration::from_millis(2500));
         }
         Ok(tb)
+    }
+
+    /// The DUT end learns the peer's addresses for good (permanent neighbour entries), so its
+    /// kernel sends to the peer without asking first. Under a flood an ARP reply competes with
+    /// the flood for the DUT end's receive ring and can lose for seconds (the entry stays
+    /// INCOMPLETE and the kernel sends nothing); a server that has talked to its peer (its
+    /// gateway) before a flood has the entry already.
+    pub fn dut_knows_peer(&self) -> Result<()> {
+        self.neighbours_for_good(&self.dut_ns, DUT_IF, [PEER_IPV4, PEER_IPV6], PEER_MAC)
+    }
+
+    /// Permanent neighbour entries in `ns`: `addrs` at `mac` on `dev`.
+    fn neighbours_for_good(&self, ns: &str, dev: &str, addrs: [&str; 2], mac: &str) -> Result<()> {
+        for addr in addrs {
+            ip(&[
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                mac,
+                "nud",
+                "permanent",
+                "dev",
+                dev,
+            ])?;
+        }
+        Ok(())
     }
 
     /// Turns on GRO (veth runs NAPI only with GRO or an XDP program) and threaded NAPI on
