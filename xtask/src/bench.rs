@@ -273,7 +273,20 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
         if busy_poll_unavailable[i] {
             not_measured.push(BUSY_POLL_NOT_MEASURED.to_string());
         }
-        let note = if loss < 0.02 {
+        // A round in which the device answered nothing it was offered is a fault (it happened
+        // once to the kernel echo, whose ARP lost to the flood), not a slow device: said so,
+        // instead of a cost per packet that divides by zero.
+        let silent = samples[i]
+            .iter()
+            .filter(|w| handled(w) == 0.0 && w.offered_mpps() > 0.0)
+            .count();
+        let note = if silent > 0 {
+            format!(
+                "FAULT: handled nothing of what it was offered in {silent} of {} round(s), \
+                 so the figure is not what the device costs",
+                samples[i].len()
+            )
+        } else if loss < 0.02 {
             "keeps up with the generator: the generator is the limit".to_string()
         } else if busy > 0.95 {
             format!(
