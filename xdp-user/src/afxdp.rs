@@ -333,7 +333,6 @@ impl QueueSocket {
     /// call runs the whole transmit path for each frame, and the loop does nothing else
     /// meanwhile. An older kernel refuses the option and keeps 32, which only costs wake-ups.
     fn raise_tx_budget(&mut self) {
-        const SOL_XDP: libc::c_int = 283;
         const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
         /// The kernel's own per-call budget, and the least it accepts.
         const TX_BATCH_SIZE: usize = 32;
@@ -346,7 +345,7 @@ impl QueueSocket {
         unsafe {
             libc::setsockopt(
                 self.raw_fd(),
-                SOL_XDP,
+                libc::SOL_XDP,
                 XDP_MAX_TX_SKB_BUDGET,
                 (&budget as *const libc::c_uint).cast(),
                 std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
@@ -904,7 +903,6 @@ pub fn kernel_stats_of(fd: std::os::fd::RawFd) -> KernelStats {
         rx_fill_ring_empty_descs: u64,
         tx_ring_empty_descs: u64,
     }
-    const SOL_XDP: libc::c_int = 283;
     const XDP_STATISTICS: libc::c_int = 7;
     let mut s = XdpStatistics::default();
     let mut len = std::mem::size_of::<XdpStatistics>() as libc::socklen_t;
@@ -913,7 +911,7 @@ pub fn kernel_stats_of(fd: std::os::fd::RawFd) -> KernelStats {
     let rc = unsafe {
         libc::getsockopt(
             fd,
-            SOL_XDP,
+            libc::SOL_XDP,
             XDP_STATISTICS,
             (&mut s as *mut XdpStatistics).cast(),
             &mut len,
