@@ -14,6 +14,7 @@ use packet::counter::{
 };
 use packet::datapath::{Action, handle_frame_counting_flows};
 use packet::echo::Responder;
+use packet::interface::operstate_passes_traffic;
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -236,7 +237,7 @@ impl<'a> Printer<'a> {
                     // Reported from then on only when it changes; a link down from the start
                     // is said now (net_af_packet reports its port up whatever the interface).
                     if let Some((operstate, _)) = &state
-                        && !passes_traffic(operstate)
+                        && !operstate_passes_traffic(operstate)
                     {
                         packet::stderr!(
                             "dpdk-app: interface {i}: link down (operstate {operstate}): no \
@@ -302,8 +303,8 @@ impl<'a> Printer<'a> {
                 continue;
             };
             if let Some((operstate, mtu)) = last.as_ref() {
-                if passes_traffic(operstate) != passes_traffic(&now.0) {
-                    if passes_traffic(&now.0) {
+                if operstate_passes_traffic(operstate) != operstate_passes_traffic(&now.0) {
+                    if operstate_passes_traffic(&now.0) {
                         packet::stderr!("dpdk-app: interface {iface}: link up again");
                     } else {
                         packet::stderr!(
@@ -469,12 +470,6 @@ pub fn families(
         out.extend(packet::metrics::flow_families(&label, &shared.top_flows()));
     }
     out
-}
-
-/// Whether an interface in `operstate` (RFC 2863) passes traffic: `up`, or `unknown`
-/// (loopback and some virtual devices).
-fn passes_traffic(operstate: &str) -> bool {
-    matches!(operstate, "up" | "unknown")
 }
 
 /// An interface's `operstate` and MTU, from this namespace's sysfs; `None` when it does not

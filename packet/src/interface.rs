@@ -80,9 +80,32 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// Whether an interface whose `operstate` (RFC 2863, as sysfs spells it; `ip link` prints it in
+/// capitals after "state") is `operstate` passes traffic: `up`, or `unknown` (loopback and
+/// some virtual devices, which pass traffic without reporting a carrier). `down`,
+/// `lowerlayerdown` (a veth whose peer is down), `dormant` and the rest do not.
+pub fn operstate_passes_traffic(operstate: &str) -> bool {
+    matches!(operstate, "up" | "unknown")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_up_and_unknown_pass_traffic() {
+        for (state, passes) in [
+            ("up", true),
+            ("unknown", true),
+            ("down", false),
+            ("lowerlayerdown", false),
+            ("dormant", false),
+            ("notpresent", false),
+            ("", false),
+        ] {
+            assert_eq!(operstate_passes_traffic(state), passes, "{state}");
+        }
+    }
 
     #[test]
     fn macs_parse() {

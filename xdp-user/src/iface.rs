@@ -40,7 +40,7 @@ pub struct Link {
 impl Link {
     /// Whether traffic can flow.
     pub fn is_up(&self) -> bool {
-        matches!(self.operstate.as_str(), "up" | "unknown")
+        packet::interface::operstate_passes_traffic(&self.operstate)
     }
 }
 

@@ -363,11 +363,12 @@ impl Testbed {
 
     /// Waits until the kernel shows the link of `dev` in namespace `ns` as up (`up`) or not:
     /// its `operstate`, as `ip link` prints it after "state" and as the data paths watch it
-    /// (`UP` or `UNKNOWN` count as up). `ip link set ... down` returns before that: the kernel
-    /// applies a carrier change from its link-watch work, which needs the RTNL lock and runs
-    /// events it does not deem urgent at most once a second, so with other tests creating and
-    /// deleting namespaces and veths it can lag by a second or more. A test that times how
-    /// fast a link change is reported starts its clock here. Fails after `limit`.
+    /// ([`packet::interface::operstate_passes_traffic`]). `ip link set ... down` returns before
+    /// that: the kernel applies a carrier change from its link-watch work, which needs the
+    /// RTNL lock and runs events it does not deem urgent at most once a second, so with other
+    /// tests creating and deleting namespaces and veths it can lag by a second or more. A test
+    /// that times how fast a link change is reported starts its clock here. Fails after
+    /// `limit`.
     pub fn wait_operstate(ns: &str, dev: &str, up: bool, limit: std::time::Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + limit;
         loop {
@@ -381,8 +382,8 @@ impl Testbed {
                 .skip_while(|w| *w != "state")
                 .nth(1)
                 .unwrap_or("")
-                .to_string();
-            if matches!(state.as_str(), "UP" | "UNKNOWN") == up {
+                .to_lowercase();
+            if packet::interface::operstate_passes_traffic(&state) == up {
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {
