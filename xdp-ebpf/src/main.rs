@@ -16,8 +16,10 @@
 //!   no ICMP type, so only rules without those keys can match it.
 //!
 //! The commonest frame (untagged IPv4 without options, not a fragment, UDP or TCP) is checked
-//! first in one view ([`plain_ipv4`]); every other frame, and every such frame that fails a
-//! check, takes the general path, which decides it alone.
+//! first in one view ([`plain_ipv4`]) and then decided and counted by a copy of the rest of
+//! the program of its own, where its constant fields (IPv4, no fragment, no ICMP type) fold
+//! away; every other frame, and every such frame that fails a check, takes the general path,
+//! which decides it alone.
 //!
 //! # Matching: bit vectors
 //! One table per packet field gives the set of rules the field value allows (`packet::abi`);
@@ -134,7 +136,26 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     let Some((set, rules)) = rule_set() else {
         return xdp_action::XDP_PASS;
     };
-    let class = classify::<()>(&ctx);
+    // The commonest frame gets a copy of the pipeline of its own, inlined with its constant
+    // fields (IPv4, no fragment, no ICMP type, UDP or TCP), which fold away there; every other
+    // frame takes the general copy.
+    if let Some(f) = plain_ipv4(&ctx) {
+        return filter(&ctx, stats, set, rules, len, Class::Ip(f));
+    }
+    let class = classify_general::<()>(&ctx);
+    filter(&ctx, stats, set, rules, len, class)
+}
+
+/// Counts, decides, carries out and captures a classified frame; see [`xdp_filter`].
+#[inline(always)]
+fn filter(
+    ctx: &XdpContext,
+    stats: &mut Stats,
+    set: u32,
+    rules: &RuleSet,
+    len: u64,
+    class: Class<()>,
+) -> u32 {
     // One counter per frame for everything global: what it was, its fragment kind, whether a
     // rule decided it, and what was done (the loader derives the totals from these). The first
     // two are known now: their part of the index is parked in the stats value and read back,
@@ -155,21 +176,21 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
         );
         core::ptr::read_volatile(&stats.scratch)
     };
-    let decision = decide(&ctx, &class, set, rules);
+    let decision = decide(ctx, &class, set, rules);
     if level_enabled(Level::Info) {
-        log_rule_set(&ctx, set, rules.generation);
+        log_rule_set(ctx, set, rules.generation);
     }
     if let Class::Malformed(()) = class
         && level_enabled(Level::Warn)
         && log_allowed()
     {
         // The reason, from a second pass that keeps it: only for a frame that is logged.
-        let why = match classify::<Why>(&ctx) {
+        let why = match classify::<Why>(ctx) {
             Class::Malformed(why) => why.text(),
             _ => "unknown",
         };
         warn!(
-            &ctx,
+            ctx,
             "malformed frame ({}): {} bytes on RX queue {}, action {}",
             why,
             len,
@@ -181,7 +202,7 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     if matched {
         count_rule(set, decision.rule, len);
     }
-    let (action, done) = act(&ctx, decision.action, len);
+    let (action, done) = act(ctx, decision.action, len);
     let index = base + u64::from(matched) * u64::from(outcome::action::COUNT) + u64::from(done);
     if let Some(c) = stats.outcomes.get_mut(index as usize) {
         c.add(len);
@@ -190,7 +211,7 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
         && snaplen != 0
     {
         capture(
-            &ctx,
+            ctx,
             &mut stats.capture_lost,
             snaplen,
             action,
@@ -570,12 +591,19 @@ fn plain_ipv4(ctx: &XdpContext) -> Option<Fields> {
     })
 }
 
-/// Layer 2: Ethernet, up to three VLAN tags, then IPv4, IPv6 or ARP.
+/// Layer 2: Ethernet, up to three VLAN tags, then IPv4, IPv6 or ARP: the commonest frame in
+/// one view ([`plain_ipv4`]), everything else on the general path.
 #[inline(always)]
 fn classify<R: Reason>(ctx: &XdpContext) -> Class<R> {
     if let Some(f) = plain_ipv4(ctx) {
         return Class::Ip(f);
     }
+    classify_general(ctx)
+}
+
+/// [`classify`] without the fast path: decides every frame alone, the commonest too.
+#[inline(always)]
+fn classify_general<R: Reason>(ctx: &XdpContext) -> Class<R> {
     let Some(eth) = Header::<ETH_HLEN>::at(ctx, 0) else {
         return Class::Malformed(R::of(Why::Ethernet));
     };
