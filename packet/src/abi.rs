@@ -510,7 +510,8 @@ impl RuleSet {
     };
 }
 
-/// The program's control word, the single entry of the `CONFIG` array map.
+/// The program's control word: its global variable `CONFIG`, the single value of the
+/// `.data.config` map ([`map_name::CONFIG`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpConfig {
@@ -544,8 +545,8 @@ pub const CAPTURE_BYTES: usize = 1536;
 /// The size of the program's capture ring buffer (`CAPTURE`).
 pub const CAPTURE_RING_BYTES: u32 = 8 << 20;
 
-/// One frame the program saw while capture was on (`CAPTURE_CTL` non-zero), with what it did:
-/// an entry of the `CAPTURE` ring buffer.
+/// One frame the program saw while capture was on (`CAPTURE_CTL.snaplen` non-zero), with what
+/// it did: an entry of the `CAPTURE` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CaptureRecord {
@@ -631,7 +632,10 @@ pub struct ProbeRecord {
 
 /// Map names, shared so the loader cannot look up a map the program does not define.
 pub mod map_name {
-    pub const CONFIG: &str = "CONFIG";
+    /// The program's control word ([`super::XdpConfig`]): a global variable of the program in
+    /// a data section of its own, which the kernel keeps as a one-entry array map of that
+    /// name. The program reads it straight from its address, with no map lookup per packet.
+    pub const CONFIG: &str = ".data.config";
     pub const RULESETS: &str = "RULESETS";
     pub const STATS: &str = "STATS";
     pub const RULE_STATS: &str = "RULE_STATS";
@@ -642,18 +646,23 @@ pub mod map_name {
     pub const XSKS: &str = "XSKS";
     pub const PROBE: &str = "PROBE";
     pub const CAPTURE: &str = "CAPTURE";
-    pub const CAPTURE_CTL: &str = "CAPTURE_CTL";
+    /// Capture's switch ([`super::CaptureCtl`]): a global variable like [`CONFIG`], in a
+    /// section of its own so that `dump` (another process) never writes the control word.
+    pub const CAPTURE_CTL: &str = ".data.capture";
 }
 
-/// The entries of `CAPTURE_CTL`.
-pub mod capture_ctl {
-    /// The snap length while capture is on, 0 while off: the one entry the program reads.
-    pub const SNAPLEN: u32 = 0;
+/// Capture's switch, the single value of the `.data.capture` map. Written whole by `dump`
+/// (on: its snap length and pid; off: zeros) and by the loader that switches off a capture
+/// whose process is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureCtl {
+    /// The snap length while capture is on, 0 while off: the one field the program reads.
+    pub snaplen: u32,
     /// The pid of the process that switched capture on (0: none). User space only: a capture
     /// whose process is gone (`kill -9`) is switched off by the loader, so it neither costs
     /// per packet nor blocks the next `dump`.
-    pub const OWNER_PID: u32 = 1;
-    pub const ENTRIES: u32 = 2;
+    pub owner_pid: u32,
 }
 
 /// Rule-set slots in `RULESETS` (and in `RULE_STATS`, `MAX_RULES` counters each).
@@ -668,6 +677,7 @@ const _: () = assert!(core::mem::size_of::<RuleMask>() == 8 * RULE_MASK_WORDS);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Stats>() == 16 * (outcome::COUNT + 1) + 8);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<CaptureCtl>() == 8);
 const _: () = assert!(core::mem::size_of::<Action>() == 4);
 const _: () = assert!(core::mem::size_of::<ProbeRecord>() == 12 * 4 + 32);
 const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 8 + 8 * 4 + CAPTURE_BYTES);
@@ -699,6 +709,10 @@ unsafe impl aya::Pod for Stats {}
 #[cfg(feature = "user")]
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for XdpConfig {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for CaptureCtl {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 #[allow(unsafe_code)]

@@ -34,11 +34,11 @@
 //! (`Stats::totals`), so they add up by construction.
 //!
 //! # Capture
-//! With `CAPTURE_CTL` non-zero (its value is the snap length), every frame goes into the
+//! With `CAPTURE_CTL.snaplen` non-zero, every frame goes into the
 //! `CAPTURE` ring buffer after it is decided: its first bytes, its RX queue, the XDP action
 //! returned, the verdict and the rule. A full ring counts the frame in `Stats::capture_lost`
 //! instead.
-//! Off, capture costs one array load and a branch per frame.
+//! Off, capture costs one load and a branch per frame.
 //!
 //! # Logs
 //! Rare events go to `aya-log` (`xdp-user --log-level`): malformed frames (warn, with the check
@@ -66,14 +66,22 @@ use aya_ebpf::{
 use aya_log_ebpf::macro_support::{Level, level_enabled};
 use aya_log_ebpf::{info, warn};
 use packet::abi::{
-    Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureRecord, Counter, ICMP_NOT_ICMP,
+    Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureCtl, CaptureRecord, Counter, ICMP_NOT_ICMP,
     MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord, RULE_MASK_WORDS,
-    RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, capture_ctl, config_flags,
-    frag, lowest_bit, outcome, proto_class, verdict,
+    RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags, frag,
+    lowest_bit, outcome, proto_class, verdict,
 };
 
-#[map(name = "CONFIG")]
-static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+/// The control word (`packet::abi::XdpConfig`): a global variable rather than an array map, so
+/// the program reads it from its address instead of through a map lookup per packet (the
+/// kernel keeps it as the one-entry map `.data.config`, which the loader writes). Read only
+/// through volatile loads: the compiler must not fold in this initial value.
+#[unsafe(link_section = ".data.config")]
+#[unsafe(no_mangle)]
+static mut CONFIG: XdpConfig = XdpConfig {
+    active_set: 0,
+    xsk_frame_room: 0,
+};
 #[map(name = "RULESETS")]
 static RULESETS: Array<RuleSet> = Array::with_max_entries(RULE_SET_SLOTS, 0);
 #[map(name = "STATS")]
@@ -93,10 +101,15 @@ static DST_V6: LpmTrie<[u8; 17], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTR
 #[map(name = "XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(1, 0);
 /// The snap length while capture is on, 0 while off, and who switched it on
-/// (`packet::abi::capture_ctl`); written by `xdp-user dump` / `--capture`. A map of its own, so
-/// a capture never races a reload's write of `CONFIG`.
-#[map(name = "CAPTURE_CTL")]
-static CAPTURE_CTL: Array<u32> = Array::with_max_entries(capture_ctl::ENTRIES, 0);
+/// (`packet::abi::CaptureCtl`); written by `xdp-user dump` / `--capture`. A global variable
+/// like `CONFIG`, in a section (map `.data.capture`) of its own, so a capture never races a
+/// reload's write of `CONFIG`.
+#[unsafe(link_section = ".data.capture")]
+#[unsafe(no_mangle)]
+static mut CAPTURE_CTL: CaptureCtl = CaptureCtl {
+    snaplen: 0,
+    owner_pid: 0,
+};
 #[map(name = "CAPTURE")]
 static CAPTURE: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
 /// Per CPU: when the next log record may be written (the rate limit), and the rule-set
@@ -207,9 +220,10 @@ fn filter(
     if let Some(c) = stats.outcomes.get_mut(index as usize) {
         c.add(len);
     }
-    if let Some(&snaplen) = CAPTURE_CTL.get(capture_ctl::SNAPLEN)
-        && snaplen != 0
-    {
+    // SAFETY: a 4-byte aligned load of the program's global, valid for its run; `dump`
+    // writes it from user space meanwhile, so the load is volatile (read once, as it is).
+    let snaplen = unsafe { core::ptr::read_volatile(&raw const CAPTURE_CTL.snaplen) };
+    if snaplen != 0 {
         capture(
             ctx,
             &mut stats.capture_lost,
@@ -360,7 +374,9 @@ pub fn xdp_filter_probe(ctx: XdpContext) -> u32 {
 /// this one slot.
 #[inline(always)]
 fn rule_set() -> Option<(u32, &'static RuleSet)> {
-    let set = CONFIG.get(0)?.active_set;
+    // SAFETY: a 4-byte aligned load of the program's global, valid for its run; the loader
+    // writes it from user space meanwhile, so the load is volatile (read once, as it is).
+    let set = unsafe { core::ptr::read_volatile(&raw const CONFIG.active_set) };
     Some((set, RULESETS.get(set)?))
 }
 
@@ -1002,7 +1018,8 @@ fn act(ctx: &XdpContext, action: u32, len: u64) -> (u32, u32) {
         return (xdp_action::XDP_DROP, outcome::action::DROP);
     }
     if action == Action::Xsk as u32 {
-        let room = CONFIG.get(0).map_or(0, |c| c.xsk_frame_room);
+        // SAFETY: as in `rule_set`.
+        let room = unsafe { core::ptr::read_volatile(&raw const CONFIG.xsk_frame_room) };
         if room != 0 && len > u64::from(room) {
             return (xdp_action::XDP_PASS, outcome::action::XSK_OVERSIZE);
         }

@@ -17,7 +17,7 @@
 use crate::rules::{self, PacketFields, Rule};
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use packet::abi::{CaptureRecord, Stats, capture_ctl, map_name, verdict};
+use packet::abi::{CaptureCtl, CaptureRecord, Stats, map_name, verdict};
 use packet::capture::{Output, PcapFile, Written, epb_option, wall_clock_ns};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use std::borrow::Cow;
@@ -103,7 +103,7 @@ fn xdp_action_of(a: packet::abi::Action) -> u32 {
 /// The capture maps of the program attached to one interface.
 pub struct CaptureMaps {
     pub iface: String,
-    ctl: Array<MapData, u32>,
+    ctl: Array<MapData, CaptureCtl>,
     ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, Stats>,
 }
@@ -209,22 +209,24 @@ pub struct DumpOptions {
 }
 
 /// Switches capture off again when dropped, whatever ends the capture.
-struct CaptureOn<'a>(&'a mut Array<MapData, u32>);
+struct CaptureOn<'a>(&'a mut Array<MapData, CaptureCtl>);
 
 impl<'a> CaptureOn<'a> {
-    /// Switches capture on, as this process's: the owner first, so that whoever sees it on
-    /// also sees who switched it on (see [`switch_off_orphaned`]).
-    fn switch_on(ctl: &'a mut Array<MapData, u32>, snaplen: u32) -> Result<CaptureOn<'a>> {
-        ctl.set(capture_ctl::OWNER_PID, std::process::id(), 0)?;
-        ctl.set(capture_ctl::SNAPLEN, snaplen, 0)?;
+    /// Switches capture on, as this process's: the snap length and the owner in one write,
+    /// so that whoever sees it on also sees who switched it on (see [`switch_off_orphaned`]).
+    fn switch_on(ctl: &'a mut Array<MapData, CaptureCtl>, snaplen: u32) -> Result<CaptureOn<'a>> {
+        let on = CaptureCtl {
+            snaplen,
+            owner_pid: std::process::id(),
+        };
+        ctl.set(0, on, 0)?;
         Ok(CaptureOn(ctl))
     }
 }
 
 impl Drop for CaptureOn<'_> {
     fn drop(&mut self) {
-        let _ = self.0.set(capture_ctl::SNAPLEN, 0, 0);
-        let _ = self.0.set(capture_ctl::OWNER_PID, 0, 0);
+        let _ = self.0.set(0, CaptureCtl::default(), 0);
     }
 }
 
@@ -233,16 +235,18 @@ impl Drop for CaptureOn<'_> {
 /// reads, counts them all as lost, and refuses the next `dump`. Returns the gone owner's pid.
 /// Called by the process that holds the program (`load`, `run`) every 20 ms.
 ///
-/// Race-free with [`CaptureOn`]: it writes the owner before the snap length and clears it
-/// after, and this reads the snap length before the owner; so an owner read here is either
-/// the one that switched this capture on or 0 (unknown: left alone).
+/// Race-free with [`CaptureOn`]: the snap length and the owner are written together, so an
+/// owner read here with capture on is the one that switched this capture on, or 0 (a read
+/// that met a write half done: left alone); and no other capture can start while this one is
+/// on.
 pub fn switch_off_orphaned<T: std::borrow::BorrowMut<MapData>>(
-    ctl: &mut Array<T, u32>,
+    ctl: &mut Array<T, CaptureCtl>,
 ) -> Result<Option<u32>> {
-    if ctl.get(&capture_ctl::SNAPLEN, 0)? == 0 {
+    let now = ctl.get(&0, 0)?;
+    if now.snaplen == 0 {
         return Ok(None);
     }
-    let owner = ctl.get(&capture_ctl::OWNER_PID, 0)?;
+    let owner = now.owner_pid;
     if owner == 0
         || std::path::Path::new("/proc")
             .join(owner.to_string())
@@ -252,11 +256,10 @@ pub fn switch_off_orphaned<T: std::borrow::BorrowMut<MapData>>(
     }
     // Had that owner cleared up and a new dump started since the reads above, the owner would
     // differ now: leave that capture alone.
-    if ctl.get(&capture_ctl::OWNER_PID, 0)? != owner {
+    if ctl.get(&0, 0)?.owner_pid != owner {
         return Ok(None);
     }
-    ctl.set(capture_ctl::SNAPLEN, 0, 0)?;
-    ctl.set(capture_ctl::OWNER_PID, 0, 0)?;
+    ctl.set(0, CaptureCtl::default(), 0)?;
     Ok(Some(owner))
 }
 
@@ -298,8 +301,9 @@ pub fn capture(
 ) -> Result<DumpReport> {
     let snaplen = opts.snaplen.clamp(1, packet::abi::CAPTURE_BYTES as u32);
     for m in &maps {
-        if m.ctl.get(&capture_ctl::SNAPLEN, 0)? != 0 {
-            let owner = m.ctl.get(&capture_ctl::OWNER_PID, 0)?;
+        let now = m.ctl.get(&0, 0)?;
+        if now.snaplen != 0 {
+            let owner = now.owner_pid;
             bail!(
                 "a capture is already running on {} (process {owner}: another `xdp-user \
                  dump`?); stop it first. One whose process was killed is switched off by the \

@@ -370,7 +370,8 @@ impl XdpFilter {
     /// Switches off a capture whose process is gone ([`crate::dump::switch_off_orphaned`]);
     /// returns that process's pid.
     pub fn switch_off_orphaned_capture(&mut self) -> Result<Option<u32>> {
-        let mut ctl: Array<&mut MapData, u32> = Array::try_from(self.map(map_name::CAPTURE_CTL)?)?;
+        let mut ctl: Array<&mut MapData, packet::abi::CaptureCtl> =
+            Array::try_from(self.map(map_name::CAPTURE_CTL)?)?;
         crate::dump::switch_off_orphaned(&mut ctl)
     }
 
