@@ -571,9 +571,7 @@ fn plain_ipv4(ctx: &XdpContext) -> Option<Fields> {
         return None;
     }
     let total_len = usize::from(ip.be16::<2>());
-    if L3 + total_len > frame_len(ctx)
-        || packet::checksum::fold(ipv4_fixed_header_sum(ip)) != 0xffff
-    {
+    if L3 + total_len > frame_len(ctx) || !sum_is_all_ones(ipv4_fixed_header_sum(ip)) {
         return None;
     }
     let protocol = ip.u8::<9>();
@@ -692,7 +690,8 @@ fn ipv4<R: Reason>(ctx: &XdpContext, l3: usize) -> Class<R> {
 }
 
 /// The one's complement sum over the header (options included) must be 0xffff. Summed in
-/// 32-bit words into 64 bits and folded at the end: five loads for a header without options.
+/// 32-bit words into 64 bits and checked at the end ([`sum_is_all_ones`]): five loads for a
+/// header without options.
 #[inline(always)]
 fn ipv4_checksum_ok(ctx: &XdpContext, ip: Header<20>, l3: usize, header_len: usize) -> bool {
     let mut sum = ipv4_fixed_header_sum(ip);
@@ -707,7 +706,17 @@ fn ipv4_checksum_ok(ctx: &XdpContext, ip: Header<20>, l3: usize, header_len: usi
         };
         sum += u64::from(o.ne32::<0>());
     }
-    packet::checksum::fold(sum) == 0xffff
+    sum_is_all_ones(sum)
+}
+
+/// Whether `sum`, a sum of the header's bytes as 32-bit words (version byte included, so never
+/// 0), folds to the one's complement sum 0xffff of a valid header. Folding (end-around carries)
+/// keeps the value modulo 0xffff, and only a sum of all-zero words folds to 0, so this is
+/// divisibility by 0xffff, which the compiler turns into one multiply and one compare instead
+/// of four fold steps.
+#[inline(always)]
+fn sum_is_all_ones(sum: u64) -> bool {
+    sum.is_multiple_of(0xffff)
 }
 
 /// The sum of the 20-byte fixed IPv4 header in 32-bit words (see [`ipv4_checksum_ok`]).
