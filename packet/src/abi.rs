@@ -156,6 +156,15 @@ impl Counter {
         self.packets += other.packets;
         self.bytes += other.bytes;
     }
+
+    /// What was counted since `earlier`, a reading of the same counter (counters only grow).
+    #[inline]
+    pub fn since(&self, earlier: &Counter) -> Counter {
+        Counter {
+            packets: self.packets.saturating_sub(earlier.packets),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
 }
 
 /// The program's global totals, each a [`Counter`], as [`Stats::totals`] derives them from the
@@ -208,6 +217,13 @@ pub struct Stats {
     /// Frames capture was on for but found the capture ring full (counted besides their
     /// outcome).
     pub capture_lost: Counter,
+    /// Frames each rule matched, `MAX_RULES` per rule-set slot: index `slot * MAX_RULES +
+    /// rule`. Here rather than in a map of their own so that a frame costs one map lookup for
+    /// all its counting. They are never reset (user space writing this per-CPU value would
+    /// race the program's updates of its other counters): the loader reads a slot's counters
+    /// when it writes a new set into it, where no packet touches them, and subtracts that
+    /// reading ([`Counter::since`]).
+    pub rules: [Counter; RULE_SET_SLOTS as usize * MAX_RULES],
     /// Not a counter: where the program parks a frame's outcome index between classifying and
     /// counting it. Read back from memory, the index is a number in a range to the verifier,
     /// not one of the many constants the classifier's exits produce; otherwise it follows
@@ -220,6 +236,7 @@ impl Default for Stats {
         Stats {
             outcomes: [Counter::default(); outcome::COUNT],
             capture_lost: Counter::default(),
+            rules: [Counter::default(); RULE_SET_SLOTS as usize * MAX_RULES],
             scratch: 0,
         }
     }
@@ -232,6 +249,9 @@ impl Stats {
             sum.merge(c);
         }
         self.capture_lost.merge(&other.capture_lost);
+        for (sum, c) in self.rules.iter_mut().zip(&other.rules) {
+            sum.merge(c);
+        }
     }
 
     /// The [`stat`] totals: each outcome counted under its action, its protocols, its
@@ -257,7 +277,7 @@ impl Stats {
             match o.path {
                 outcome::path::MALFORMED => t[stat::MALFORMED as usize].merge(c),
                 outcome::path::UNPARSED => t[stat::UNPARSED as usize].merge(c),
-                // Rule matches are counted per rule (`RULE_STATS`).
+                // Rule matches are counted per rule (`Stats::rules`).
                 _ if o.matched => {}
                 _ => t[stat::DEFAULT_ACTION as usize].merge(c),
             }
@@ -638,7 +658,6 @@ pub mod map_name {
     pub const CONFIG: &str = ".data.config";
     pub const RULESETS: &str = "RULESETS";
     pub const STATS: &str = "STATS";
-    pub const RULE_STATS: &str = "RULE_STATS";
     pub const SRC_V4: &str = "SRC_V4";
     pub const DST_V4: &str = "DST_V4";
     pub const SRC_V6: &str = "SRC_V6";
@@ -665,7 +684,7 @@ pub struct CaptureCtl {
     pub owner_pid: u32,
 }
 
-/// Rule-set slots in `RULESETS` (and in `RULE_STATS`, `MAX_RULES` counters each).
+/// Rule-set slots in `RULESETS` (and in `Stats::rules`, `MAX_RULES` counters each).
 pub const RULE_SET_SLOTS: u32 = 2;
 
 /// Entries of each address trie: a /0 entry and up to one prefix per rule, per slot. Keys are
@@ -675,7 +694,10 @@ pub const TRIE_ENTRIES: u32 = RULE_SET_SLOTS * (MAX_RULES as u32 + 1);
 // No padding anywhere: every type's size is the sum of its fields'.
 const _: () = assert!(core::mem::size_of::<RuleMask>() == 8 * RULE_MASK_WORDS);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(core::mem::size_of::<Stats>() == 16 * (outcome::COUNT + 1) + 8);
+const _: () = assert!(
+    core::mem::size_of::<Stats>()
+        == 16 * (outcome::COUNT + 1 + RULE_SET_SLOTS as usize * MAX_RULES) + 8
+);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 8);
 const _: () = assert!(core::mem::size_of::<CaptureCtl>() == 8);
 const _: () = assert!(core::mem::size_of::<Action>() == 4);

@@ -29,7 +29,8 @@
 //! # Counting
 //! A frame adds to one per-CPU outcome counter (`packet::abi::outcome`: what it was, its
 //! fragment kind, whether a rule matched, what was done with it) and, when a rule matched, to
-//! that rule's counter: one `STATS` lookup and at most two counter updates per frame. The
+//! that rule's counter (`Stats::rules`, in the same per-CPU value): one `STATS` lookup and at
+//! most two counter updates per frame. The
 //! loader derives the totals by action, protocol, fragment kind and verdict from the outcomes
 //! (`Stats::totals`), so they add up by construction.
 //!
@@ -86,9 +87,6 @@ static mut CONFIG: XdpConfig = XdpConfig {
 static RULESETS: Array<RuleSet> = Array::with_max_entries(RULE_SET_SLOTS, 0);
 #[map(name = "STATS")]
 static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
-#[map(name = "RULE_STATS")]
-static RULE_STATS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(RULE_SET_SLOTS * MAX_RULES as u32, 0);
 #[map(name = "SRC_V4")]
 static SRC_V4: LpmTrie<[u8; 5], RuleMask> = LpmTrie::with_max_entries(TRIE_ENTRIES, 0);
 #[map(name = "DST_V4")]
@@ -213,7 +211,7 @@ fn filter(
     }
     let matched = decision.verdict == verdict::RULE;
     if matched {
-        count_rule(set, decision.rule, len);
+        count_rule(stats, set, decision.rule, len);
     }
     let (action, done) = act(ctx, decision.action, len);
     let index = base + u64::from(matched) * u64::from(outcome::action::COUNT) + u64::from(done);
@@ -1052,10 +1050,12 @@ fn act(ctx: &XdpContext, action: u32, len: u64) -> (u32, u32) {
 }
 
 #[inline(always)]
-fn count_rule(set: u32, rule: u32, bytes: u64) {
-    if let Some(c) = RULE_STATS.get_ptr_mut(set * MAX_RULES as u32 + rule) {
-        // SAFETY: a per-CPU element, only touched by this CPU, valid for the program's run.
-        unsafe { (*c).add(bytes) };
+fn count_rule(stats: &mut Stats, set: u32, rule: u32, bytes: u64) {
+    if let Some(c) = stats
+        .rules
+        .get_mut((set * MAX_RULES as u32 + rule) as usize)
+    {
+        c.add(bytes);
     }
 }
 

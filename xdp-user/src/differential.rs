@@ -16,7 +16,7 @@
 
 use crate::rules::{self, FragMatch, PacketFields, Policy, Rule};
 use crate::xdp::XdpFilter;
-use packet::abi::{Action, ICMP_NOT_ICMP, NO_PORT, ProbeRecord, proto_class, verdict};
+use packet::abi::{Action, Counter, ICMP_NOT_ICMP, NO_PORT, ProbeRecord, proto_class, verdict};
 use packet::craft::{PORT_POOL, Rng, V4_POOL, V6_POOL, random_frame};
 use packet::filter::{Class, IpFields, classify};
 use std::fmt::Write as _;
@@ -234,6 +234,15 @@ fn differential(seed: u64, cases: u64) -> (u64, String) {
             .expect("install a random rule set");
         sets += 1;
         let before = filter.snapshot().expect("snapshot");
+        // A new set's per-rule counters start at zero, also in a slot an earlier set counted in.
+        if before.rules.iter().any(|c| *c != Counter::default()) {
+            failures += 1;
+            let _ = writeln!(
+                report,
+                "rule set {sets}: per-rule counters not zero at install: {:?}",
+                before.rules
+            );
+        }
         let mut want_per_rule = vec![0u64; rules.len()];
         let frames = (cases - done).min(400);
         for _ in 0..frames {

@@ -30,7 +30,7 @@
 use crate::rules::{Compiled, Policy, Rule, compile};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::links::FdLink;
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
@@ -107,9 +107,11 @@ pub struct XdpFilter {
     /// The grace period that retires the previous slot, while it runs.
     retiring: Option<std::thread::JoinHandle<()>>,
     rule_count: usize,
+    /// The per-rule counters (`Stats::rules`) of the slot in force as they were when the set
+    /// was written into it: the set's own counts are the counters less these.
+    rule_baseline: Vec<Counter>,
     /// `XdpConfig::xsk_frame_room`: set with the first socket registered.
     xsk_frame_room: u32,
-    cpus: usize,
 }
 
 /// What [`XdpFilter::install`] did.
@@ -231,8 +233,8 @@ impl XdpFilter {
             generation: 0,
             retiring: None,
             rule_count: 0,
+            rule_baseline: Vec::new(),
             xsk_frame_room: 0,
-            cpus: aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?,
         })
     }
 
@@ -330,7 +332,8 @@ impl XdpFilter {
         let slot = self.active.map_or(0, |a| 1 - a);
         let generation = self.generation + 1;
         compiled.set.generation = generation;
-        self.write_slot(slot, &compiled, rules.len())
+        let baseline = self
+            .write_slot(slot, &compiled, rules.len())
             .with_context(|| format!("could not write the new rule set (slot {slot})"))?;
         // The switch: the only write a packet can observe.
         self.write_config(slot, self.xsk_frame_room)
@@ -339,6 +342,7 @@ impl XdpFilter {
         let previous = self.active.replace(slot);
         self.generation = generation;
         self.rule_count = rules.len();
+        self.rule_baseline = baseline;
         if previous.is_some() {
             // Packets that read the old slot number before the switch may still be running.
             self.retiring = Some(std::thread::spawn(grace_period));
@@ -382,8 +386,9 @@ impl XdpFilter {
     }
 
     /// Writes everything of a rule set into `slot`, which no packet reads (it is not in force,
-    /// and a grace period has passed since it last was).
-    fn write_slot(&mut self, slot: u32, c: &Compiled, rule_count: usize) -> Result<()> {
+    /// and a grace period has passed since it last was). Returns the slot's per-rule counters
+    /// as they are: the new set's counts start from them.
+    fn write_slot(&mut self, slot: u32, c: &Compiled, rule_count: usize) -> Result<Vec<Counter>> {
         let s = slot as u8;
         let key4 = |e: &(u8, [u8; 4], RuleMask)| {
             let (len, a, m) = *e;
@@ -399,17 +404,26 @@ impl XdpFilter {
         self.write_trie(map_name::DST_V4, s, c.dst_v4.iter().map(key4))?;
         self.write_trie(map_name::SRC_V6, s, c.src_v6.iter().map(key6))?;
         self.write_trie(map_name::DST_V6, s, c.dst_v6.iter().map(key6))?;
-        let cpus = self.cpus;
-        let mut rule_stats: PerCpuArray<&mut MapData, Counter> =
-            PerCpuArray::try_from(self.map(map_name::RULE_STATS)?)?;
-        for i in 0..rule_count as u32 {
-            let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
-            rule_stats.set(slot * MAX_RULES as u32 + i, zeros, 0)?;
-        }
+        // The slot's per-rule counters now, which no packet changes until the switch: the
+        // new set's counts start from here.
+        let all = self.stats_summed()?;
+        let first = slot as usize * MAX_RULES;
+        let baseline = all.rules[first..first + rule_count].to_vec();
         let mut sets: Array<&mut MapData, RuleSet> =
             Array::try_from(self.map(map_name::RULESETS)?)?;
         sets.set(slot, c.set.as_ref(), 0)?;
-        Ok(())
+        Ok(baseline)
+    }
+
+    /// `STATS`, summed over CPUs.
+    fn stats_summed(&mut self) -> Result<Stats> {
+        let stats: PerCpuArray<&mut MapData, Stats> =
+            PerCpuArray::try_from(self.map(map_name::STATS)?)?;
+        let mut all = Stats::default();
+        for per_cpu in stats.get(&0, 0)?.iter() {
+            all.merge(per_cpu);
+        }
+        Ok(all)
     }
 
     /// Makes the trie's entries under `slot` exactly `entries`: inserts them, then removes
@@ -566,13 +580,8 @@ impl XdpFilter {
 
     /// The counters now, summed over CPUs; the per-rule counters of the set in force.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        let stats: PerCpuArray<&mut MapData, Stats> =
-            PerCpuArray::try_from(self.map(map_name::STATS)?)?;
         let mut s = Snapshot::default();
-        let mut all = Stats::default();
-        for per_cpu in stats.get(&0, 0)?.iter() {
-            all.merge(per_cpu);
-        }
+        let all = self.stats_summed()?;
         s.stats = all.totals();
         s.outcomes = all
             .outcomes
@@ -581,17 +590,12 @@ impl XdpFilter {
             .filter(|(_, c)| c.packets > 0)
             .map(|(i, c)| (Outcome::from_index(i), *c))
             .collect();
-        let base = self.active.unwrap_or(0) * MAX_RULES as u32;
-        let rule_count = self.rule_count;
-        let rule_stats: PerCpuArray<&mut MapData, Counter> =
-            PerCpuArray::try_from(self.map(map_name::RULE_STATS)?)?;
-        for i in 0..rule_count as u32 {
-            let mut c = Counter::default();
-            for v in rule_stats.get(&(base + i), 0)?.iter() {
-                c.merge(v);
-            }
-            s.rules.push(c);
-        }
+        let first = self.active.unwrap_or(0) as usize * MAX_RULES;
+        s.rules = all.rules[first..first + self.rule_count]
+            .iter()
+            .zip(&self.rule_baseline)
+            .map(|(now, then)| now.since(then))
+            .collect();
         s.generation = self.generation;
         Ok(s)
     }
