@@ -137,7 +137,6 @@ const TCP_MIN_HEADER: usize = 20;
 
 #[xdp]
 pub fn xdp_filter(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
     let Some(stats) = STATS.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -150,6 +149,7 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     // The commonest frame gets a copy of the pipeline of its own, inlined with its constant
     // fields (IPv4, no fragment, no ICMP type, UDP or TCP), which fold away there; every other
     // frame takes the general copy.
+    let len = frame_len(&ctx) as u64;
     if let Some(f) = plain_ipv4(&ctx) {
         return filter(&ctx, stats, set, rules, len, Class::Ip(f));
     }
@@ -1053,7 +1053,7 @@ fn act(ctx: &XdpContext, action: u32, len: u64) -> (u32, u32) {
 fn count_rule(stats: &mut Stats, set: u32, rule: u32, bytes: u64) {
     if let Some(c) = stats
         .rules
-        .get_mut((set * MAX_RULES as u32 + rule) as usize)
+        .get_mut(set as usize * MAX_RULES + rule as usize)
     {
         c.add(bytes);
     }
