@@ -578,6 +578,23 @@ impl XdpFilter {
         Ok(probe.get(&0, 0)?)
     }
 
+    /// How many instructions the kernel's verifier walked to accept `program` (loaded here if
+    /// it is not yet): its limit is 1 000 000, and every branch the program adds can multiply
+    /// the count. `None` on kernels older than 5.16, which do not say.
+    #[cfg(test)]
+    pub fn verified_instructions(&mut self, program: &str) -> Result<Option<u32>> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(program)
+            .with_context(|| format!("the embedded object has no program {program}"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| explain(e.into(), "the kernel rejected the XDP program"))?;
+        }
+        Ok(prog.info()?.verified_instruction_count())
+    }
+
     /// The counters now, summed over CPUs; the per-rule counters of the set in force.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let mut s = Snapshot::default();
