@@ -466,6 +466,20 @@ impl XdpFilter {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration)> {
+        let r = self
+            .loaded_here(program)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .map_err(|e| explain(e.into(), "BPF_PROG_TEST_RUN failed"))?;
+        Ok((r.return_value, r.duration))
+    }
+
+    /// `program` of the embedded object, loaded into the kernel if it is not yet (it is not
+    /// attached anywhere).
+    fn loaded_here(&mut self, program: &str) -> Result<&mut Xdp> {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(program)
@@ -475,14 +489,7 @@ impl XdpFilter {
             prog.load()
                 .map_err(|e| explain(e.into(), "the kernel rejected the XDP program"))?;
         }
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::new()
-            })
-            .map_err(|e| explain(e.into(), "BPF_PROG_TEST_RUN failed"))?;
-        Ok((r.return_value, r.duration))
+        Ok(prog)
     }
 
     /// An XDP program already loaded in the kernel (by anyone: `xdp-filter`, a dispatcher),
@@ -583,16 +590,10 @@ impl XdpFilter {
     /// the count. `None` on kernels older than 5.16, which do not say.
     #[cfg(test)]
     pub fn verified_instructions(&mut self, program: &str) -> Result<Option<u32>> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(program)
-            .with_context(|| format!("the embedded object has no program {program}"))?
-            .try_into()?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| explain(e.into(), "the kernel rejected the XDP program"))?;
-        }
-        Ok(prog.info()?.verified_instruction_count())
+        Ok(self
+            .loaded_here(program)?
+            .info()?
+            .verified_instruction_count())
     }
 
     /// The counters now, summed over CPUs; the per-rule counters of the set in force.
