@@ -466,15 +466,7 @@ impl XdpFilter {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration)> {
-        let r = self
-            .loaded_here(program)?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::new()
-            })
-            .map_err(|e| explain(e.into(), "BPF_PROG_TEST_RUN failed"))?;
-        Ok((r.return_value, r.duration))
+        Self::test_run_loaded(self.loaded_here(program)?, frame, repeat)
     }
 
     /// `program` of the embedded object, loaded into the kernel if it is not yet (it is not
