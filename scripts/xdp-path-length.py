@@ -6,9 +6,12 @@ scripts/xdp-path-length.sh, which makes DIR:
     xdp-path-length.py DIR FRAME...   (DIR: xlated.txt and maps/ID.json; FRAME: file or hex)
 A helper call on the path is listed, not followed (its return is 0: a miss). TRACE=1 prints
 each instruction executed with its source line."""
-import json, os, re, sys, struct
+import json, os, re, sys
 
 M64 = (1 << 64) - 1
+# Where an array map's values start in the kernel's struct bpf_array: the inlined lookups in
+# the xlated dump add it to the map's address (`r1 += 312`).
+ARRAY_VALUES = 312
 d = sys.argv[1]
 lines = open(os.path.join(d, "xlated.txt")).read().splitlines()
 prog = {}
@@ -26,9 +29,6 @@ for l in lines:
         src[i] = cur
         if first is None:
             first = i
-    elif prog and l and not l.startswith(";") and "(" in l and ")" in l and not l.startswith(" "):
-        # a new function header: stop at the main function's end
-        pass
 
 maps = {}
 for f in os.listdir(os.path.join(d, "maps")):
@@ -36,33 +36,21 @@ for f in os.listdir(os.path.join(d, "maps")):
     maps[int(f.split(".")[0])] = info
 
 
-class Region:
-    def __init__(self, name, data=None):
-        self.name = name
-        self.mem = bytearray(data) if data is not None else bytearray(1 << 20)
-
-
+# Memory other than the frame and the stack, by name: "map:ID" (an array map's values, at
+# ARRAY_VALUES, 8-byte aligned as the kernel lays them out) or "pcpu:ID:OFF" (a per-CPU
+# element: zeros).
 regions = {}
 
 
 def region(name):
     if name not in regions:
-        if name.startswith("map:"):
-            mid = int(name[4:])
-            info = maps.get(mid)
-            data = bytearray(312)
-            if info and info.get("values") is not None:
-                vs = info["value_size"]
-                step = (vs + 7) // 8 * 8
-                for v in info["values"]:
-                    b = bytes(v)
-                    data += b + bytes(step - len(b))
-                data += bytearray(1 << 16)
-            else:
-                data += bytearray(1 << 16)
-            regions[name] = Region(name, data)
-        else:
-            regions[name] = Region(name)
+        mem = bytearray(ARRAY_VALUES if name.startswith("map:") else 0)
+        info = maps.get(int(name[4:])) if name.startswith("map:") else None
+        if info and info.get("values") is not None:
+            step = (info["value_size"] + 7) // 8 * 8
+            for v in info["values"]:
+                mem += bytes(v) + bytes(step - len(v))
+        regions[name] = mem + bytearray(1 << 16)
     return regions[name]
 
 
@@ -93,7 +81,7 @@ def load(p, size, stack, pkt):
     elif p.reg == "stack":
         mem, base = stack, 512
     else:
-        mem, base = region(p.reg).mem, 0
+        mem, base = region(p.reg), 0
     o = base + p.off
     v = int.from_bytes(mem[o:o + size], "little")
     if p.reg == "stack" and (o, size) in ptr_slots:
@@ -121,7 +109,7 @@ def store(p, size, v, stack):
         if isinstance(v, Ptr):
             v = 0
         r = region(p.reg)
-        r.mem[p.off:p.off + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        r[p.off:p.off + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
 SZ = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
@@ -207,7 +195,7 @@ def run(pkt):
             continue
         mm = re.match(r"(r\d+) = map\[id:(\d+)\](?:\[0\]\+(\d+))?$", text)
         if mm:
-            off = 312 + int(mm.group(3)) if mm.group(3) else 0
+            off = ARRAY_VALUES + int(mm.group(3)) if mm.group(3) else 0
             R[int(mm.group(1)[1:])] = Ptr("map:" + mm.group(2), off)
             pc = nxt
             continue
