@@ -30,16 +30,15 @@
 //! A frame adds to one per-CPU outcome counter (`packet::abi::outcome`: what it was, its
 //! fragment kind, whether a rule matched, what was done with it) and, when a rule matched, to
 //! that rule's counter (`Stats::rules`, in the same per-CPU value): one `STATS` lookup and at
-//! most two counter updates per frame. The
-//! loader derives the totals by action, protocol, fragment kind and verdict from the outcomes
-//! (`Stats::totals`), so they add up by construction.
+//! most two counter updates per frame. The loader derives the totals by action, protocol,
+//! fragment kind and verdict from the outcomes (`Stats::totals`), so they add up by
+//! construction.
 //!
 //! # Capture
-//! With `CAPTURE_CTL.snaplen` non-zero, every frame goes into the
-//! `CAPTURE` ring buffer after it is decided: its first bytes, its RX queue, the XDP action
-//! returned, the verdict and the rule. A full ring counts the frame in `Stats::capture_lost`
-//! instead.
-//! Off, capture costs one load and a branch per frame.
+//! With `CAPTURE_CTL.snaplen` non-zero, every frame goes into the `CAPTURE` ring buffer after
+//! it is decided: its first bytes, its RX queue, the XDP action returned, the verdict and the
+//! rule. A full ring counts the frame in `Stats::capture_lost` instead. Off, capture costs one
+//! load and a branch per frame.
 //!
 //! # Logs
 //! Rare events go to `aya-log` (`xdp-user --log-level`): malformed frames (warn, with the check

@@ -13,9 +13,11 @@
 //! start with the slot number) and one control word, `CONFIG.active_set`, which it reads once
 //! per packet before it takes any table from that slot. [`XdpFilter::install`]:
 //! 1. compiles the rules (a bad rule set fails here, before anything is written);
-//! 2. writes the slot *not* in force: its trie entries, its per-rule counters (zeroed) and its
-//!    [`RuleSet`] value, in one update;
-//! 3. switches `active_set` to it: one 4-byte map update, the only step packets can see;
+//! 2. writes the slot *not* in force: its trie entries and its [`RuleSet`] value, in one
+//!    update, and reads its per-rule counters (in `Stats::rules`, which no packet touches
+//!    now): the new set's counts are the counters less that reading;
+//! 3. switches `active_set` to it: one update of the control word (the program's global
+//!    `CONFIG`, map `.data.config`), the only step packets can see;
 //! 4. retires the old slot after an RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`
 //!    runs `synchronize_rcu()`; every XDP program run is an RCU read-side section), after
 //!    which no packet is still being decided by the old slot. The wait runs on a thread of
