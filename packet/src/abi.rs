@@ -492,10 +492,10 @@ pub struct RuleSet {
     pub flags: u32,
     /// Per rule, its [`Action`] as `u32`.
     pub actions: [u32; MAX_RULES],
-    /// Per [`proto_class`], the rules that allow it.
-    pub proto: [RuleMask; proto_class::COUNT as usize],
-    /// Per [`frag`] kind, the rules that allow it.
-    pub frag: [RuleMask; frag::COUNT as usize],
+    /// Per [`proto_class`] and [`frag`] kind (at [`RuleSet::proto_frag_index`]), the rules
+    /// that allow both: every packet constrains both fields, so one table saves the program a
+    /// lookup and an AND.
+    pub proto_frag: [RuleMask; PROTO_FRAG_LEN],
     /// Per ICMP type (and [`ICMP_NOT_ICMP`]), the rules that allow it.
     pub icmp: [RuleMask; ICMP_TABLE_LEN],
     /// Per source port class, the rules that allow it.
@@ -520,15 +520,23 @@ impl RuleSet {
         rule_count: 0,
         flags: 0,
         actions: [0; MAX_RULES],
-        proto: [RuleMask::EMPTY; proto_class::COUNT as usize],
-        frag: [RuleMask::EMPTY; frag::COUNT as usize],
+        proto_frag: [RuleMask::EMPTY; PROTO_FRAG_LEN],
         icmp: [RuleMask::EMPTY; ICMP_TABLE_LEN],
         sport_masks: [RuleMask::EMPTY; MAX_PORT_CLASSES],
         dport_masks: [RuleMask::EMPTY; MAX_PORT_CLASSES],
         sport_class: [0; PORT_TABLE_LEN],
         dport_class: [0; PORT_TABLE_LEN],
     };
+
+    /// Where [`RuleSet::proto_frag`] holds protocol class `class` and fragment kind `frag`.
+    #[inline(always)]
+    pub const fn proto_frag_index(class: u32, frag: u32) -> usize {
+        (class * frag::COUNT + frag) as usize
+    }
 }
+
+/// The length of [`RuleSet::proto_frag`].
+pub const PROTO_FRAG_LEN: usize = (proto_class::COUNT * frag::COUNT) as usize;
 
 /// The program's control word: its global variable `CONFIG`, the single value of the
 /// `.data.config` map ([`map_name::CONFIG`]).
@@ -558,6 +566,9 @@ pub mod config_flags {
     pub const DPORT_USED: u32 = 8;
     /// Some rule has an `icmp-type`.
     pub const ICMP_USED: u32 = 16;
+    /// Some rule has a field other than `dport`: the program tests these flags one by one
+    /// only when one of them is set.
+    pub const NOT_DPORT: u32 = SRC_USED | DST_USED | SPORT_USED | ICMP_USED;
 }
 
 /// Bytes of a frame a [`CaptureRecord`] holds at most: a standard frame with two VLAN tags.
@@ -707,10 +718,7 @@ const _: () = assert!(
     core::mem::size_of::<RuleSet>()
         == 8 * 4
             + 4 * MAX_RULES
-            + 32 * (proto_class::COUNT as usize
-                + frag::COUNT as usize
-                + ICMP_TABLE_LEN
-                + 2 * MAX_PORT_CLASSES)
+            + 32 * (PROTO_FRAG_LEN + ICMP_TABLE_LEN + 2 * MAX_PORT_CLASSES)
             + 2 * 2 * PORT_TABLE_LEN
 );
 

@@ -923,7 +923,7 @@ fn decide<R>(ctx: &XdpContext, class: &Class<R>, set: u32, rules: &RuleSet) -> D
 }
 
 /// ANDs the masks of every field; the lowest set bit is the first matching rule. The protocol
-/// and fragment masks hold only the set's rules, so the result never names a rule past
+/// and fragment mask holds only the set's rules, so the result never names a rule past
 /// `rule_count`; fields no rule constrains are skipped (every rule allows them). Only the mask
 /// words that can hold a rule are read: one 64-bit word for up to 64 rules (the usual case),
 /// all of them beyond.
@@ -945,35 +945,40 @@ fn match_words<const W: usize>(
     rules: &RuleSet,
 ) -> Option<u32> {
     let mut m = [0u64; W];
-    let proto = rules.proto.get(f.class as usize)?;
-    let frag = rules.frag.get(f.frag as usize)?;
+    let allowed = rules
+        .proto_frag
+        .get(RuleSet::proto_frag_index(f.class, f.frag))?;
     for (i, w) in m.iter_mut().enumerate() {
-        *w = proto.words[i] & frag.words[i];
+        *w = allowed.words[i];
     }
     let flags = rules.flags;
-    if flags & config_flags::ICMP_USED != 0 {
-        and_into(&mut m, rules.icmp.get(f.icmp_type as usize)?);
-    }
-    if flags & config_flags::SPORT_USED != 0 {
-        and_into(
-            &mut m,
-            port_mask(&rules.sport_class, &rules.sport_masks, f.sport)?,
-        );
-    }
+    // Destination ports are what most rule sets filter on: tested alone, and every other
+    // field behind one test, so a port-only set pays two flag tests instead of five.
     if flags & config_flags::DPORT_USED != 0 {
         and_into(
             &mut m,
             port_mask(&rules.dport_class, &rules.dport_masks, f.dport)?,
         );
     }
-    // The loader installs a /0 entry per family and slot, so a trie miss cannot happen; if it
-    // did, no rule can match.
-    let slot = set as u8;
-    if flags & config_flags::SRC_USED != 0 {
-        and_into(&mut m, address_mask(ctx, f, slot, true)?);
-    }
-    if flags & config_flags::DST_USED != 0 {
-        and_into(&mut m, address_mask(ctx, f, slot, false)?);
+    if flags & config_flags::NOT_DPORT != 0 {
+        if flags & config_flags::ICMP_USED != 0 {
+            and_into(&mut m, rules.icmp.get(f.icmp_type as usize)?);
+        }
+        if flags & config_flags::SPORT_USED != 0 {
+            and_into(
+                &mut m,
+                port_mask(&rules.sport_class, &rules.sport_masks, f.sport)?,
+            );
+        }
+        // The loader installs a /0 entry per family and slot, so a trie miss cannot happen;
+        // if it did, no rule can match.
+        let slot = set as u8;
+        if flags & config_flags::SRC_USED != 0 {
+            and_into(&mut m, address_mask(ctx, f, slot, true)?);
+        }
+        if flags & config_flags::DST_USED != 0 {
+            and_into(&mut m, address_mask(ctx, f, slot, false)?);
+        }
     }
     for (i, &w) in m.iter().enumerate() {
         if w != 0 {

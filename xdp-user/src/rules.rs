@@ -632,11 +632,12 @@ pub fn compile(rules: &[Rule], policy: Policy) -> Result<Compiled> {
     for (slot, r) in set.actions.iter_mut().zip(rules) {
         *slot = r.action as u32;
     }
-    for (class, m) in set.proto.iter_mut().enumerate() {
-        *m = mask_of(&|r: &Rule| r.proto.is_none_or(|p| p.class() == class as u32));
-    }
-    for (kind, m) in set.frag.iter_mut().enumerate() {
-        *m = mask_of(&|r: &Rule| r.frag.is_none_or(|f| f.allows(kind as u32)));
+    for class in 0..packet::abi::proto_class::COUNT {
+        for kind in 0..packet::abi::frag::COUNT {
+            set.proto_frag[RuleSet::proto_frag_index(class, kind)] = mask_of(&|r: &Rule| {
+                r.proto.is_none_or(|p| p.class() == class) && r.frag.is_none_or(|f| f.allows(kind))
+            });
+        }
     }
     let icmp_unconstrained = mask_of(&|r: &Rule| r.icmp_type.is_none());
     set.icmp = [icmp_unconstrained; packet::abi::ICMP_TABLE_LEN];
@@ -814,8 +815,7 @@ impl Compiled {
             masks[usize::from(x.map_or(PORT_CLASS_NONE, |x| classes[usize::from(x)]))]
         };
         let icmp = set.icmp[p.icmp_type.map_or(ICMP_NOT_ICMP as usize, usize::from)];
-        set.proto[p.class as usize]
-            .and(&set.frag[p.frag as usize])
+        set.proto_frag[RuleSet::proto_frag_index(p.class, p.frag)]
             .and(&src)
             .and(&dst)
             .and(&port(&set.sport_class, &set.sport_masks, p.sport))
