@@ -15,6 +15,12 @@
 //! It borrows nothing, so the caller can go on to rewrite the frame in place (the echo
 //! responder) or count it without parsing twice.
 //!
+//! The commonest frame, untagged IPv4 without options carrying a whole UDP or TCP datagram, is
+//! read at fixed offsets in one view first (`plain_ipv4`), as the XDP program does: a third of
+//! the general path's time. It takes a frame only when the general path would accept it with
+//! the same result, which `crate::selfcheck` checks on every frame its tests and the fuzzer
+//! feed it; anything else goes to the general path, which also says what failed.
+//!
 //! # Classes
 //! - `Err(Malformed)`: the frame cannot be trusted (truncated, inconsistent lengths, a bad IPv4
 //!   header checksum, a fragment that could hide or overwrite a transport header, ...).
@@ -271,12 +277,83 @@ struct Ip<'a> {
 /// Parses an Ethernet II frame (without FCS). See the module docs for the classes and the
 /// guarantee.
 ///
+/// The commonest frame (untagged IPv4 without options, not a fragment, UDP or TCP, every check
+/// passing) is taken whole by [`plain_ipv4`]; everything else, and every such frame a check
+/// fails on, by [`parse_general`], which also names what failed.
+#[inline]
+pub fn parse(frame: &[u8]) -> Result<Headers, Malformed> {
+    match plain_ipv4(frame) {
+        Some(h) => Ok(h),
+        None => parse_general(frame),
+    }
+}
+
+/// Untagged IPv4 without options carrying UDP or TCP, not a fragment, read at fixed offsets
+/// in one view: `Some` only when every check of [`parse_general`] passes, with the headers it
+/// gives (`packet::selfcheck` holds the two to that on every frame it sees, the fuzzer's
+/// included); `None` for anything else, which the general path then parses. The XDP program
+/// has the same fast path (`plain_ipv4` there).
+#[inline(always)]
+fn plain_ipv4(frame: &[u8]) -> Option<Headers> {
+    const L3: usize = ETHERNET_HEADER_LEN;
+    const L4: usize = L3 + 20;
+    // Ethernet, the IPv4 header and 8 bytes of the transport header.
+    let h: &[u8; L4 + 8] = frame.get(..L4 + 8)?.try_into().ok()?;
+    // Ether type IPv4, version 4 with IHL 5, MF clear and offset 0 (the DF and reserved bits
+    // do not make a fragment).
+    if h[12..14] != [0x08, 0x00] || h[L3] != 0x45 || h[L3 + 6] & 0x3f != 0 || h[L3 + 7] != 0 {
+        return None;
+    }
+    let total_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
+    // The general path refuses frames over u16::MAX bytes before anything else.
+    if frame.len() > usize::from(u16::MAX) || L3 + total_len > frame.len() {
+        return None;
+    }
+    if !checksum::verify_header(&h[L3..L4]) {
+        return None;
+    }
+    let protocol = h[L3 + 9];
+    let l4_len = total_len.checked_sub(20)?;
+    let transport = match protocol {
+        // The UDP length covers exactly the transport region.
+        IP_PROTO_UDP
+            if l4_len >= 8 && usize::from(u16::from_be_bytes([h[L4 + 4], h[L4 + 5]])) == l4_len =>
+        {
+            Transport::Udp
+        }
+        IP_PROTO_TCP if l4_len >= 20 => {
+            // Data offset >= 5 and the whole header (options included) inside the packet;
+            // total_len >= 40 puts bytes L4 + 12 and L4 + 13 inside the frame.
+            let data_offset = usize::from(frame[L4 + 12] >> 4) * 4;
+            if data_offset < 20 || data_offset > l4_len {
+                return None;
+            }
+            Transport::Tcp {
+                flags: frame[L4 + 13],
+            }
+        }
+        _ => return None,
+    };
+    Some(Headers {
+        vlan_tags: 0,
+        l3_offset: L3 as u16,
+        net: Net::Ipv4,
+        l4_offset: L4 as u16,
+        transport,
+        ip_end: (L3 + total_len) as u16,
+        frag: Frag::None,
+        protocol,
+    })
+}
+
+/// [`parse`] without its fast path: every frame, every check, in the specification's order.
+///
 /// Each layer is sliced with etherparse's per-header slice types (`Ethernet2Slice`,
 /// `SingleVlanSlice`, `Ipv4HeaderSlice`, `Ipv6HeaderSlice`, `Ipv6RawExtHeaderSlice`, ...)
 /// rather than its generic `SlicedPacket`: the same zero-copy checks at a fraction of the cost
 /// (no cursor state, no array of link extensions to build and copy), and full control over the
 /// order of the checks, which the specification fixes.
-pub fn parse(frame: &[u8]) -> Result<Headers, Malformed> {
+pub(crate) fn parse_general(frame: &[u8]) -> Result<Headers, Malformed> {
     // Offsets must fit u16; no Ethernet frame, jumbo or not, comes close (and the XDP program
     // never sees one: this case is outside the specification).
     if frame.len() > usize::from(u16::MAX) {
@@ -1428,6 +1505,49 @@ pub(crate) mod tests {
     fn oversized_frame_is_rejected_without_panic() {
         let big = vec![0u8; 70_000];
         assert!(parse(&big).is_err());
+        // Also one that starts with a whole UDP/IPv4 packet the fast path would take.
+        let mut big = UDP4_ECHO_REQUEST.to_vec();
+        big.resize(70_000, 0);
+        assert_eq!(parse(&big), Err(Malformed::BadHeader(Layer::Ethernet)));
+    }
+
+    /// The fast path takes the commonest frames (so it is not silently dead) and gives them
+    /// what the general path does; it leaves every other kind to the general path.
+    #[test]
+    fn plain_ipv4_fast_path_takes_only_what_it_should() {
+        for frame in [&UDP4_ECHO_REQUEST[..], &TCP_SYN[..]] {
+            let fast = plain_ipv4(frame).expect("the fast path takes it");
+            assert_eq!(Ok(fast), parse_general(frame));
+        }
+        let mut padded = UDP4_ECHO_REQUEST.to_vec();
+        padded.resize(60, 0);
+        assert_eq!(plain_ipv4(&padded).map(|h| h.ip_end), Some(53));
+        let mut not_taken = vec![
+            with_vlan(&UDP4_ECHO_REQUEST, 0x8100, 7),
+            V4_UDP_FIRST_FRAGMENT.to_vec(),
+            with_ipv4_frag_word(&UDP4_ECHO_REQUEST, 0x0001),
+            ICMPV4_ECHO_REQUEST.to_vec(),
+            UDP6_ECHO_REQUEST.to_vec(),
+            ARP_REQUEST.to_vec(),
+            // Truncated below the UDP header's end.
+            UDP4_ECHO_REQUEST[..41].to_vec(),
+        ];
+        // A bad header checksum; a UDP length one short; a TCP data offset of 4.
+        let mut bad = UDP4_ECHO_REQUEST.to_vec();
+        bad[24] ^= 1;
+        not_taken.push(bad);
+        let mut bad = UDP4_ECHO_REQUEST.to_vec();
+        bad[39] -= 1;
+        not_taken.push(bad);
+        let mut bad = TCP_SYN.to_vec();
+        bad[46] = 0x40 | (bad[46] & 0x0f);
+        not_taken.push(bad);
+        for frame in &not_taken {
+            assert_eq!(plain_ipv4(frame), None, "{frame:02x?}");
+        }
+        // With the DF bit (and the reserved bit) it is still a whole datagram.
+        let df = with_ipv4_frag_word(&UDP4_ECHO_REQUEST, 0xc000);
+        assert_eq!(Ok(plain_ipv4(&df).unwrap()), parse_general(&df));
     }
 
     #[test]

@@ -78,6 +78,12 @@ fn check_neighbour_answer(frame: &[u8], parsed: &Result<Headers, crate::parse::M
 pub fn check_frame(frame: &[u8]) {
     let frame = &frame[..frame.len().min(BUF_LEN - 64)];
     let parsed = parse(frame);
+    // The fast path takes a frame only to give what the general path gives it.
+    assert_eq!(
+        parsed,
+        crate::parse::parse_general(frame),
+        "parse's fast path disagrees with its general path"
+    );
 
     let mut counters = ProtocolCounters::default();
     counters.count(parsed.as_ref(), frame.len());
