@@ -16,8 +16,8 @@
 //! responder) or count it without parsing twice.
 //!
 //! The commonest frame, untagged IPv4 without options carrying a whole UDP or TCP datagram, is
-//! read at fixed offsets in one view first (`plain_ipv4`), as the XDP program does: a third of
-//! the general path's time. It takes a frame only when the general path would accept it with
+//! read at fixed offsets in one view first (`plain_ipv4`), as the XDP program does: two thirds
+//! of the general path's time. It takes a frame only when the general path would accept it with
 //! the same result, which `crate::selfcheck` checks on every frame its tests and the fuzzer
 //! feed it; anything else goes to the general path, which also says what failed.
 //!
