@@ -108,9 +108,9 @@ pub struct XdpFilter {
     generation: u32,
     /// The grace period that retires the previous slot, while it runs.
     retiring: Option<std::thread::JoinHandle<()>>,
-    rule_count: usize,
     /// The per-rule counters (`Stats::rules`) of the slot in force as they were when the set
-    /// was written into it: the set's own counts are the counters less these.
+    /// was written into it, one per rule of the set: the set's own counts are the counters
+    /// less these.
     rule_baseline: Vec<Counter>,
     /// `XdpConfig::xsk_frame_room`: set with the first socket registered.
     xsk_frame_room: u32,
@@ -234,7 +234,6 @@ impl XdpFilter {
             active: None,
             generation: 0,
             retiring: None,
-            rule_count: 0,
             rule_baseline: Vec::new(),
             xsk_frame_room: 0,
         })
@@ -335,7 +334,7 @@ impl XdpFilter {
         let generation = self.generation + 1;
         compiled.set.generation = generation;
         let baseline = self
-            .write_slot(slot, &compiled, rules.len())
+            .write_slot(slot, &compiled)
             .with_context(|| format!("could not write the new rule set (slot {slot})"))?;
         // The switch: the only write a packet can observe.
         self.write_config(slot, self.xsk_frame_room)
@@ -343,7 +342,6 @@ impl XdpFilter {
         let in_force_after = start.elapsed();
         let previous = self.active.replace(slot);
         self.generation = generation;
-        self.rule_count = rules.len();
         self.rule_baseline = baseline;
         if previous.is_some() {
             // Packets that read the old slot number before the switch may still be running.
@@ -390,7 +388,7 @@ impl XdpFilter {
     /// Writes everything of a rule set into `slot`, which no packet reads (it is not in force,
     /// and a grace period has passed since it last was). Returns the slot's per-rule counters
     /// as they are: the new set's counts start from them.
-    fn write_slot(&mut self, slot: u32, c: &Compiled, rule_count: usize) -> Result<Vec<Counter>> {
+    fn write_slot(&mut self, slot: u32, c: &Compiled) -> Result<Vec<Counter>> {
         let s = slot as u8;
         let key4 = |e: &(u8, [u8; 4], RuleMask)| {
             let (len, a, m) = *e;
@@ -410,7 +408,7 @@ impl XdpFilter {
         // new set's counts start from here.
         let all = self.stats_summed()?;
         let first = slot as usize * MAX_RULES;
-        let baseline = all.rules[first..first + rule_count].to_vec();
+        let baseline = all.rules[first..first + c.set.rule_count as usize].to_vec();
         let mut sets: Array<&mut MapData, RuleSet> =
             Array::try_from(self.map(map_name::RULESETS)?)?;
         sets.set(slot, c.set.as_ref(), 0)?;
@@ -603,7 +601,7 @@ impl XdpFilter {
             .map(|(i, c)| (Outcome::from_index(i), *c))
             .collect();
         let first = self.active.unwrap_or(0) as usize * MAX_RULES;
-        s.rules = all.rules[first..first + self.rule_count]
+        s.rules = all.rules[first..first + self.rule_baseline.len()]
             .iter()
             .zip(&self.rule_baseline)
             .map(|(now, then)| now.since(then))
