@@ -86,6 +86,21 @@ pub fn changes(before: &Link, now: &Link) -> Vec<LinkChange> {
     out
 }
 
+/// The state of the interface called `name` now, from sysfs.
+fn read_link_named(name: &str) -> Result<Link> {
+    let read = |file: &str| -> Result<String> {
+        let path = format!("/sys/class/net/{name}/{file}");
+        Ok(std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?
+            .trim()
+            .to_string())
+    };
+    Ok(Link {
+        operstate: read("operstate")?,
+        mtu: read("mtu")?.parse().unwrap_or(0),
+    })
+}
+
 impl IfaceWatch {
     /// Watches the interface called `name` now; fails if there is none.
     pub fn new(name: &str) -> Result<IfaceWatch> {
@@ -109,20 +124,25 @@ impl IfaceWatch {
     }
 
     /// The interface's state now, from sysfs (`ip netns exec` gives each namespace its own
-    /// /sys, so this is the device of our namespace), under its current name.
+    /// /sys, so this is the device of our namespace), under its current name. A rename
+    /// between looking the name up and reading its files takes the old path away: then the
+    /// name is looked up again and the files read under the new one.
     fn read_link(&self) -> Result<Link> {
-        let name = self.current_name()?;
-        let read = |file: &str| -> Result<String> {
-            let path = format!("/sys/class/net/{name}/{file}");
-            Ok(std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?
-                .trim()
-                .to_string())
-        };
-        Ok(Link {
-            operstate: read("operstate")?,
-            mtu: read("mtu")?.parse().unwrap_or(0),
-        })
+        let mut name = self.current_name()?;
+        for _ in 0..3 {
+            match read_link_named(&name) {
+                Ok(link) => return Ok(link),
+                Err(e) => {
+                    // Fails here if the interface went away meanwhile.
+                    let now = self.current_name()?;
+                    if now == name {
+                        return Err(e);
+                    }
+                    name = now;
+                }
+            }
+        }
+        read_link_named(&name)
     }
 
     /// Fails when the interface went away; otherwise returns what changed since the last
