@@ -484,8 +484,12 @@ pub struct RuleSet {
     /// The action for frames that are not IP (ARP, LLDP, other ether types). Apart from the
     /// default: a default of drop must not take ARP, and with it the host's reachability.
     pub not_ip_action: u32,
-    /// Zero; keeps the masks that follow 8-byte aligned without padding.
-    pub reserved: u32,
+    /// The slot of `RULESETS` this set is written to (the loader sets it as it writes the
+    /// slot). The program looks the set up by the address of `XdpConfig::active_set`, so the
+    /// slot number it uses for everything else (the address tries' key byte, the per-rule
+    /// counters) is read from here, from the same value as the tables: two reads of
+    /// `active_set` could straddle a reload's switch.
+    pub slot: u32,
     /// Rules `0..rule_count` are valid.
     pub rule_count: u32,
     /// [`config_flags`]: which fields any rule constrains; the program skips the others.
@@ -506,6 +510,17 @@ pub struct RuleSet {
     pub sport_class: [u16; PORT_TABLE_LEN],
     /// Destination port to class.
     pub dport_class: [u16; PORT_TABLE_LEN],
+    /// The first matching rule and its action (or [`FirstRule::NONE`]) per
+    /// protocol-and-fragment entry and destination port class, at
+    /// [`RuleSet::dport_first_rule_index`]: the AND of `proto_frag` and `dport_masks`, lowest
+    /// bit, done by the loader. When no rule constrains anything but the protocol, the
+    /// fragment kind and the destination port (no bit of [`config_flags::NOT_DPORT`] in
+    /// `flags`: the commonest rule set), this is the packet's decision in one load, where the
+    /// masks take two loads, an AND, a lowest-bit search and the action's load. Filled for
+    /// every set; read only for those.
+    pub dport_first_rule: [FirstRule; DPORT_FIRST_RULE_LEN],
+    /// Zero; keeps the size a multiple of 8 (no padding after the table above).
+    pub reserved_end: u32,
 }
 
 impl RuleSet {
@@ -516,7 +531,7 @@ impl RuleSet {
         malformed_action: Action::Pass as u32,
         unparsed_action: Action::Pass as u32,
         not_ip_action: Action::Pass as u32,
-        reserved: 0,
+        slot: 0,
         rule_count: 0,
         flags: 0,
         actions: [0; MAX_RULES],
@@ -526,12 +541,55 @@ impl RuleSet {
         dport_masks: [RuleMask::EMPTY; MAX_PORT_CLASSES],
         sport_class: [0; PORT_TABLE_LEN],
         dport_class: [0; PORT_TABLE_LEN],
+        dport_first_rule: [FirstRule::NONE; DPORT_FIRST_RULE_LEN],
+        reserved_end: 0,
     };
 
     /// Where [`RuleSet::proto_frag`] holds protocol class `class` and fragment kind `frag`.
     #[inline(always)]
     pub const fn proto_frag_index(class: u32, frag: u32) -> usize {
         (class * frag::COUNT + frag) as usize
+    }
+
+    /// Where [`RuleSet::dport_first_rule`] holds `proto_frag` entry `proto_frag` (see
+    /// [`RuleSet::proto_frag_index`]) and destination port class `dport_class`.
+    #[inline(always)]
+    pub const fn dport_first_rule_index(proto_frag: usize, dport_class: u16) -> usize {
+        proto_frag * MAX_PORT_CLASSES + dport_class as usize
+    }
+}
+
+/// Entries of [`RuleSet::dport_first_rule`].
+pub const DPORT_FIRST_RULE_LEN: usize = PROTO_FRAG_LEN * MAX_PORT_CLASSES;
+
+/// An entry of [`RuleSet::dport_first_rule`]: a rule's index in the low byte, its
+/// [`Action`] in the high byte; or [`FirstRule::NONE`].
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstRule(pub u16);
+
+// A rule's index fits the low byte.
+const _: () = assert!(MAX_RULES <= 256);
+
+impl FirstRule {
+    /// No rule matches.
+    pub const NONE: FirstRule = FirstRule(u16::MAX);
+
+    pub const fn new(rule: usize, action: Action) -> FirstRule {
+        FirstRule((rule as u16 & 0xff) | (action as u16) << 8)
+    }
+
+    /// The rule's index, below [`MAX_RULES`] by construction (also for `NONE`, which is never
+    /// read as a rule).
+    #[inline(always)]
+    pub const fn rule(self) -> u32 {
+        (self.0 & 0xff) as u32
+    }
+
+    /// The rule's [`Action`] as `u32`.
+    #[inline(always)]
+    pub const fn action(self) -> u32 {
+        (self.0 >> 8) as u32
     }
 }
 
@@ -720,6 +778,8 @@ const _: () = assert!(
             + 4 * MAX_RULES
             + 32 * (PROTO_FRAG_LEN + ICMP_TABLE_LEN + 2 * MAX_PORT_CLASSES)
             + 2 * 2 * PORT_TABLE_LEN
+            + 2 * DPORT_FIRST_RULE_LEN
+            + 4
 );
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, has no padding (asserted above) and every bit

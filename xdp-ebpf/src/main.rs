@@ -24,7 +24,10 @@
 //! # Matching: bit vectors
 //! One table per packet field gives the set of rules the field value allows (`packet::abi`);
 //! the AND of those sets, lowest bit first, is the first matching rule in priority order. The
-//! cost does not grow with the number of rules.
+//! cost does not grow with the number of rules. A set whose rules constrain nothing but the
+//! protocol, the fragment kind and the destination port (the commonest) skips even that: the
+//! loader has ANDed the two tables for every pair in advance (`RuleSet::dport_first_rule`), so
+//! one load gives the first matching rule and its action.
 //!
 //! # Counting
 //! A frame adds to one per-CPU outcome counter (`packet::abi::outcome`: what it was, its
@@ -50,15 +53,20 @@
 //!
 //! # Atomic reloads
 //! `RULESETS` holds two compiled rule sets and `CONFIG.active_set` names the one in force. The
-//! program reads that word once per packet and takes every table from the same slot; the
-//! loader writes the other slot, switches the word, and waits for an RCU grace period before
-//! it touches the old slot again. So every packet is decided entirely by one rule set.
+//! program reads that word once per packet (as the key of the `RULESETS` lookup) and takes
+//! every table from the slot found, and the slot's number from the set itself
+//! (`RuleSet::slot`, for the address tries and the per-rule counters); the loader writes the
+//! other slot, switches the word, and waits for an RCU grace period before it touches the old
+//! slot again. So every packet is decided entirely by one rule set.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_map_lookup_elem, bpf_xdp_load_bytes},
+    },
     macros::{map, xdp},
     maps::{Array, LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
@@ -66,10 +74,10 @@ use aya_ebpf::{
 use aya_log_ebpf::macro_support::{Level, level_enabled};
 use aya_log_ebpf::{info, warn};
 use packet::abi::{
-    Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureCtl, CaptureRecord, Counter, ICMP_NOT_ICMP,
-    MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord, RULE_MASK_WORDS,
-    RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig, config_flags, frag,
-    lowest_bit, outcome, proto_class, verdict,
+    Action, CAPTURE_BYTES, CAPTURE_RING_BYTES, CaptureCtl, CaptureRecord, Counter, FirstRule,
+    ICMP_NOT_ICMP, MAX_IPV6_EXT_HEADERS, MAX_RULES, NO_PORT, PORT_CLASS_NONE, ProbeRecord,
+    RULE_MASK_WORDS, RULE_SET_SLOTS, RuleMask, RuleSet, Stats, TRIE_ENTRIES, XdpConfig,
+    config_flags, frag, lowest_bit, outcome, proto_class, verdict,
 };
 
 /// The control word (`packet::abi::XdpConfig`): a global variable rather than an array map, so
@@ -141,12 +149,14 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
     // with logging on takes it past the verifier's limit (see the differential module's
     // `the_verifier_accepts_the_filter_with_room_to_spare`).
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let Some(stats) = STATS.get_ptr_mut(0) else {
+    // SAFETY: the key is the program's read-only global; a non-null result is this CPU's
+    // element of a per-CPU array, only touched by this CPU (XDP programs do not preempt each
+    // other on one CPU), valid for the program's run.
+    let Some(stats) =
+        (unsafe { lookup_by_key_at::<_, Stats>(&STATS, &raw const KEY_ZERO).as_mut() })
+    else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: a per-CPU array element is only touched by this CPU, and XDP programs do not
-    // preempt each other on one CPU; the pointer is valid for the program's run.
-    let stats = unsafe { &mut *stats };
     let Some((set, rules)) = rule_set() else {
         return xdp_action::XDP_PASS;
     };
@@ -355,30 +365,56 @@ pub fn xdp_filter_probe(ctx: XdpContext) -> u32 {
         out.dport = f.dport;
         out.icmp_type = f.icmp_type;
         out.frag = f.frag;
+        // Both addresses in one read (they are adjacent): with two, the compiler may merge
+        // their bounds tests into one the verifier cannot follow.
         if f.v6 {
-            if let (Some(s), Some(d)) = (bytes::<16>(&ctx, f.l3 + 8), bytes::<16>(&ctx, f.l3 + 24))
-            {
-                out.src = s;
-                out.dst = d;
+            if let Some(a) = bytes::<32>(&ctx, f.l3 + 8) {
+                out.src.copy_from_slice(&a[..16]);
+                out.dst.copy_from_slice(&a[16..]);
             }
-        } else if let (Some(s), Some(d)) =
-            (bytes::<4>(&ctx, f.l3 + 12), bytes::<4>(&ctx, f.l3 + 16))
-        {
-            out.src[..4].copy_from_slice(&s);
-            out.dst[..4].copy_from_slice(&d);
+        } else if let Some(a) = bytes::<8>(&ctx, f.l3 + 12) {
+            out.src[..4].copy_from_slice(&a[..4]);
+            out.dst[..4].copy_from_slice(&a[4..]);
         }
     }
     (d.verdict << 16) | d.rule
 }
 
-/// The slot in force and its rule set. Read once per packet: everything after comes from
-/// this one slot.
+/// The slot in force and its rule set. `CONFIG.active_set` is read once per packet, by the
+/// lookup itself, and the slot number comes from the set found (`RuleSet::slot`): everything
+/// after comes from this one slot.
 #[inline(always)]
 fn rule_set() -> Option<(u32, &'static RuleSet)> {
-    // SAFETY: a 4-byte aligned load of the program's global, valid for its run; the loader
-    // writes it from user space meanwhile, so the load is volatile (read once, as it is).
-    let set = unsafe { core::ptr::read_volatile(&raw const CONFIG.active_set) };
-    Some((set, RULESETS.get(set)?))
+    // SAFETY: the key is the program's global, valid for its run, and the lookup only reads
+    // it; a non-null result points at a `RuleSet` element of `RULESETS`, valid for the
+    // program's run (the loader rewrites a slot only after an RCU grace period past the
+    // switch away from it).
+    let rules = unsafe {
+        lookup_by_key_at::<_, RuleSet>(&RULESETS, &raw const CONFIG.active_set).as_ref()?
+    };
+    // The loader writes 0 or 1; the modulo shows the bound to the compiler, which then
+    // drops the per-rule counter's bounds test.
+    Some((rules.slot % RULE_SET_SLOTS, rules))
+}
+
+/// The key of a one-entry map's single element, in the program's read-only data (see
+/// [`lookup_by_key_at`]).
+static KEY_ZERO: u32 = 0;
+
+/// `bpf_map_lookup_elem` with the key read from `key` in a global (map memory) rather than
+/// from a copy on the stack, as aya's `get(index)` makes: the kernel inlines an array lookup
+/// as a load of the key, a bound test and an add, and a key stored to the stack just before
+/// is loaded back through store-to-load forwarding, on the path of every packet (profiled:
+/// about a seventh of the program's samples on those two loads).
+///
+/// # Safety
+/// `key` must point at a `u32` in a global of the program, and `M` must be one of aya's map
+/// types (`#[repr(transparent)]` over the map's definition, whose address the loader
+/// relocates to the map).
+#[inline(always)]
+unsafe fn lookup_by_key_at<M, V>(map: &M, key: *const u32) -> *mut V {
+    // SAFETY: as the caller promises; the helper reads 4 bytes of key.
+    unsafe { bpf_map_lookup_elem(core::ptr::from_ref(map) as *mut _, key.cast()).cast() }
 }
 
 /// What a frame is, as far as rules are concerned; `R` is what a malformed frame says about
@@ -903,15 +939,7 @@ fn decide<R>(ctx: &XdpContext, class: &Class<R>, set: u32, rules: &RuleSet) -> D
         Class::Malformed(_) => (verdict::MALFORMED, 0, rules.malformed_action),
         Class::Unparsed => (verdict::UNPARSED, 0, rules.unparsed_action),
         Class::Ip(f) => match match_rules(ctx, f, set, rules) {
-            Some(rule) => (
-                verdict::RULE,
-                rule,
-                rules
-                    .actions
-                    .get(rule as usize)
-                    .copied()
-                    .unwrap_or(Action::Pass as u32),
-            ),
+            Some((rule, action)) => (verdict::RULE, rule, action),
             None => (verdict::NO_RULE, 0, rules.default_action),
         },
     };
@@ -922,18 +950,36 @@ fn decide<R>(ctx: &XdpContext, class: &Class<R>, set: u32, rules: &RuleSet) -> D
     }
 }
 
-/// ANDs the masks of every field; the lowest set bit is the first matching rule. The protocol
+/// The first matching rule and its action. ANDs the masks of every field; the lowest set bit
+/// is the first matching rule. The protocol
 /// and fragment mask holds only the set's rules, so the result never names a rule past
 /// `rule_count`; fields no rule constrains are skipped (every rule allows them). Only the mask
 /// words that can hold a rule are read: one 64-bit word for up to 64 rules (the usual case),
 /// all of them beyond.
 #[inline(always)]
-fn match_rules(ctx: &XdpContext, f: &Fields, set: u32, rules: &RuleSet) -> Option<u32> {
-    if rules.rule_count <= 64 {
+fn match_rules(ctx: &XdpContext, f: &Fields, set: u32, rules: &RuleSet) -> Option<(u32, u32)> {
+    if rules.flags & config_flags::NOT_DPORT == 0 {
+        return first_rule_by_dport(f, rules);
+    }
+    let rule = if rules.rule_count <= 64 {
         match_words::<1>(ctx, f, set, rules)
     } else {
         match_words::<RULE_MASK_WORDS>(ctx, f, set, rules)
-    }
+    }?;
+    Some((rule, *rules.actions.get(rule as usize)?))
+}
+
+/// The first matching rule and its action, for a set that constrains nothing but the
+/// protocol, the fragment kind and the destination port: one entry of the table the loader
+/// precomputed for the packet's pair (`RuleSet::dport_first_rule`).
+#[inline(always)]
+fn first_rule_by_dport(f: &Fields, rules: &RuleSet) -> Option<(u32, u32)> {
+    let pf = RuleSet::proto_frag_index(f.class, f.frag);
+    let class = port_class(&rules.dport_class, f.dport);
+    let first = *rules
+        .dport_first_rule
+        .get(RuleSet::dport_first_rule_index(pf, class))?;
+    (first != FirstRule::NONE).then_some((first.rule(), first.action()))
 }
 
 /// [`match_rules`] over the first `W` words of every mask.
@@ -997,12 +1043,16 @@ fn and_into<const W: usize>(m: &mut [u64; W], mask: &RuleMask) {
 
 #[inline(always)]
 fn port_mask<'a>(classes: &[u16; 65536], masks: &'a [RuleMask], port: u32) -> Option<&'a RuleMask> {
-    let class = if port == NO_PORT {
+    masks.get(usize::from(port_class(classes, port)))
+}
+
+#[inline(always)]
+fn port_class(classes: &[u16; 65536], port: u32) -> u16 {
+    if port == NO_PORT {
         PORT_CLASS_NONE
     } else {
         classes[(port & 0xffff) as usize]
-    };
-    masks.get(usize::from(class))
+    }
 }
 
 /// The longest-prefix entry for the packet's source (`src`) or destination address, in the

@@ -140,10 +140,24 @@ impl Keys {
         icmp_type: true,
     };
 
-    /// Every key in most sets; a random subset (each key even odds) in the rest.
+    /// Only the destination port (besides protocol and fragment): the sets the program
+    /// decides from its precomputed first-rule table (`RuleSet::dport_first_rule`).
+    const DPORT_ONLY: Keys = Keys {
+        src: false,
+        dst: false,
+        sport: false,
+        dport: true,
+        icmp_type: false,
+    };
+
+    /// Every key in half the sets, the destination port alone in a fifth, a random subset
+    /// (each key even odds) in the rest.
     fn random(rng: &mut Rng) -> Keys {
-        if rng.chance(60) {
+        if rng.chance(50) {
             return Keys::ALL;
+        }
+        if rng.chance(40) {
+            return Keys::DPORT_ONLY;
         }
         Keys {
             src: rng.chance(50),

@@ -25,8 +25,8 @@
 
 use anyhow::{Result, bail};
 use packet::abi::{
-    Action, MAX_PORT_CLASSES, MAX_RULES, PORT_CLASS_NONE, PORT_TABLE_LEN, RuleMask, RuleSet,
-    config_flags, frag, proto_class,
+    Action, FirstRule, MAX_PORT_CLASSES, MAX_RULES, PORT_CLASS_NONE, PORT_TABLE_LEN,
+    PROTO_FRAG_LEN, RuleMask, RuleSet, config_flags, frag, proto_class,
 };
 use std::collections::HashMap;
 use std::fmt;
@@ -658,6 +658,19 @@ pub fn compile(rules: &[Rule], policy: Policy) -> Result<Compiled> {
         &mut set.dport_class,
         &mut set.dport_masks,
     );
+    // Every (protocol and fragment, destination port class) pair decided in advance, for sets
+    // that constrain nothing else (the program reads it only then; see `RuleSet`).
+    for pf in 0..PROTO_FRAG_LEN {
+        for class in 0..MAX_PORT_CLASSES as u16 {
+            let first = set.proto_frag[pf]
+                .and(&set.dport_masks[usize::from(class)])
+                .first();
+            set.dport_first_rule[RuleSet::dport_first_rule_index(pf, class)] = first
+                .map_or(FirstRule::NONE, |rule| {
+                    FirstRule::new(rule, rules[rule].action)
+                });
+        }
+    }
 
     let mut flags = 0;
     for (used, flag) in [
@@ -790,9 +803,30 @@ use packet::abi::ICMP_NOT_ICMP;
 
 #[cfg(test)]
 impl Compiled {
-    /// Evaluates the tables as the eBPF program does: longest-prefix lookups, one mask per
-    /// field, AND, lowest bit.
+    /// Evaluates the tables as the eBPF program does: for a set that constrains nothing but
+    /// the protocol, fragment kind and destination port, the precomputed first rule of the
+    /// packet's pair; for any other, longest-prefix lookups, one mask per field, AND, lowest
+    /// bit.
     pub fn lookup(&self, p: &PacketFields) -> Option<usize> {
+        let set = &self.set;
+        if set.flags & config_flags::NOT_DPORT == 0 {
+            let class = p
+                .dport
+                .map_or(PORT_CLASS_NONE, |x| set.dport_class[usize::from(x)]);
+            let pf = RuleSet::proto_frag_index(p.class, p.frag);
+            let first = set.dport_first_rule[RuleSet::dport_first_rule_index(pf, class)];
+            if first == FirstRule::NONE {
+                return None;
+            }
+            // The action the entry carries is the rule's.
+            assert_eq!(first.action(), set.actions[first.rule() as usize]);
+            return Some(first.rule() as usize);
+        }
+        self.lookup_by_masks(p)
+    }
+
+    /// [`Compiled::lookup`] by the masks alone, whatever keys the set uses.
+    pub fn lookup_by_masks(&self, p: &PacketFields) -> Option<usize> {
         fn lpm<const N: usize>(t: &[(u8, [u8; N], RuleMask)], a: &[u8; N]) -> RuleMask {
             t.iter()
                 .filter(|(l, p, _)| same_prefix(p, a, *l))
@@ -1135,8 +1169,18 @@ mod tests {
             packets in prop::collection::vec(arb_packet(), 1..40),
         ) {
             let t = compile(&rules, POLICY).unwrap();
+            // The same rules with no key but protocol, fragment and destination port: a set
+            // decided by the precomputed first-rule table.
+            let ports_only: Vec<Rule> = rules
+                .iter()
+                .map(|r| Rule { src: None, dst: None, sport: None, icmp_type: None, ..r.clone() })
+                .collect();
+            let u = compile(&ports_only, POLICY).unwrap();
+            prop_assert_eq!(u.set.flags & config_flags::NOT_DPORT, 0);
             for p in &packets {
                 prop_assert_eq!(t.lookup(p), first_match(&rules, p), "{:?}", p);
+                prop_assert_eq!(u.lookup(p), first_match(&ports_only, p), "{:?}", p);
+                prop_assert_eq!(u.lookup_by_masks(p), u.lookup(p), "{:?}", p);
             }
         }
     }

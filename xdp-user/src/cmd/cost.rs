@@ -105,6 +105,7 @@ pub fn cost(args: CostArgs) -> Result<()> {
     for (i, ((name, _), t)) in frames.iter().zip(&best).enumerate() {
         let (best_filter, best_bare) = (t.filter, t.bare);
         let per_load: Vec<f64> = loads.iter().map(|l| l[i].filter).collect();
+        let bare_per_load: Vec<f64> = loads.iter().map(|l| l[i].bare).collect();
         // The kernel reports whole nanoseconds per run; a bare program may round to 0.
         let ratio = best_filter / best_bare.max(1.0);
         let mut line = format!("{name:<12} {best_filter:>10.0} {best_bare:>10.0} {ratio:>7.2}");
@@ -127,6 +128,7 @@ pub fn cost(args: CostArgs) -> Result<()> {
             "packet": name, "filter_ns": best_filter, "bare_ns": best_bare, "ratio": ratio,
             // Each load's figure, of which filter_ns is the median.
             "filter_ns_per_load": per_load,
+            "bare_ns_per_load": bare_per_load,
             // XDP actions: 1 drop, 2 pass (so a reference can be checked to decide alike).
             "filter_action": t.filter_action, "bare_action": t.bare_action,
             // The first reference, as before there could be several.
