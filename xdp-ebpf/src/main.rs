@@ -951,11 +951,10 @@ fn decide<R>(ctx: &XdpContext, class: &Class<R>, set: u32, rules: &RuleSet) -> D
 }
 
 /// The first matching rule and its action. ANDs the masks of every field; the lowest set bit
-/// is the first matching rule. The protocol
-/// and fragment mask holds only the set's rules, so the result never names a rule past
-/// `rule_count`; fields no rule constrains are skipped (every rule allows them). Only the mask
-/// words that can hold a rule are read: one 64-bit word for up to 64 rules (the usual case),
-/// all of them beyond.
+/// is the first matching rule. The protocol and fragment mask holds only the set's rules, so
+/// the result never names a rule past `rule_count`; fields no rule constrains are skipped
+/// (every rule allows them). Only the mask words that can hold a rule are read: one 64-bit
+/// word for up to 64 rules (the usual case), all of them beyond.
 #[inline(always)]
 fn match_rules(ctx: &XdpContext, f: &Fields, set: u32, rules: &RuleSet) -> Option<(u32, u32)> {
     if rules.flags & config_flags::NOT_DPORT == 0 {
@@ -966,7 +965,9 @@ fn match_rules(ctx: &XdpContext, f: &Fields, set: u32, rules: &RuleSet) -> Optio
     } else {
         match_words::<RULE_MASK_WORDS>(ctx, f, set, rules)
     }?;
-    Some((rule, *rules.actions.get(rule as usize)?))
+    // The index is below `rule_count` (see above); were it not, pass (never black-hole).
+    let action = rules.actions.get(rule as usize).copied();
+    Some((rule, action.unwrap_or(Action::Pass as u32)))
 }
 
 /// The first matching rule and its action, for a set that constrains nothing but the
