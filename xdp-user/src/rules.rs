@@ -801,6 +801,12 @@ fn port_classes(
 #[cfg(test)]
 use packet::abi::ICMP_NOT_ICMP;
 
+/// The class of a packet's port (`None`: it has none), as the program looks it up.
+#[cfg(test)]
+fn port_class(classes: &[u16; PORT_TABLE_LEN], port: Option<u16>) -> u16 {
+    port.map_or(PORT_CLASS_NONE, |x| classes[usize::from(x)])
+}
+
 #[cfg(test)]
 impl Compiled {
     /// Evaluates the tables as the eBPF program does: for a set that constrains nothing but
@@ -810,9 +816,7 @@ impl Compiled {
     pub fn lookup(&self, p: &PacketFields) -> Option<usize> {
         let set = &self.set;
         if set.flags & config_flags::NOT_DPORT == 0 {
-            let class = p
-                .dport
-                .map_or(PORT_CLASS_NONE, |x| set.dport_class[usize::from(x)]);
+            let class = port_class(&set.dport_class, p.dport);
             let pf = RuleSet::proto_frag_index(p.class, p.frag);
             let first = set.dport_first_rule[RuleSet::dport_first_rule_index(pf, class)];
             if first == FirstRule::NONE {
@@ -846,7 +850,7 @@ impl Compiled {
         };
         let set = &self.set;
         let port = |classes: &[u16; PORT_TABLE_LEN], masks: &[RuleMask], x: Option<u16>| {
-            masks[usize::from(x.map_or(PORT_CLASS_NONE, |x| classes[usize::from(x)]))]
+            masks[usize::from(port_class(classes, x))]
         };
         let icmp = set.icmp[p.icmp_type.map_or(ICMP_NOT_ICMP as usize, usize::from)];
         set.proto_frag[RuleSet::proto_frag_index(p.class, p.frag)]

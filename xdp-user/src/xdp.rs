@@ -12,7 +12,7 @@
 //! The program holds two rule-set slots (`RULESETS`, and for the address tries, keys that
 //! start with the slot number) and one control word, `CONFIG.active_set`, which it reads once
 //! per packet before it takes any table from that slot (the slot's number too: each
-//! [`RuleSet`] value holds it, `RuleSet::slot`, written here). [`XdpFilter::install`]:
+//! [`RuleSet`] value holds it, `RuleSet::slot`, set by `install`). [`XdpFilter::install`]:
 //! 1. compiles the rules (a bad rule set fails here, before anything is written);
 //! 2. writes the slot *not* in force: its trie entries and its [`RuleSet`] value, in one
 //!    update, and reads its per-rule counters (in `Stats::rules`, which no packet touches
@@ -334,6 +334,7 @@ impl XdpFilter {
         let slot = self.active.map_or(0, |a| 1 - a);
         let generation = self.generation + 1;
         compiled.set.generation = generation;
+        compiled.set.slot = slot;
         let baseline = self
             .write_slot(slot, &compiled)
             .with_context(|| format!("could not write the new rule set (slot {slot})"))?;
@@ -412,9 +413,7 @@ impl XdpFilter {
         let baseline = all.rules[first..first + c.set.rule_count as usize].to_vec();
         let mut sets: Array<&mut MapData, RuleSet> =
             Array::try_from(self.map(map_name::RULESETS)?)?;
-        let mut set = c.set.clone();
-        set.slot = slot;
-        sets.set(slot, set.as_ref(), 0)?;
+        sets.set(slot, c.set.as_ref(), 0)?;
         Ok(baseline)
     }
 
